@@ -1,0 +1,25 @@
+//! The work-session domain of mcp-session-broker. No sockets, no HTTP: the proxy crate moves bytes
+//! and asks this crate what to do.
+//!
+//! # Layout
+//! - [`ids`]: typed, validated identifiers (principal, surface, work session, project, ...);
+//! - [`identity`]: principal hashing, surface rules, conversation keys;
+//! - [`jsonrpc`]: a POST body parsed once into typed JSON-RPC messages;
+//! - [`sse`]: an incremental, byte-exact Server-Sent Events parser;
+//! - [`mcp`]: the edits the broker makes to MCP messages and the messages it sends itself;
+//! - [`tokens`]: signed session ids, handles and backend assertions (JWT, `kid` rotation);
+//! - [`session`]: the work session record;
+//! - [`resolve`]: which work session a request belongs to (a pure function), and what a select binds;
+//! - [`guidance`]: the texts a model reads when a call cannot go through;
+//! - [`store`]: the store trait, its key schema, the in-memory and Redis stores.
+
+pub mod guidance;
+pub mod identity;
+pub mod ids;
+pub mod jsonrpc;
+pub mod mcp;
+pub mod resolve;
+pub mod session;
+pub mod sse;
+pub mod store;
+pub mod tokens;

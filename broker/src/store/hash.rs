@@ -1,0 +1,84 @@
+//! A work session as the field/value pairs of a Redis hash, and back.
+
+use std::collections::HashMap;
+
+use super::StoreError;
+use crate::ids::{ConversationKey, PrincipalId, Project, Surface, WorkSessionId};
+use crate::session::WorkSession;
+
+/// Field/value pairs for `HSET`.
+pub fn to_fields(session: &WorkSession) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("id", session.id.to_string()),
+        ("p", session.principal.to_string()),
+        ("sf", session.surface.to_string()),
+        ("pj", session.project.to_string()),
+        ("cr", session.created_ms.to_string()),
+        ("la", session.last_active_ms.to_string()),
+        ("n", session.calls.to_string()),
+    ];
+    if let Some(conversation) = &session.conversation {
+        fields.push(("cv", conversation.to_string()));
+    }
+    fields
+}
+
+/// Reads the flat `HGETALL` array back.
+pub fn from_flat(flat: Vec<String>) -> Result<WorkSession, StoreError> {
+    let mut map: HashMap<String, String> = HashMap::new();
+    let mut items = flat.into_iter();
+    while let (Some(field), Some(value)) = (items.next(), items.next()) {
+        map.insert(field, value);
+    }
+    let get = |name: &str| {
+        map.get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("work session without field {name}")))
+    };
+    let number = |name: &str| -> Result<u64, StoreError> {
+        get(name)?
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("work session field {name} is not a number")))
+    };
+    let corrupt = |e: crate::ids::IdError| StoreError::Corrupt(e.to_string());
+    Ok(WorkSession {
+        id: WorkSessionId::parse(get("id")?).map_err(corrupt)?,
+        principal: PrincipalId::parse(get("p")?).map_err(corrupt)?,
+        surface: Surface::parse(get("sf")?).map_err(corrupt)?,
+        conversation: map
+            .get("cv")
+            .map(|c| ConversationKey::parse(c.clone()))
+            .transpose()
+            .map_err(corrupt)?,
+        project: Project::parse(get("pj")?).map_err(corrupt)?,
+        created_ms: number("cr")?,
+        last_active_ms: number("la")?,
+        calls: number("n")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let session = WorkSession {
+            id: WorkSessionId::random(),
+            principal: PrincipalId::parse("ab".repeat(16)).expect("p"),
+            surface: Surface::parse("claude-ai").expect("s"),
+            conversation: Some(ConversationKey::parse("cd".repeat(16)).expect("c")),
+            project: Project::parse("linkedin").expect("p"),
+            created_ms: 1,
+            last_active_ms: 2,
+            calls: 3,
+        };
+        let flat: Vec<String> = to_fields(&session)
+            .into_iter()
+            .flat_map(|(f, v)| [f.to_owned(), v])
+            .collect();
+        assert_eq!(from_flat(flat.clone()).expect("decodes"), session);
+        let broken: Vec<String> = flat.into_iter().take(4).collect();
+        assert!(from_flat(broken).is_err());
+    }
+}

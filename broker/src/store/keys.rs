@@ -1,0 +1,114 @@
+//! The key schema, shared by both stores (the memory store uses the same names as map keys).
+//!
+//! Every key of a principal carries the hash tag `{p:<principal>}`, so in Redis Cluster they share a
+//! slot and one script can touch them all. No key or value holds a credential, a signing key or a
+//! handle: principals are HMACs, conversation keys are hashes, work-session ids are random.
+//!
+//! | key | type | holds | TTL |
+//! |---|---|---|---|
+//! | `msb:{p:P}:ws:<ws>` | hash | one work session | idle, sliding |
+//! | `msb:{p:P}:surf:<surface>` | zset | live work sessions on a surface, by last activity | idle, sliding |
+//! | `msb:{p:P}:conv:<conversation>` | string | the conversation's work session | idle, sliding |
+//! | `msb:{p:P}:mcp:<sid>` | string | the work session a client MCP session selected | idle, sliding |
+//! | `msb:{p:P}:end:<sid>` | string | a client MCP session that was ended (DELETE) | session-id life |
+//! | `msb:{p:P}:bk:<sid>:<upstream>` | string | backend session serving that MCP session there | idle |
+//! | `msb:{p:P}:bp:<upstream>:<backend session>` | string | project selected on that backend session | idle |
+//! | `msb:{p:P}:recent` | zset | recently used projects | 30 days |
+
+use crate::ids::{
+    BackendSessionId, ConversationKey, McpSessionId, PrincipalId, Surface, UpstreamId,
+    WorkSessionId,
+};
+
+/// Key names for one principal.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    tag: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, principal: &PrincipalId) -> Self {
+        Self {
+            tag: format!("{prefix}:{{p:{principal}}}"),
+        }
+    }
+
+    /// Prefix of work-session hashes (the id follows).
+    pub fn work_session_prefix(&self) -> String {
+        format!("{}:ws:", self.tag)
+    }
+
+    pub fn work_session(&self, id: &WorkSessionId) -> String {
+        format!("{}:ws:{id}", self.tag)
+    }
+
+    pub fn surface(&self, surface: &Surface) -> String {
+        format!("{}:surf:{surface}", self.tag)
+    }
+
+    pub fn conversation(&self, key: &ConversationKey) -> String {
+        format!("{}:conv:{key}", self.tag)
+    }
+
+    pub fn mcp_link(&self, sid: &McpSessionId) -> String {
+        format!("{}:mcp:{sid}", self.tag)
+    }
+
+    pub fn mcp_ended(&self, sid: &McpSessionId) -> String {
+        format!("{}:end:{sid}", self.tag)
+    }
+
+    pub fn backend_session(&self, sid: &McpSessionId, upstream: &UpstreamId) -> String {
+        format!("{}:bk:{sid}:{upstream}", self.tag)
+    }
+
+    /// Prefix of backend-project markers on one upstream (the backend session id follows).
+    pub fn backend_project_prefix(&self, upstream: &UpstreamId) -> String {
+        format!("{}:bp:{upstream}:", self.tag)
+    }
+
+    pub fn backend_project(&self, upstream: &UpstreamId, backend: &BackendSessionId) -> String {
+        format!("{}{backend}", self.backend_project_prefix(upstream))
+    }
+
+    pub fn recent(&self) -> String {
+        format!("{}:recent", self.tag)
+    }
+
+    /// A key in the principal's slot that is never written: a placeholder for absent keys, so scripts
+    /// always receive the same number of keys.
+    pub fn unused(&self) -> String {
+        format!("{}:unused", self.tag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_carries_the_principal_hash_tag() {
+        let p = PrincipalId::parse("0f".repeat(16)).expect("p");
+        let keys = Keys::new("msb", &p);
+        let ws = WorkSessionId::random();
+        let sid = McpSessionId::random();
+        let up = UpstreamId::parse("ab".repeat(8)).expect("up");
+        let all = [
+            keys.work_session(&ws),
+            keys.surface(&Surface::parse("claude-ai").expect("s")),
+            keys.mcp_link(&sid),
+            keys.mcp_ended(&sid),
+            keys.backend_session(&sid, &up),
+            keys.backend_project(&up, &BackendSessionId::parse("b{x}").expect("b")),
+            keys.recent(),
+            keys.unused(),
+        ];
+        let tag = format!("{{p:{p}}}");
+        for key in all {
+            assert!(key.starts_with(&format!("msb:{tag}:")), "{key}");
+            // The cluster slot is computed from the first {...}: it must be ours.
+            let first = &key[key.find('{').expect("open")..=key.find('}').expect("close")];
+            assert_eq!(first, tag);
+        }
+    }
+}

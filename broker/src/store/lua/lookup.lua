@@ -1,0 +1,40 @@
+-- Everything one request needs, read in one round trip (all keys share the principal's slot).
+-- KEYS: 1 ended marker, 2 MCP-session link, 3 conversation link, 4 surface index, 5 recent projects,
+--       6 backend-session override          (absent ones are the principal's never-written placeholder)
+-- ARGV: 1 work-session key prefix, 2 handle's work-session id or '', 3 backend session from the
+--       session id or '', 4 backend-project marker prefix, 5 surface limit, 6 recent limit,
+--       7 '1' when the request has an MCP session
+-- Returns {ended, handle, linked, conversation, {live...}, {recent...}, override, backend project};
+-- a work session is its HGETALL array, a missing one is nil. Stale surface entries are removed.
+local function work_session(id)
+  if not id or id == '' then return false end
+  local fields = redis.call('HGETALL', ARGV[1] .. id)
+  if #fields == 0 then return false end
+  return fields
+end
+
+local has_mcp = ARGV[7] == '1'
+local ended, override, marker, linked = 0, false, false, false
+if has_mcp then
+  ended = redis.call('EXISTS', KEYS[1])
+  override = redis.call('GET', KEYS[6])
+  local effective = override or ARGV[3]
+  if effective and effective ~= '' then
+    marker = redis.call('GET', ARGV[4] .. effective)
+  end
+  linked = work_session(redis.call('GET', KEYS[2]))
+end
+local conversation = work_session(redis.call('GET', KEYS[3]))
+
+local live = {}
+local limit = tonumber(ARGV[5])
+for _, id in ipairs(redis.call('ZREVRANGE', KEYS[4], 0, 49)) do
+  local fields = work_session(id)
+  if fields then
+    if #live < limit then table.insert(live, fields) end
+  else
+    redis.call('ZREM', KEYS[4], id)
+  end
+end
+local recent = redis.call('ZREVRANGE', KEYS[5], 0, tonumber(ARGV[6]) - 1)
+return {ended, work_session(ARGV[2]), linked, conversation, live, recent, override, marker}

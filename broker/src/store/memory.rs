@@ -1,0 +1,282 @@
+//! The in-memory store: one process, nothing survives a restart. Same key schema and semantics as
+//! Redis (sliding TTLs, scoped by principal), so the two are interchangeable and tested alike.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::keys::Keys;
+use super::{Answer, BackendRef, Lifetimes, McpQuery, McpState, Query, Store, StoreError};
+use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project};
+use crate::resolve::Found;
+use crate::session::{Links, WorkSession};
+
+const PREFIX: &str = "msb";
+/// How many live work sessions of one surface a lookup reports.
+const SURFACE_LIMIT: usize = 20;
+/// How many recent projects a lookup reports.
+const RECENT_LIMIT: usize = 10;
+
+struct Entry<T> {
+    value: T,
+    expires: Instant,
+}
+
+impl<T> Entry<T> {
+    fn live(&self, now: Instant) -> bool {
+        self.expires > now
+    }
+}
+
+#[derive(Default)]
+struct Maps {
+    sessions: HashMap<String, Entry<WorkSession>>,
+    strings: HashMap<String, Entry<String>>,
+    /// Sorted sets as member → score.
+    zsets: HashMap<String, Entry<HashMap<String, u64>>>,
+    last_purge: Option<Instant>,
+}
+
+/// A process-local store.
+pub struct MemoryStore {
+    lifetimes: Lifetimes,
+    maps: Mutex<Maps>,
+}
+
+impl MemoryStore {
+    pub fn new(lifetimes: Lifetimes) -> Self {
+        Self {
+            lifetimes,
+            maps: Mutex::new(Maps::default()),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Maps, Instant) -> R) -> Result<R, StoreError> {
+        let mut maps = self
+            .maps
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))?;
+        let now = Instant::now();
+        maps.purge_now_and_then(now);
+        Ok(f(&mut maps, now))
+    }
+}
+
+impl Maps {
+    /// Drops expired entries at most once a minute, so memory follows the live set.
+    fn purge_now_and_then(&mut self, now: Instant) {
+        if self
+            .last_purge
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.last_purge = Some(now);
+        self.sessions.retain(|_, e| e.live(now));
+        self.strings.retain(|_, e| e.live(now));
+        self.zsets.retain(|_, e| e.live(now));
+    }
+
+    fn session(&self, key: &str, now: Instant) -> Option<WorkSession> {
+        self.sessions
+            .get(key)
+            .filter(|e| e.live(now))
+            .map(|e| e.value.clone())
+    }
+
+    fn string(&self, key: &str, now: Instant) -> Option<&str> {
+        self.strings
+            .get(key)
+            .filter(|e| e.live(now))
+            .map(|e| e.value.as_str())
+    }
+
+    fn set_string(&mut self, key: String, value: String, ttl: Duration, now: Instant) {
+        self.strings.insert(key, Entry { value, expires: now + ttl });
+    }
+
+    fn zadd(&mut self, key: String, member: String, score: u64, ttl: Duration, now: Instant) {
+        let entry = self.zsets.entry(key).or_insert_with(|| Entry {
+            value: HashMap::new(),
+            expires: now,
+        });
+        if !entry.live(now) {
+            entry.value.clear();
+        }
+        entry.value.insert(member, score);
+        entry.expires = now + ttl;
+    }
+
+    /// Members by score, highest first.
+    fn zrev(&self, key: &str, now: Instant) -> Vec<String> {
+        let Some(entry) = self.zsets.get(key).filter(|e| e.live(now)) else {
+            return Vec::new();
+        };
+        let mut members: Vec<(&String, &u64)> = entry.value.iter().collect();
+        members.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        members.into_iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    fn linked_session(&self, keys: &Keys, link_key: &str, now: Instant) -> Option<WorkSession> {
+        let id = self.string(link_key, now)?;
+        self.session(&format!("{}{id}", keys.work_session_prefix()), now)
+    }
+
+    fn mcp_state(&self, keys: &Keys, mcp: &McpQuery, now: Instant) -> McpState {
+        let ended = self.string(&keys.mcp_ended(&mcp.session), now).is_some();
+        let backend_override = self
+            .string(&keys.backend_session(&mcp.session, &mcp.upstream), now)
+            .and_then(|s| BackendSessionId::parse(s).ok());
+        let effective = backend_override.clone().or_else(|| mcp.backend.clone());
+        let backend_project = effective
+            .and_then(|bs| self.string(&keys.backend_project(&mcp.upstream, &bs), now))
+            .and_then(|p| Project::parse(p).ok());
+        McpState {
+            ended,
+            backend_override,
+            backend_project,
+        }
+    }
+
+    fn refresh(&mut self, keys: &Keys, session: &WorkSession, links: &Links, ttl: Duration, now: Instant) {
+        let id = session.id.to_string();
+        if let Some(sid) = &links.mcp_session {
+            self.set_string(keys.mcp_link(sid), id.clone(), ttl, now);
+        }
+        if let Some(conversation) = &links.conversation {
+            self.set_string(keys.conversation(conversation), id.clone(), ttl, now);
+        }
+        self.zadd(keys.surface(&session.surface), id, session.last_active_ms, ttl, now);
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn lookup(&self, query: &Query) -> Result<Answer, StoreError> {
+        let keys = Keys::new(PREFIX, &query.principal);
+        self.with(|maps, now| {
+            let handle = query
+                .handle
+                .as_ref()
+                .and_then(|id| maps.session(&keys.work_session(id), now));
+            let linked = query
+                .mcp
+                .as_ref()
+                .and_then(|mcp| maps.linked_session(&keys, &keys.mcp_link(&mcp.session), now));
+            let conversation = query
+                .conversation
+                .as_ref()
+                .and_then(|c| maps.linked_session(&keys, &keys.conversation(c), now));
+            let surface_live = maps
+                .zrev(&keys.surface(&query.surface), now)
+                .into_iter()
+                .filter_map(|id| maps.session(&format!("{}{id}", keys.work_session_prefix()), now))
+                .take(SURFACE_LIMIT)
+                .collect();
+            let recent_projects = maps
+                .zrev(&keys.recent(), now)
+                .into_iter()
+                .filter_map(|p| Project::parse(p).ok())
+                .take(RECENT_LIMIT)
+                .collect();
+            let mcp = query
+                .mcp
+                .as_ref()
+                .map(|mcp| maps.mcp_state(&keys, mcp, now))
+                .unwrap_or_default();
+            Answer {
+                found: Found {
+                    handle,
+                    linked,
+                    conversation,
+                    surface_live,
+                    recent_projects,
+                },
+                mcp,
+            }
+        })
+    }
+
+    async fn mcp_state(&self, principal: &PrincipalId, mcp: &McpQuery) -> Result<McpState, StoreError> {
+        let keys = Keys::new(PREFIX, principal);
+        self.with(|maps, now| maps.mcp_state(&keys, mcp, now))
+    }
+
+    async fn touch(&self, session: &WorkSession, links: &Links, now_ms: u64) -> Result<bool, StoreError> {
+        let keys = Keys::new(PREFIX, &session.principal);
+        let ttl = self.lifetimes.idle;
+        self.with(|maps, now| {
+            let key = keys.work_session(&session.id);
+            let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {
+                return false;
+            };
+            entry.value.last_active_ms = now_ms;
+            entry.value.calls += 1;
+            entry.expires = now + ttl;
+            let current = entry.value.clone();
+            maps.refresh(&keys, &current, links, ttl, now);
+            true
+        })
+    }
+
+    async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError> {
+        let keys = Keys::new(PREFIX, &session.principal);
+        let lifetimes = self.lifetimes;
+        self.with(|maps, now| {
+            let mut stored = session.clone();
+            stored.calls += 1;
+            maps.sessions.insert(
+                keys.work_session(&session.id),
+                Entry {
+                    value: stored,
+                    expires: now + lifetimes.idle,
+                },
+            );
+            maps.refresh(&keys, session, links, lifetimes.idle, now);
+            maps.zadd(
+                keys.recent(),
+                session.project.to_string(),
+                session.last_active_ms,
+                lifetimes.recent_projects,
+                now,
+            );
+        })
+    }
+
+    async fn set_backend_project(
+        &self,
+        principal: &PrincipalId,
+        backend: &BackendRef,
+        project: &Project,
+    ) -> Result<(), StoreError> {
+        let key = Keys::new(PREFIX, principal).backend_project(&backend.upstream, &backend.session);
+        let ttl = self.lifetimes.idle;
+        self.with(|maps, now| maps.set_string(key, project.to_string(), ttl, now))
+    }
+
+    async fn set_backend_session(
+        &self,
+        principal: &PrincipalId,
+        session: &McpSessionId,
+        backend: &BackendRef,
+    ) -> Result<(), StoreError> {
+        let key = Keys::new(PREFIX, principal).backend_session(session, &backend.upstream);
+        let ttl = self.lifetimes.idle;
+        self.with(|maps, now| maps.set_string(key, backend.session.to_string(), ttl, now))
+    }
+
+    async fn end_mcp_session(&self, principal: &PrincipalId, session: &McpSessionId) -> Result<(), StoreError> {
+        let keys = Keys::new(PREFIX, principal);
+        let ttl = self.lifetimes.ended_mcp_session;
+        self.with(|maps, now| {
+            maps.strings.remove(&keys.mcp_link(session));
+            maps.set_string(keys.mcp_ended(session), "1".into(), ttl, now);
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|_, _| ())
+    }
+}

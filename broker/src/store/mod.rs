@@ -1,0 +1,140 @@
+//! Where work sessions live: the [`Store`] trait and its two implementations.
+//!
+//! - [`memory::MemoryStore`]: one process, the quick start and single-replica deployments;
+//! - [`redis::RedisStore`]: any number of replicas, state that survives a broker restart.
+//!
+//! Every operation is scoped to one principal, and every key of one principal shares a Redis cluster
+//! slot (see [`keys`]), so each operation is one round trip. Resolution itself is not here: the store
+//! only reports what it found ([`crate::resolve::Found`]) and [`crate::resolve::resolve`] decides.
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+mod hash;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::ids::{
+    BackendSessionId, ConversationKey, McpSessionId, PrincipalId, Project, Surface, UpstreamId,
+    WorkSessionId,
+};
+use crate::resolve::Found;
+use crate::session::{Links, WorkSession};
+
+/// A store failure. The message is for logs; clients get a generic text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("store returned data the broker cannot read: {0}")]
+    Corrupt(String),
+}
+
+/// How long things live in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Sliding idle TTL of a work session and everything that points at it.
+    pub idle: Duration,
+    /// How long an ended MCP session id stays refused (the life of a session id).
+    pub ended_mcp_session: Duration,
+    /// How long the principal's recent-projects list is kept.
+    pub recent_projects: Duration,
+}
+
+impl Lifetimes {
+    pub fn with_idle(idle: Duration) -> Self {
+        Self {
+            idle,
+            ended_mcp_session: Duration::from_secs(7 * 24 * 3600),
+            recent_projects: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// The MCP-session part of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpQuery {
+    pub session: McpSessionId,
+    pub upstream: UpstreamId,
+    /// The backend session named in the client's session id, when it lives on this upstream.
+    pub backend: Option<BackendSessionId>,
+}
+
+/// Everything one request needs to know, asked in one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub principal: PrincipalId,
+    pub surface: Surface,
+    pub mcp: Option<McpQuery>,
+    pub handle: Option<WorkSessionId>,
+    pub conversation: Option<ConversationKey>,
+}
+
+/// What the store knows about one client MCP session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct McpState {
+    /// The client ended it (DELETE): its id is refused from now on.
+    pub ended: bool,
+    /// A backend session opened for it on this upstream after the one in its id (backend restarted,
+    /// or the id came from another replica's upstream).
+    pub backend_override: Option<BackendSessionId>,
+    /// The project last selected on the backend session in use (override, else the id's own).
+    pub backend_project: Option<Project>,
+}
+
+/// The answer to a [`Query`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub found: Found,
+    pub mcp: McpState,
+}
+
+/// A backend session on one upstream instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendRef {
+    pub upstream: UpstreamId,
+    pub session: BackendSessionId,
+}
+
+/// The work-session store.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads everything resolution needs, in one round trip.
+    async fn lookup(&self, query: &Query) -> Result<Answer, StoreError>;
+
+    /// Reads the MCP-session state only (for requests that need no resolution).
+    async fn mcp_state(&self, principal: &PrincipalId, mcp: &McpQuery) -> Result<McpState, StoreError>;
+
+    /// Records a call in a live work session and slides every TTL of it, in one round trip.
+    /// Returns `false` when the work session is gone (ended meanwhile).
+    async fn touch(&self, session: &WorkSession, links: &Links, now_ms: u64) -> Result<bool, StoreError>;
+
+    /// Creates or updates a work session after a successful select, with its links.
+    async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError>;
+
+    /// Records which project a backend session has selected.
+    async fn set_backend_project(
+        &self,
+        principal: &PrincipalId,
+        backend: &BackendRef,
+        project: &Project,
+    ) -> Result<(), StoreError>;
+
+    /// Records the backend session now serving a client MCP session on an upstream.
+    async fn set_backend_session(
+        &self,
+        principal: &PrincipalId,
+        session: &McpSessionId,
+        backend: &BackendRef,
+    ) -> Result<(), StoreError>;
+
+    /// Ends a client MCP session: its id is refused from now on; its work session lives on.
+    async fn end_mcp_session(&self, principal: &PrincipalId, session: &McpSessionId) -> Result<(), StoreError>;
+
+    /// Is the store reachable?
+    async fn ping(&self) -> Result<(), StoreError>;
+}

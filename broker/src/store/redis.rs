@@ -1,0 +1,308 @@
+//! The Redis store: deadpool-redis connections, one Lua script (or one pipeline) per operation, every
+//! operation bounded by a timeout so a slow or stopped Redis fails a request fast instead of hanging it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{Script, Value};
+use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+
+use super::keys::Keys;
+use super::{Answer, BackendRef, Lifetimes, McpQuery, McpState, Query, Store, StoreError, hash};
+use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project};
+use crate::resolve::Found;
+use crate::session::{Links, WorkSession};
+
+const SURFACE_LIMIT: usize = 20;
+const RECENT_LIMIT: usize = 10;
+
+/// Settings of the Redis store.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Prefix of every key (`msb` by default).
+    pub prefix: String,
+    /// Upper bound for one operation, waiting for a connection included.
+    pub timeout: Duration,
+    pub pool_size: usize,
+}
+
+impl RedisSettings {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "msb".into(),
+            timeout: Duration::from_millis(500),
+            pool_size: 32,
+        }
+    }
+}
+
+/// A store in Redis.
+pub struct RedisStore {
+    pool: Pool,
+    settings: RedisSettings,
+    lifetimes: Lifetimes,
+    lookup: Script,
+    touch: Script,
+    bind: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.settings.prefix).finish()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Builds the pool; no connection is made until the first operation.
+    pub fn new(settings: RedisSettings, lifetimes: Lifetimes) -> Result<Self, StoreError> {
+        let mut config = Config::from_url(settings.url.clone());
+        let mut pool = PoolConfig::new(settings.pool_size);
+        pool.timeouts = Timeouts {
+            wait: Some(settings.timeout),
+            create: Some(settings.timeout),
+            recycle: Some(settings.timeout),
+        };
+        config.pool = Some(pool);
+        let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(unavailable)?;
+        Ok(Self {
+            pool,
+            settings,
+            lifetimes,
+            lookup: Script::new(include_str!("lua/lookup.lua")),
+            touch: Script::new(include_str!("lua/touch.lua")),
+            bind: Script::new(include_str!("lua/bind.lua")),
+        })
+    }
+
+    fn keys(&self, principal: &PrincipalId) -> Keys {
+        Keys::new(&self.settings.prefix, principal)
+    }
+
+    /// Runs `f` on a pooled connection within the operation timeout.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let work = async {
+            let connection = self.pool.get().await.map_err(unavailable)?;
+            f(connection).await.map_err(unavailable)
+        };
+        tokio::time::timeout(self.settings.timeout, work)
+            .await
+            .map_err(|_| StoreError::Timeout(self.settings.timeout))?
+    }
+
+    fn ms(duration: Duration) -> u64 {
+        u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+fn optional_session(value: &Value) -> Result<Option<WorkSession>, StoreError> {
+    match value {
+        Value::Nil => Ok(None),
+        other => {
+            let flat: Vec<String> = redis::from_redis_value_ref(other).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            hash::from_flat(flat).map(Some)
+        }
+    }
+}
+
+fn optional_string(value: &Value) -> Result<Option<String>, StoreError> {
+    match value {
+        Value::Nil => Ok(None),
+        other => redis::from_redis_value_ref(other)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string())),
+    }
+}
+
+fn decode_answer(reply: Value) -> Result<Answer, StoreError> {
+    let Value::Array(items) = reply else {
+        return Err(StoreError::Corrupt("lookup did not return an array".into()));
+    };
+    let [ended, handle, linked, conversation, live, recent, override_, marker] =
+        <[Value; 8]>::try_from(items).map_err(|_| StoreError::Corrupt("lookup returned a wrong arity".into()))?;
+    let ended: i64 = redis::from_redis_value_ref(&ended).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let surface_live = match live {
+        Value::Array(list) => list
+            .iter()
+            .map(optional_session)
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    let recent: Vec<String> = redis::from_redis_value_ref(&recent).unwrap_or_default();
+    Ok(Answer {
+        found: Found {
+            handle: optional_session(&handle)?,
+            linked: optional_session(&linked)?,
+            conversation: optional_session(&conversation)?,
+            surface_live,
+            recent_projects: recent.into_iter().filter_map(|p| Project::parse(p).ok()).collect(),
+        },
+        mcp: McpState {
+            ended: ended == 1,
+            backend_override: optional_string(&override_)?.and_then(|s| BackendSessionId::parse(s).ok()),
+            backend_project: optional_string(&marker)?.and_then(|s| Project::parse(s).ok()),
+        },
+    })
+}
+
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn lookup(&self, query: &Query) -> Result<Answer, StoreError> {
+        let keys = self.keys(&query.principal);
+        let unused = keys.unused();
+        let mcp = query.mcp.as_ref();
+        let mut invocation = self.lookup.prepare_invoke();
+        invocation
+            .key(mcp.map(|m| keys.mcp_ended(&m.session)).unwrap_or_else(|| unused.clone()))
+            .key(mcp.map(|m| keys.mcp_link(&m.session)).unwrap_or_else(|| unused.clone()))
+            .key(query.conversation.as_ref().map(|c| keys.conversation(c)).unwrap_or_else(|| unused.clone()))
+            .key(keys.surface(&query.surface))
+            .key(keys.recent())
+            .key(mcp.map(|m| keys.backend_session(&m.session, &m.upstream)).unwrap_or_else(|| unused.clone()))
+            .arg(keys.work_session_prefix())
+            .arg(query.handle.as_ref().map(ToString::to_string).unwrap_or_default())
+            .arg(mcp.and_then(|m| m.backend.as_ref()).map(ToString::to_string).unwrap_or_default())
+            .arg(mcp.map(|m| keys.backend_project_prefix(&m.upstream)).unwrap_or_default())
+            .arg(SURFACE_LIMIT)
+            .arg(RECENT_LIMIT)
+            .arg(flag(mcp.is_some()));
+        let reply: Value = self
+            .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await?;
+        decode_answer(reply)
+    }
+
+    async fn mcp_state(&self, principal: &PrincipalId, mcp: &McpQuery) -> Result<McpState, StoreError> {
+        let query = Query {
+            principal: principal.clone(),
+            surface: crate::ids::Surface::parse("none").map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            mcp: Some(mcp.clone()),
+            handle: None,
+            conversation: None,
+        };
+        Ok(self.lookup(&query).await?.mcp)
+    }
+
+    async fn touch(&self, session: &WorkSession, links: &Links, now_ms: u64) -> Result<bool, StoreError> {
+        let keys = self.keys(&session.principal);
+        let mut invocation = self.touch.prepare_invoke();
+        invocation
+            .key(keys.work_session(&session.id))
+            .key(keys.surface(&session.surface))
+            .key(links.mcp_session.as_ref().map(|s| keys.mcp_link(s)).unwrap_or_else(|| keys.unused()))
+            .key(links.conversation.as_ref().map(|c| keys.conversation(c)).unwrap_or_else(|| keys.unused()))
+            .arg(session.id.to_string())
+            .arg(now_ms)
+            .arg(Self::ms(self.lifetimes.idle))
+            .arg(flag(links.mcp_session.is_some()))
+            .arg(flag(links.conversation.is_some()));
+        let touched: i64 = self
+            .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await?;
+        Ok(touched == 1)
+    }
+
+    async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError> {
+        let keys = self.keys(&session.principal);
+        let mut invocation = self.bind.prepare_invoke();
+        invocation
+            .key(keys.work_session(&session.id))
+            .key(keys.surface(&session.surface))
+            .key(links.mcp_session.as_ref().map(|s| keys.mcp_link(s)).unwrap_or_else(|| keys.unused()))
+            .key(links.conversation.as_ref().map(|c| keys.conversation(c)).unwrap_or_else(|| keys.unused()))
+            .key(keys.recent())
+            .arg(session.id.to_string())
+            .arg(session.last_active_ms)
+            .arg(Self::ms(self.lifetimes.idle))
+            .arg(flag(links.mcp_session.is_some()))
+            .arg(flag(links.conversation.is_some()))
+            .arg(Self::ms(self.lifetimes.recent_projects))
+            .arg(session.project.to_string());
+        for (field, value) in hash::to_fields(session) {
+            invocation.arg(field).arg(value);
+        }
+        let _: i64 = self
+            .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn set_backend_project(
+        &self,
+        principal: &PrincipalId,
+        backend: &BackendRef,
+        project: &Project,
+    ) -> Result<(), StoreError> {
+        let key = self.keys(principal).backend_project(&backend.upstream, &backend.session);
+        let ttl = Self::ms(self.lifetimes.idle);
+        let project = project.to_string();
+        self.run(|mut connection| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(project)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    async fn set_backend_session(
+        &self,
+        principal: &PrincipalId,
+        session: &McpSessionId,
+        backend: &BackendRef,
+    ) -> Result<(), StoreError> {
+        let key = self.keys(principal).backend_session(session, &backend.upstream);
+        let ttl = Self::ms(self.lifetimes.idle);
+        let value = backend.session.to_string();
+        self.run(|mut connection| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    async fn end_mcp_session(&self, principal: &PrincipalId, session: &McpSessionId) -> Result<(), StoreError> {
+        let keys = self.keys(principal);
+        let ttl = Self::ms(self.lifetimes.ended_mcp_session);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(keys.mcp_link(session))
+            .ignore()
+            .cmd("SET")
+            .arg(keys.mcp_ended(session))
+            .arg("1")
+            .arg("PX")
+            .arg(ttl)
+            .ignore();
+        self.run(|mut connection| async move { pipe.query_async::<()>(&mut connection).await })
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|mut connection| async move { redis::cmd("PING").query_async::<String>(&mut connection).await })
+            .await
+            .map(|_| ())
+    }
+}

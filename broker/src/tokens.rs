@@ -1,0 +1,351 @@
+//! Signed tokens: the client's MCP session id, the work-session handle, the backend assertion.
+//!
+//! All three are JWTs with `iss`, `aud`, `iat`, `nbf`, `exp` and a `kid` header, signed with one key and
+//! verified against a ring of keys by `kid` (so keys rotate without breaking live tokens). The algorithm
+//! is pinned per key: a token whose header names another algorithm is refused before any signature
+//! check, which closes `alg: none` and algorithm-confusion attacks.
+//!
+//! | token | audience | carries | life |
+//! |---|---|---|---|
+//! | session id | `msb-session` | principal, MCP session, upstream + backend session, `initialize` params | days; ended by the store |
+//! | handle | `msb-handle` | principal, work session | days; ruled by the store |
+//! | assertion | configurable (`mcp-backend`) | principal, work session, surface, project | seconds |
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+
+use crate::ids::{McpSessionId, PrincipalId, Project, Surface, UpstreamId, WorkSessionId};
+
+/// Audience of client session ids.
+pub const SESSION_AUDIENCE: &str = "msb-session";
+/// Audience of work-session handles.
+pub const HANDLE_AUDIENCE: &str = "msb-handle";
+/// Smallest accepted HMAC secret.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Why a token was not issued or not accepted. The messages are safe to show a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token was signed with an unknown key")]
+    UnknownKey,
+    #[error("the token uses an algorithm this broker does not accept")]
+    WrongAlgorithm,
+    #[error("the token signature is invalid")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token is meant for another audience")]
+    WrongAudience,
+    #[error("the token was issued by someone else")]
+    WrongIssuer,
+    #[error("the signing key is too short: at least {MIN_SECRET_BYTES} bytes are required")]
+    WeakKey,
+    #[error("the token could not be signed")]
+    Signing,
+}
+
+fn map_error(error: jsonwebtoken::errors::Error) -> TokenError {
+    match error.kind() {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::WrongAlgorithm,
+        _ => TokenError::Malformed,
+    }
+}
+
+struct Verifier {
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// The broker's keys: one to sign with, any number to verify with, by `kid`.
+pub struct KeyRing {
+    issuer: String,
+    signing_kid: String,
+    signing_algorithm: Algorithm,
+    signing_key: EncodingKey,
+    verifiers: HashMap<String, Verifier>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("issuer", &self.issuer)
+            .field("signing_kid", &self.signing_kid)
+            .field("verifying_kids", &self.verifiers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The `kid` of an HMAC secret: a short hash, so the same secret always gets the same id.
+pub fn hmac_kid(secret: &[u8]) -> String {
+    format!("hs-{}", hex::encode(&Sha256::digest(secret)[..6]))
+}
+
+impl KeyRing {
+    /// A ring that signs and verifies with one HS256 secret.
+    pub fn hs256(issuer: impl Into<String>, secret: &[u8]) -> Result<Self, TokenError> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(TokenError::WeakKey);
+        }
+        let kid = hmac_kid(secret);
+        let mut verifiers = HashMap::new();
+        verifiers.insert(
+            kid.clone(),
+            Verifier {
+                algorithm: Algorithm::HS256,
+                key: DecodingKey::from_secret(secret),
+            },
+        );
+        Ok(Self {
+            issuer: issuer.into(),
+            signing_kid: kid,
+            signing_algorithm: Algorithm::HS256,
+            signing_key: EncodingKey::from_secret(secret),
+            verifiers,
+        })
+    }
+
+    /// Also accept tokens signed with an older (or newer) HS256 secret.
+    pub fn also_verify_hs256(&mut self, secret: &[u8]) -> Result<(), TokenError> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(TokenError::WeakKey);
+        }
+        self.verifiers.insert(
+            hmac_kid(secret),
+            Verifier {
+                algorithm: Algorithm::HS256,
+                key: DecodingKey::from_secret(secret),
+            },
+        );
+        Ok(())
+    }
+
+    /// The `kid` new tokens are signed with.
+    pub fn signing_kid(&self) -> &str {
+        &self.signing_kid
+    }
+
+    /// The issuer named in every token.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Signs `claims` for `audience`, valid from `now` for `lifetime`.
+    pub fn sign<T: Serialize>(
+        &self,
+        audience: &str,
+        lifetime: Duration,
+        now_secs: u64,
+        claims: &T,
+    ) -> Result<String, TokenError> {
+        let mut header = Header::new(self.signing_algorithm);
+        header.kid = Some(self.signing_kid.clone());
+        let envelope = Envelope {
+            iss: self.issuer.clone(),
+            aud: audience.to_owned(),
+            iat: now_secs,
+            nbf: now_secs,
+            exp: now_secs + lifetime.as_secs().max(1),
+            claims,
+        };
+        jsonwebtoken::encode(&header, &envelope, &self.signing_key).map_err(|_| TokenError::Signing)
+    }
+
+    /// Verifies a token for `audience` and returns its claims.
+    pub fn verify<T: DeserializeOwned>(&self, audience: &str, token: &str) -> Result<T, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(map_error)?;
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let verifier = self.verifiers.get(&kid).ok_or(TokenError::UnknownKey)?;
+        if header.alg != verifier.algorithm {
+            return Err(TokenError::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(verifier.algorithm);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "aud", "iss"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        let data = jsonwebtoken::decode::<Envelope<T>>(token, &verifier.key, &validation)
+            .map_err(map_error)?;
+        Ok(data.claims.claims)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    iss: String,
+    aud: String,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+    #[serde(flatten)]
+    claims: T,
+}
+
+/// The client-facing MCP session id. Stateless: `initialize` leaves nothing in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// Principal the session belongs to.
+    pub p: PrincipalId,
+    /// The MCP session itself.
+    pub sid: McpSessionId,
+    /// Upstream instance the backend session below lives on.
+    pub up: UpstreamId,
+    /// Backend session created by the client's `initialize` (absent for a stateless backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bs: Option<String>,
+    /// The `initialize` params, replayed to open backend sessions elsewhere.
+    pub ini: serde_json::Value,
+}
+
+/// A work-session handle the model can pass back as `work_session`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandleClaims {
+    pub p: PrincipalId,
+    pub ws: WorkSessionId,
+}
+
+/// What the backend is told about the call it receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssertionClaims {
+    /// The principal hash.
+    pub sub: PrincipalId,
+    pub ws: WorkSessionId,
+    pub surface: Surface,
+    pub project: Project,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const OTHER: &[u8] = b"fedcba9876543210fedcba9876543210";
+    const NOW: u64 = 1_800_000_000;
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(NOW)
+    }
+
+    fn handle() -> HandleClaims {
+        HandleClaims {
+            p: PrincipalId::parse("ab".repeat(16)).expect("id"),
+            ws: WorkSessionId::random(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let ring = KeyRing::hs256("broker", SECRET).expect("ring");
+        let claims = handle();
+        let token = ring
+            .sign(HANDLE_AUDIENCE, Duration::from_secs(60), now(), &claims)
+            .expect("sign");
+        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &token), Ok(claims));
+    }
+
+    #[test]
+    fn refusals() {
+        let ring = KeyRing::hs256("broker", SECRET).expect("ring");
+        let token = ring
+            .sign(HANDLE_AUDIENCE, Duration::from_secs(60), now(), &handle())
+            .expect("sign");
+        assert_eq!(
+            ring.verify::<HandleClaims>(SESSION_AUDIENCE, &token),
+            Err(TokenError::WrongAudience)
+        );
+        let expired = ring
+            .sign(HANDLE_AUDIENCE, Duration::from_secs(1), now() - 3600, &handle())
+            .expect("sign");
+        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &expired), Err(TokenError::Expired));
+        let future = ring
+            .sign(HANDLE_AUDIENCE, Duration::from_secs(7200), now() + 3600, &handle())
+            .expect("sign");
+        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &future), Err(TokenError::NotYetValid));
+
+        let other = KeyRing::hs256("broker", OTHER).expect("ring");
+        let foreign = other
+            .sign(HANDLE_AUDIENCE, Duration::from_secs(60), now(), &handle())
+            .expect("sign");
+        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &foreign), Err(TokenError::UnknownKey));
+        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, "garbage"), Err(TokenError::Malformed));
+
+        // Same kid, other secret: a forged signature.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[2] = foreign.split('.').nth(2).unwrap_or_default().to_owned();
+        assert_eq!(
+            ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &parts.join(".")),
+            Err(TokenError::BadSignature)
+        );
+
+        let wrong_issuer = KeyRing::hs256("someone-else", SECRET)
+            .expect("ring")
+            .sign(HANDLE_AUDIENCE, Duration::from_secs(60), now(), &handle())
+            .expect("sign");
+        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &wrong_issuer), Err(TokenError::WrongIssuer));
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        use base64_like::encode;
+        let ring = KeyRing::hs256("broker", SECRET).expect("ring");
+        let header = encode(&format!(r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#, ring.signing_kid()));
+        let body = encode(&format!(
+            r#"{{"iss":"broker","aud":"msb-handle","iat":{n},"nbf":{n},"exp":{e},"p":"{p}","ws":"{p}"}}"#,
+            n = now(),
+            e = now() + 60,
+            p = "ab".repeat(16)
+        ));
+        let token = format!("{header}.{body}.");
+        assert!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &token).is_err());
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_until_the_old_key_is_dropped() {
+        let old = KeyRing::hs256("broker", SECRET).expect("ring");
+        let token = old
+            .sign(HANDLE_AUDIENCE, Duration::from_secs(60), now(), &handle())
+            .expect("sign");
+        let mut rotated = KeyRing::hs256("broker", OTHER).expect("ring");
+        assert_eq!(rotated.verify::<HandleClaims>(HANDLE_AUDIENCE, &token), Err(TokenError::UnknownKey));
+        rotated.also_verify_hs256(SECRET).expect("add");
+        assert!(rotated.verify::<HandleClaims>(HANDLE_AUDIENCE, &token).is_ok());
+    }
+
+    #[test]
+    fn weak_keys_are_refused() {
+        assert_eq!(KeyRing::hs256("b", b"short").err(), Some(TokenError::WeakKey));
+    }
+
+    /// Minimal base64url without padding, for hand-made hostile tokens.
+    mod base64_like {
+        const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        pub fn encode(input: &str) -> String {
+            let bytes = input.as_bytes();
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+                for i in 0..=chunk.len() {
+                    out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        }
+    }
+}
