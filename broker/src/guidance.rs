@@ -6,7 +6,11 @@
 use crate::ids::Project;
 
 fn list(projects: &[Project]) -> String {
-    projects.iter().map(Project::as_str).collect::<Vec<_>>().join(", ")
+    projects
+        .iter()
+        .map(Project::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// No work session: tell the model how to select one.
@@ -31,7 +35,9 @@ pub fn ambiguous(select_tool: &str, projects: &[Project]) -> String {
 
 /// The `work_session` handle could not be used.
 pub fn handle_refused(select_tool: &str, reason: &str) -> String {
-    format!("session-broker: the work_session handle was refused: {reason}. Call {select_tool} again.")
+    format!(
+        "session-broker: the work_session handle was refused: {reason}. Call {select_tool} again."
+    )
 }
 
 /// The store could not be reached, so nothing was decided.
@@ -64,9 +70,11 @@ mod tests {
             no_project("select_project_for_session", "name", &[p("a"), p("b")]),
             "session-broker: no project is selected for this conversation. Call select_project_for_session with name=<project> first. Recent projects: a, b."
         );
-        assert!(ambiguous("sel", &[p("innkeeper"), p("linkedin")]).starts_with(
-            "session-broker: several projects are live for this client (innkeeper, linkedin)"
-        ));
+        assert!(
+            ambiguous("sel", &[p("innkeeper"), p("linkedin")]).starts_with(
+                "session-broker: several projects are live for this client (innkeeper, linkedin)"
+            )
+        );
         assert!(handle_refused("sel", "it has ended").contains("refused: it has ended."));
     }
 }

@@ -137,7 +137,9 @@ pub struct SurfaceRule {
 /// Why a configured rule could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
-    #[error("surface rule {0:?} must look like SOURCE:PATTERN=SURFACE (SOURCE: ua, client, header.NAME)")]
+    #[error(
+        "surface rule {0:?} must look like SOURCE:PATTERN=SURFACE (SOURCE: ua, client, header.NAME)"
+    )]
     Shape(String),
     #[error("surface rule {rule:?}: {reason}")]
     BadSurface { rule: String, reason: String },
@@ -186,10 +188,12 @@ impl SurfaceRules {
 
     /// Header names (lowercase) the proxy must collect for the configured rules.
     pub fn header_names(&self) -> impl Iterator<Item = &str> {
-        self.configured.iter().filter_map(|rule| match &rule.source {
-            RuleSource::Header(name) => Some(name.as_str()),
-            _ => None,
-        })
+        self.configured
+            .iter()
+            .filter_map(|rule| match &rule.source {
+                RuleSource::Header(name) => Some(name.as_str()),
+                _ => None,
+            })
     }
 
     /// The surface these signals point at; never fails (`unknown` when nothing is known).
@@ -213,7 +217,11 @@ impl SurfaceRules {
 }
 
 fn builtin(signals: &SurfaceSignals<'_>) -> Surface {
-    if let Some(client) = signals.anthropic_client.map(str::trim).filter(|c| !c.is_empty()) {
+    if let Some(client) = signals
+        .anthropic_client
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
         return match client.to_ascii_lowercase().as_str() {
             "claudeai" => surface("claude-ai"),
             "cowork" => surface("claude-cowork"),
@@ -334,13 +342,31 @@ mod tests {
 
     #[test]
     fn real_clients_map_to_their_surfaces() {
-        assert_eq!(classify(Some("ClaudeAI"), Some("Claude-User"), Some("claude-ai")), "claude-ai");
+        assert_eq!(
+            classify(Some("ClaudeAI"), Some("Claude-User"), Some("claude-ai")),
+            "claude-ai"
+        );
         assert_eq!(classify(Some("Cowork"), None, None), "claude-cowork");
-        assert_eq!(classify(None, Some("Claude-User"), Some("Anthropic/ClaudeAI")), "claude-ai");
-        assert_eq!(classify(None, Some("claude-code/2.1.3 (cli)"), Some("claude-code")), "claude-code-cli");
-        assert_eq!(classify(None, Some("claude-code/2.1.3 (claude-vscode)"), None), "claude-code-vscode");
-        assert_eq!(classify(None, Some("claude-code/2.1.3 (claude-desktop)"), None), "claude-code-desktop");
-        assert_eq!(classify(None, Some("python-httpx/0.28"), Some("claude-code")), "claude-code");
+        assert_eq!(
+            classify(None, Some("Claude-User"), Some("Anthropic/ClaudeAI")),
+            "claude-ai"
+        );
+        assert_eq!(
+            classify(None, Some("claude-code/2.1.3 (cli)"), Some("claude-code")),
+            "claude-code-cli"
+        );
+        assert_eq!(
+            classify(None, Some("claude-code/2.1.3 (claude-vscode)"), None),
+            "claude-code-vscode"
+        );
+        assert_eq!(
+            classify(None, Some("claude-code/2.1.3 (claude-desktop)"), None),
+            "claude-code-desktop"
+        );
+        assert_eq!(
+            classify(None, Some("python-httpx/0.28"), Some("claude-code")),
+            "claude-code"
+        );
         assert_eq!(classify(None, None, Some("openai-mcp")), "chatgpt");
         assert_eq!(classify(None, None, Some("cursor-vscode")), "cursor");
         assert_eq!(classify(None, None, Some("Visual Studio Code")), "vscode");
@@ -365,7 +391,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(rules.classify(&signals).as_str(), "claude-family");
-        assert_eq!(rules.header_names().collect::<Vec<_>>(), vec!["x-client-kind"]);
+        assert_eq!(
+            rules.header_names().collect::<Vec<_>>(),
+            vec!["x-client-kind"]
+        );
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub enum RequestId {
 }
 
 impl RequestId {
-    fn from_value(value: &Value) -> Option<Self> {
+    /// The id of a JSON value, when it is a string or an integer.
+    pub fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::String(s) => Some(Self::Text(s.clone())),
             Value::Number(n) => n.as_i64().map(Self::Number),
@@ -112,11 +113,7 @@ impl Message {
 
     /// `params._meta[key]` as text.
     pub fn meta_str(&self, key: &str) -> Option<&str> {
-        self.params()?
-            .get("_meta")?
-            .as_object()?
-            .get(key)?
-            .as_str()
+        self.params()?.get("_meta")?.as_object()?.get(key)?.as_str()
     }
 
     /// `true` for a request (has an id and a method).
@@ -153,14 +150,22 @@ impl Body {
     pub fn to_json(&self) -> Vec<u8> {
         let value = match self {
             Body::Single(m) => Value::Object(m.value.clone()),
-            Body::Batch(ms) => Value::Array(ms.iter().map(|m| Value::Object(m.value.clone())).collect()),
+            Body::Batch(ms) => {
+                Value::Array(ms.iter().map(|m| Value::Object(m.value.clone())).collect())
+            }
         };
         serde_json::to_vec(&value).unwrap_or_default()
     }
 
     /// Is this exactly one `initialize` request?
     pub fn is_initialize(&self) -> bool {
-        matches!(self, Body::Single(Message { kind: Kind::Initialize, .. }))
+        matches!(
+            self,
+            Body::Single(Message {
+                kind: Kind::Initialize,
+                ..
+            })
+        )
     }
 }
 
@@ -200,7 +205,10 @@ fn classify(index: usize, value: Value) -> Result<Message, ParseError> {
     }
     let id = match map.get("id") {
         None => None,
-        Some(v) => Some(RequestId::from_value(v).ok_or_else(|| invalid("\"id\" must be a string or an integer"))?),
+        Some(v) => Some(
+            RequestId::from_value(v)
+                .ok_or_else(|| invalid("\"id\" must be a string or an integer"))?,
+        ),
     };
     let method = match map.get("method") {
         None => None,
@@ -216,10 +224,20 @@ fn classify(index: usize, value: Value) -> Result<Message, ParseError> {
     let kind = match (method, &id) {
         (Some(method), None) => Kind::Notification(method),
         (Some(method), Some(_)) => request_kind(&map, method).map_err(invalid)?,
-        (None, Some(_)) if map.contains_key("result") || map.contains_key("error") => Kind::Response,
-        (None, _) => return Err(invalid("a message needs a \"method\", or an \"id\" with \"result\" or \"error\"")),
+        (None, Some(_)) if map.contains_key("result") || map.contains_key("error") => {
+            Kind::Response
+        }
+        (None, _) => {
+            return Err(invalid(
+                "a message needs a \"method\", or an \"id\" with \"result\" or \"error\"",
+            ));
+        }
     };
-    Ok(Message { id, kind, value: map })
+    Ok(Message {
+        id,
+        kind,
+        value: map,
+    })
 }
 
 fn request_kind(map: &Map<String, Value>, method: String) -> Result<Kind, &'static str> {
@@ -257,14 +275,31 @@ fn request_kind(map: &Map<String, Value>, method: String) -> Result<Kind, &'stat
     })
 }
 
-/// Removes `arguments[name]` from a `tools/call` message, returning its value when it was a string.
-/// Returns `Err(())` when the argument was present but not a string.
-pub fn take_argument(message: &mut Message, name: &str) -> Result<Option<String>, ()> {
+/// An argument the broker removed from a `tools/call`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// It was not there.
+    Absent,
+    /// It was a string (or null, which counts as absent but still changed the message).
+    Text(Option<String>),
+    /// It was there but not a string.
+    NotText,
+}
+
+impl Taken {
+    /// Did removing it change the message?
+    pub fn changed(&self) -> bool {
+        !matches!(self, Taken::Absent)
+    }
+}
+
+/// Removes `arguments[name]` from a `tools/call` message.
+pub fn take_argument(message: &mut Message, name: &str) -> Taken {
     let Kind::ToolsCall(call) = &mut message.kind else {
-        return Ok(None);
+        return Taken::Absent;
     };
     let Some(taken) = call.arguments.remove(name) else {
-        return Ok(None);
+        return Taken::Absent;
     };
     if let Some(arguments) = message
         .value
@@ -276,9 +311,9 @@ pub fn take_argument(message: &mut Message, name: &str) -> Result<Option<String>
         arguments.remove(name);
     }
     match taken {
-        Value::String(s) => Ok(Some(s)),
-        Value::Null => Ok(None),
-        _ => Err(()),
+        Value::String(s) => Taken::Text(Some(s)),
+        Value::Null => Taken::Text(None),
+        _ => Taken::NotText,
     }
 }
 
@@ -313,11 +348,15 @@ mod tests {
 
     #[test]
     fn classifies_what_the_broker_intercepts() {
-        let init = one(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"claude-ai","version":"1"}}}"#);
+        let init = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"claude-ai","version":"1"}}}"#,
+        );
         assert_eq!(init.kind, Kind::Initialize);
         assert_eq!(init.id, Some(RequestId::Number(1)));
 
-        let call = one(r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"lock_context","arguments":{"topic":"t"},"_meta":{"openai/session":"s1"}}}"#);
+        let call = one(
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"lock_context","arguments":{"topic":"t"},"_meta":{"openai/session":"s1"}}}"#,
+        );
         match &call.kind {
             Kind::ToolsCall(c) => {
                 assert_eq!(c.name, "lock_context");
@@ -327,13 +366,22 @@ mod tests {
         }
         assert_eq!(call.meta_str("openai/session"), Some("s1"));
 
-        assert_eq!(one(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#).kind, Kind::ToolsList);
-        assert_eq!(one(r#"{"jsonrpc":"2.0","id":2,"method":"server/discover","params":{}}"#).kind, Kind::Discover);
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#).kind,
+            Kind::ToolsList
+        );
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","id":2,"method":"server/discover","params":{}}"#).kind,
+            Kind::Discover
+        );
         assert_eq!(
             one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).kind,
             Kind::Notification("notifications/initialized".into())
         );
-        assert_eq!(one(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).kind, Kind::Response);
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).kind,
+            Kind::Response
+        );
         assert_eq!(
             one(r#"{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"x"}}"#).kind,
             Kind::OtherRequest("resources/read".into())
@@ -369,12 +417,19 @@ mod tests {
 
     #[test]
     fn take_argument_strips_from_both_views() {
-        let mut call = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"work_session":"h","a":1}}}"#);
-        assert_eq!(take_argument(&mut call, "work_session"), Ok(Some("h".into())));
+        let mut call = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"work_session":"h","a":1}}}"#,
+        );
+        assert_eq!(
+            take_argument(&mut call, "work_session"),
+            Taken::Text(Some("h".into()))
+        );
         let body = Body::Single(call);
         let json: Value = serde_json::from_slice(&body.to_json()).expect("json");
         assert_eq!(json["params"]["arguments"], serde_json::json!({"a":1}));
-        let mut bad = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"work_session":3}}}"#);
-        assert_eq!(take_argument(&mut bad, "work_session"), Err(()));
+        let mut bad = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"work_session":3}}}"#,
+        );
+        assert_eq!(take_argument(&mut bad, "work_session"), Taken::NotText);
     }
 }

@@ -107,7 +107,9 @@ pub fn select_request(id: &str, tool: &str, arg: &str, project: &Project) -> Val
 
 /// The protocol version an `initialize` reply agreed on.
 pub fn negotiated_version(reply: &Value) -> Option<&str> {
-    reply.pointer("/result/protocolVersion").and_then(Value::as_str)
+    reply
+        .pointer("/result/protocolVersion")
+        .and_then(Value::as_str)
 }
 
 /// Keeps only what is needed to open the same kind of backend session again, bounded in size so a
@@ -123,7 +125,11 @@ pub fn replayable_initialize_params(params: Option<&Map<String, Value>>) -> Valu
             kept.insert(key.to_owned(), value.clone());
         }
     }
-    if serde_json::to_vec(&kept).map(|v| v.len()).unwrap_or(usize::MAX) > 2048 {
+    if serde_json::to_vec(&kept)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
+        > 2048
+    {
         kept.insert("capabilities".into(), json!({}));
         if let Some(info) = kept.get_mut("clientInfo").and_then(Value::as_object_mut) {
             info.retain(|k, _| k == "name" || k == "version");
@@ -150,7 +156,10 @@ mod tests {
         assert!(add_work_session_argument(&mut reply));
         let tools = reply["result"]["tools"].as_array().expect("tools");
         for tool in tools {
-            assert_eq!(tool["inputSchema"]["properties"]["work_session"]["type"], "string");
+            assert_eq!(
+                tool["inputSchema"]["properties"]["work_session"]["type"],
+                "string"
+            );
         }
         assert_eq!(tools[0]["inputSchema"]["required"], json!(["x"]));
         let mut error = json!({"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"no"}});
@@ -160,8 +169,12 @@ mod tests {
     #[test]
     fn success_and_failure_of_calls() {
         assert!(call_succeeded(&json!({"result":{"content":[]}})));
-        assert!(call_succeeded(&json!({"result":{"content":[],"isError":false}})));
-        assert!(!call_succeeded(&json!({"result":{"content":[],"isError":true}})));
+        assert!(call_succeeded(
+            &json!({"result":{"content":[],"isError":false}})
+        ));
+        assert!(!call_succeeded(
+            &json!({"result":{"content":[],"isError":true}})
+        ));
         assert!(!call_succeeded(&json!({"error":{"code":-1,"message":"x"}})));
     }
 
@@ -178,7 +191,10 @@ mod tests {
                             "clientInfo":{"name":"claude-ai","version":"1","icons":["z"]},"other":1});
         let kept = replayable_initialize_params(params.as_object());
         assert_eq!(kept["capabilities"], json!({}));
-        assert_eq!(kept["clientInfo"], json!({"name":"claude-ai","version":"1"}));
+        assert_eq!(
+            kept["clientInfo"],
+            json!({"name":"claude-ai","version":"1"})
+        );
         assert!(kept.get("other").is_none());
         assert_eq!(client_name(&kept), Some("claude-ai"));
     }

@@ -72,13 +72,22 @@ pub struct Found {
 /// The outcome of resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    Bound { session: WorkSession, path: Path },
+    Bound {
+        session: WorkSession,
+        path: Path,
+    },
     /// Nothing selected; `recent` helps the user choose.
-    Unbound { recent: Vec<Project> },
+    Unbound {
+        recent: Vec<Project>,
+    },
     /// Several projects live on the surface and the request names none (guarded policy).
-    Ambiguous { projects: Vec<Project> },
+    Ambiguous {
+        projects: Vec<Project>,
+    },
     /// A handle was presented but is not usable.
-    HandleRefused { reason: String },
+    HandleRefused {
+        reason: String,
+    },
 }
 
 impl Resolution {
@@ -213,8 +222,14 @@ mod tests {
         let r = resolve(&found, true, UnkeyedPolicy::Guarded);
         assert_eq!(path_of(&r), Some(Path::Handle));
         assert_eq!(r.session().map(|s| s.project.as_str()), Some("a"));
-        let ended = Found { handle: None, ..found };
-        assert!(matches!(resolve(&ended, true, UnkeyedPolicy::Surface), Resolution::HandleRefused { .. }));
+        let ended = Found {
+            handle: None,
+            ..found
+        };
+        assert!(matches!(
+            resolve(&ended, true, UnkeyedPolicy::Surface),
+            Resolution::HandleRefused { .. }
+        ));
     }
 
     #[test]
@@ -225,11 +240,20 @@ mod tests {
             surface_live: vec![ws("d", 4)],
             ..Default::default()
         };
-        assert_eq!(path_of(&resolve(&found, false, UnkeyedPolicy::Guarded)), Some(Path::McpSession));
+        assert_eq!(
+            path_of(&resolve(&found, false, UnkeyedPolicy::Guarded)),
+            Some(Path::McpSession)
+        );
         found.linked = None;
-        assert_eq!(path_of(&resolve(&found, false, UnkeyedPolicy::Guarded)), Some(Path::Conversation));
+        assert_eq!(
+            path_of(&resolve(&found, false, UnkeyedPolicy::Guarded)),
+            Some(Path::Conversation)
+        );
         found.conversation = None;
-        assert_eq!(path_of(&resolve(&found, false, UnkeyedPolicy::Guarded)), Some(Path::Surface));
+        assert_eq!(
+            path_of(&resolve(&found, false, UnkeyedPolicy::Guarded)),
+            Some(Path::Surface)
+        );
     }
 
     #[test]
@@ -238,20 +262,29 @@ mod tests {
             surface_live: vec![ws("a", 5), ws("a", 3)],
             ..Default::default()
         };
-        assert_eq!(path_of(&resolve(&one_project, false, UnkeyedPolicy::Guarded)), Some(Path::Surface));
+        assert_eq!(
+            path_of(&resolve(&one_project, false, UnkeyedPolicy::Guarded)),
+            Some(Path::Surface)
+        );
         let two = Found {
             surface_live: vec![ws("b", 5), ws("a", 3)],
             ..Default::default()
         };
         match resolve(&two, false, UnkeyedPolicy::Guarded) {
             Resolution::Ambiguous { projects } => {
-                assert_eq!(projects.iter().map(Project::as_str).collect::<Vec<_>>(), ["a", "b"])
+                assert_eq!(
+                    projects.iter().map(Project::as_str).collect::<Vec<_>>(),
+                    ["a", "b"]
+                )
             }
             other => panic!("{other:?}"),
         }
         let r = resolve(&two, false, UnkeyedPolicy::Surface);
         assert_eq!(r.session().map(|s| s.project.as_str()), Some("b"));
-        assert!(matches!(resolve(&two, false, UnkeyedPolicy::Strict), Resolution::Unbound { .. }));
+        assert!(matches!(
+            resolve(&two, false, UnkeyedPolicy::Strict),
+            Resolution::Unbound { .. }
+        ));
     }
 
     #[test]
@@ -262,14 +295,19 @@ mod tests {
         };
         assert_eq!(
             resolve(&found, false, UnkeyedPolicy::Guarded),
-            Resolution::Unbound { recent: found.recent_projects.clone() }
+            Resolution::Unbound {
+                recent: found.recent_projects.clone()
+            }
         );
     }
 
     #[test]
     fn selecting_the_same_project_continues_another_starts_anew() {
         let current = ws("a", 1);
-        let resolution = Resolution::Bound { session: current.clone(), path: Path::Surface };
+        let resolution = Resolution::Bound {
+            session: current.clone(),
+            path: Path::Surface,
+        };
         let who = Selector {
             principal: current.principal.clone(),
             surface: current.surface.clone(),

@@ -182,7 +182,8 @@ mod tests {
         (blocks, parser.finish())
     }
 
-    const STREAM: &[u8] = b"event: message\r\ndata: {\"a\":1}\r\n\r\n: ping\n\ndata: x\ndata: y\nid: 7\n\n";
+    const STREAM: &[u8] =
+        b"event: message\r\ndata: {\"a\":1}\r\n\r\n: ping\n\ndata: x\ndata: y\nid: 7\n\n";
 
     #[test]
     fn parses_events_comments_and_multiline_data() {

@@ -164,7 +164,11 @@ impl KeyRing {
     }
 
     /// Verifies a token for `audience` and returns its claims.
-    pub fn verify<T: DeserializeOwned>(&self, audience: &str, token: &str) -> Result<T, TokenError> {
+    pub fn verify<T: DeserializeOwned>(
+        &self,
+        audience: &str,
+        token: &str,
+    ) -> Result<T, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(map_error)?;
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
         let verifier = self.verifiers.get(&kid).ok_or(TokenError::UnknownKey)?;
@@ -256,7 +260,10 @@ mod tests {
         let token = ring
             .sign(HANDLE_AUDIENCE, Duration::from_secs(60), now(), &claims)
             .expect("sign");
-        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &token), Ok(claims));
+        assert_eq!(
+            ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &token),
+            Ok(claims)
+        );
     }
 
     #[test]
@@ -270,20 +277,42 @@ mod tests {
             Err(TokenError::WrongAudience)
         );
         let expired = ring
-            .sign(HANDLE_AUDIENCE, Duration::from_secs(1), now() - 3600, &handle())
+            .sign(
+                HANDLE_AUDIENCE,
+                Duration::from_secs(1),
+                now() - 3600,
+                &handle(),
+            )
             .expect("sign");
-        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &expired), Err(TokenError::Expired));
+        assert_eq!(
+            ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &expired),
+            Err(TokenError::Expired)
+        );
         let future = ring
-            .sign(HANDLE_AUDIENCE, Duration::from_secs(7200), now() + 3600, &handle())
+            .sign(
+                HANDLE_AUDIENCE,
+                Duration::from_secs(7200),
+                now() + 3600,
+                &handle(),
+            )
             .expect("sign");
-        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &future), Err(TokenError::NotYetValid));
+        assert_eq!(
+            ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &future),
+            Err(TokenError::NotYetValid)
+        );
 
         let other = KeyRing::hs256("broker", OTHER).expect("ring");
         let foreign = other
             .sign(HANDLE_AUDIENCE, Duration::from_secs(60), now(), &handle())
             .expect("sign");
-        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &foreign), Err(TokenError::UnknownKey));
-        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, "garbage"), Err(TokenError::Malformed));
+        assert_eq!(
+            ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &foreign),
+            Err(TokenError::UnknownKey)
+        );
+        assert_eq!(
+            ring.verify::<HandleClaims>(HANDLE_AUDIENCE, "garbage"),
+            Err(TokenError::Malformed)
+        );
 
         // Same kid, other secret: a forged signature.
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
@@ -297,14 +326,20 @@ mod tests {
             .expect("ring")
             .sign(HANDLE_AUDIENCE, Duration::from_secs(60), now(), &handle())
             .expect("sign");
-        assert_eq!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &wrong_issuer), Err(TokenError::WrongIssuer));
+        assert_eq!(
+            ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &wrong_issuer),
+            Err(TokenError::WrongIssuer)
+        );
     }
 
     #[test]
     fn alg_none_is_refused() {
         use base64_like::encode;
         let ring = KeyRing::hs256("broker", SECRET).expect("ring");
-        let header = encode(&format!(r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#, ring.signing_kid()));
+        let header = encode(&format!(
+            r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#,
+            ring.signing_kid()
+        ));
         let body = encode(&format!(
             r#"{{"iss":"broker","aud":"msb-handle","iat":{n},"nbf":{n},"exp":{e},"p":"{p}","ws":"{p}"}}"#,
             n = now(),
@@ -312,7 +347,10 @@ mod tests {
             p = "ab".repeat(16)
         ));
         let token = format!("{header}.{body}.");
-        assert!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &token).is_err());
+        assert!(
+            ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &token)
+                .is_err()
+        );
     }
 
     #[test]
@@ -322,24 +360,39 @@ mod tests {
             .sign(HANDLE_AUDIENCE, Duration::from_secs(60), now(), &handle())
             .expect("sign");
         let mut rotated = KeyRing::hs256("broker", OTHER).expect("ring");
-        assert_eq!(rotated.verify::<HandleClaims>(HANDLE_AUDIENCE, &token), Err(TokenError::UnknownKey));
+        assert_eq!(
+            rotated.verify::<HandleClaims>(HANDLE_AUDIENCE, &token),
+            Err(TokenError::UnknownKey)
+        );
         rotated.also_verify_hs256(SECRET).expect("add");
-        assert!(rotated.verify::<HandleClaims>(HANDLE_AUDIENCE, &token).is_ok());
+        assert!(
+            rotated
+                .verify::<HandleClaims>(HANDLE_AUDIENCE, &token)
+                .is_ok()
+        );
     }
 
     #[test]
     fn weak_keys_are_refused() {
-        assert_eq!(KeyRing::hs256("b", b"short").err(), Some(TokenError::WeakKey));
+        assert_eq!(
+            KeyRing::hs256("b", b"short").err(),
+            Some(TokenError::WeakKey)
+        );
     }
 
     /// Minimal base64url without padding, for hand-made hostile tokens.
     mod base64_like {
-        const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        const TABLE: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         pub fn encode(input: &str) -> String {
             let bytes = input.as_bytes();
             let mut out = String::new();
             for chunk in bytes.chunks(3) {
-                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
                 let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
                 for i in 0..=chunk.len() {
                     out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);

@@ -94,7 +94,13 @@ impl Maps {
     }
 
     fn set_string(&mut self, key: String, value: String, ttl: Duration, now: Instant) {
-        self.strings.insert(key, Entry { value, expires: now + ttl });
+        self.strings.insert(
+            key,
+            Entry {
+                value,
+                expires: now + ttl,
+            },
+        );
     }
 
     fn zadd(&mut self, key: String, member: String, score: u64, ttl: Duration, now: Instant) {
@@ -140,7 +146,14 @@ impl Maps {
         }
     }
 
-    fn refresh(&mut self, keys: &Keys, session: &WorkSession, links: &Links, ttl: Duration, now: Instant) {
+    fn refresh(
+        &mut self,
+        keys: &Keys,
+        session: &WorkSession,
+        links: &Links,
+        ttl: Duration,
+        now: Instant,
+    ) {
         let id = session.id.to_string();
         if let Some(sid) = &links.mcp_session {
             self.set_string(keys.mcp_link(sid), id.clone(), ttl, now);
@@ -148,7 +161,13 @@ impl Maps {
         if let Some(conversation) = &links.conversation {
             self.set_string(keys.conversation(conversation), id.clone(), ttl, now);
         }
-        self.zadd(keys.surface(&session.surface), id, session.last_active_ms, ttl, now);
+        self.zadd(
+            keys.surface(&session.surface),
+            id,
+            session.last_active_ms,
+            ttl,
+            now,
+        );
     }
 }
 
@@ -199,12 +218,21 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn mcp_state(&self, principal: &PrincipalId, mcp: &McpQuery) -> Result<McpState, StoreError> {
+    async fn mcp_state(
+        &self,
+        principal: &PrincipalId,
+        mcp: &McpQuery,
+    ) -> Result<McpState, StoreError> {
         let keys = Keys::new(PREFIX, principal);
         self.with(|maps, now| maps.mcp_state(&keys, mcp, now))
     }
 
-    async fn touch(&self, session: &WorkSession, links: &Links, now_ms: u64) -> Result<bool, StoreError> {
+    async fn touch(
+        &self,
+        session: &WorkSession,
+        links: &Links,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
         let keys = Keys::new(PREFIX, &session.principal);
         let ttl = self.lifetimes.idle;
         self.with(|maps, now| {
@@ -267,7 +295,11 @@ impl Store for MemoryStore {
         self.with(|maps, now| maps.set_string(key, backend.session.to_string(), ttl, now))
     }
 
-    async fn end_mcp_session(&self, principal: &PrincipalId, session: &McpSessionId) -> Result<(), StoreError> {
+    async fn end_mcp_session(
+        &self,
+        principal: &PrincipalId,
+        session: &McpSessionId,
+    ) -> Result<(), StoreError> {
         let keys = Keys::new(PREFIX, principal);
         let ttl = self.lifetimes.ended_mcp_session;
         self.with(|maps, now| {

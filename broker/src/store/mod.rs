@@ -7,10 +7,10 @@
 //! slot (see [`keys`]), so each operation is one round trip. Resolution itself is not here: the store
 //! only reports what it found ([`crate::resolve::Found`]) and [`crate::resolve::resolve`] decides.
 
+mod hash;
 pub mod keys;
 pub mod memory;
 pub mod redis;
-mod hash;
 
 use std::time::Duration;
 
@@ -107,11 +107,20 @@ pub trait Store: Send + Sync + 'static {
     async fn lookup(&self, query: &Query) -> Result<Answer, StoreError>;
 
     /// Reads the MCP-session state only (for requests that need no resolution).
-    async fn mcp_state(&self, principal: &PrincipalId, mcp: &McpQuery) -> Result<McpState, StoreError>;
+    async fn mcp_state(
+        &self,
+        principal: &PrincipalId,
+        mcp: &McpQuery,
+    ) -> Result<McpState, StoreError>;
 
     /// Records a call in a live work session and slides every TTL of it, in one round trip.
     /// Returns `false` when the work session is gone (ended meanwhile).
-    async fn touch(&self, session: &WorkSession, links: &Links, now_ms: u64) -> Result<bool, StoreError>;
+    async fn touch(
+        &self,
+        session: &WorkSession,
+        links: &Links,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
 
     /// Creates or updates a work session after a successful select, with its links.
     async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError>;
@@ -133,7 +142,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Ends a client MCP session: its id is refused from now on; its work session lives on.
-    async fn end_mcp_session(&self, principal: &PrincipalId, session: &McpSessionId) -> Result<(), StoreError>;
+    async fn end_mcp_session(
+        &self,
+        principal: &PrincipalId,
+        session: &McpSessionId,
+    ) -> Result<(), StoreError>;
 
     /// Is the store reachable?
     async fn ping(&self) -> Result<(), StoreError>;

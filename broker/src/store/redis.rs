@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{Script, Value};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use redis::{Script, Value};
 
 use super::keys::Keys;
 use super::{Answer, BackendRef, Lifetimes, McpQuery, McpState, Query, Store, StoreError, hash};
@@ -50,7 +50,9 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("prefix", &self.settings.prefix).finish()
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.settings.prefix)
+            .finish()
     }
 }
 
@@ -69,7 +71,9 @@ impl RedisStore {
             recycle: Some(settings.timeout),
         };
         config.pool = Some(pool);
-        let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(unavailable)?;
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(unavailable)?;
         Ok(Self {
             pool,
             settings,
@@ -100,7 +104,9 @@ impl RedisStore {
     }
 
     fn ms(duration: Duration) -> u64 {
-        u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(duration.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 }
 
@@ -108,7 +114,8 @@ fn optional_session(value: &Value) -> Result<Option<WorkSession>, StoreError> {
     match value {
         Value::Nil => Ok(None),
         other => {
-            let flat: Vec<String> = redis::from_redis_value_ref(other).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let flat: Vec<String> = redis::from_redis_value_ref(other)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             hash::from_flat(flat).map(Some)
         }
     }
@@ -127,9 +134,19 @@ fn decode_answer(reply: Value) -> Result<Answer, StoreError> {
     let Value::Array(items) = reply else {
         return Err(StoreError::Corrupt("lookup did not return an array".into()));
     };
-    let [ended, handle, linked, conversation, live, recent, override_, marker] =
-        <[Value; 8]>::try_from(items).map_err(|_| StoreError::Corrupt("lookup returned a wrong arity".into()))?;
-    let ended: i64 = redis::from_redis_value_ref(&ended).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let [
+        ended,
+        handle,
+        linked,
+        conversation,
+        live,
+        recent,
+        override_,
+        marker,
+    ] = <[Value; 8]>::try_from(items)
+        .map_err(|_| StoreError::Corrupt("lookup returned a wrong arity".into()))?;
+    let ended: i64 =
+        redis::from_redis_value_ref(&ended).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let surface_live = match live {
         Value::Array(list) => list
             .iter()
@@ -145,11 +162,15 @@ fn decode_answer(reply: Value) -> Result<Answer, StoreError> {
             linked: optional_session(&linked)?,
             conversation: optional_session(&conversation)?,
             surface_live,
-            recent_projects: recent.into_iter().filter_map(|p| Project::parse(p).ok()).collect(),
+            recent_projects: recent
+                .into_iter()
+                .filter_map(|p| Project::parse(p).ok())
+                .collect(),
         },
         mcp: McpState {
             ended: ended == 1,
-            backend_override: optional_string(&override_)?.and_then(|s| BackendSessionId::parse(s).ok()),
+            backend_override: optional_string(&override_)?
+                .and_then(|s| BackendSessionId::parse(s).ok()),
             backend_project: optional_string(&marker)?.and_then(|s| Project::parse(s).ok()),
         },
     })
@@ -167,16 +188,44 @@ impl Store for RedisStore {
         let mcp = query.mcp.as_ref();
         let mut invocation = self.lookup.prepare_invoke();
         invocation
-            .key(mcp.map(|m| keys.mcp_ended(&m.session)).unwrap_or_else(|| unused.clone()))
-            .key(mcp.map(|m| keys.mcp_link(&m.session)).unwrap_or_else(|| unused.clone()))
-            .key(query.conversation.as_ref().map(|c| keys.conversation(c)).unwrap_or_else(|| unused.clone()))
+            .key(
+                mcp.map(|m| keys.mcp_ended(&m.session))
+                    .unwrap_or_else(|| unused.clone()),
+            )
+            .key(
+                mcp.map(|m| keys.mcp_link(&m.session))
+                    .unwrap_or_else(|| unused.clone()),
+            )
+            .key(
+                query
+                    .conversation
+                    .as_ref()
+                    .map(|c| keys.conversation(c))
+                    .unwrap_or_else(|| unused.clone()),
+            )
             .key(keys.surface(&query.surface))
             .key(keys.recent())
-            .key(mcp.map(|m| keys.backend_session(&m.session, &m.upstream)).unwrap_or_else(|| unused.clone()))
+            .key(
+                mcp.map(|m| keys.backend_session(&m.session, &m.upstream))
+                    .unwrap_or_else(|| unused.clone()),
+            )
             .arg(keys.work_session_prefix())
-            .arg(query.handle.as_ref().map(ToString::to_string).unwrap_or_default())
-            .arg(mcp.and_then(|m| m.backend.as_ref()).map(ToString::to_string).unwrap_or_default())
-            .arg(mcp.map(|m| keys.backend_project_prefix(&m.upstream)).unwrap_or_default())
+            .arg(
+                query
+                    .handle
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            )
+            .arg(
+                mcp.and_then(|m| m.backend.as_ref())
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            )
+            .arg(
+                mcp.map(|m| keys.backend_project_prefix(&m.upstream))
+                    .unwrap_or_default(),
+            )
             .arg(SURFACE_LIMIT)
             .arg(RECENT_LIMIT)
             .arg(flag(mcp.is_some()));
@@ -186,10 +235,15 @@ impl Store for RedisStore {
         decode_answer(reply)
     }
 
-    async fn mcp_state(&self, principal: &PrincipalId, mcp: &McpQuery) -> Result<McpState, StoreError> {
+    async fn mcp_state(
+        &self,
+        principal: &PrincipalId,
+        mcp: &McpQuery,
+    ) -> Result<McpState, StoreError> {
         let query = Query {
             principal: principal.clone(),
-            surface: crate::ids::Surface::parse("none").map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            surface: crate::ids::Surface::parse("none")
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             mcp: Some(mcp.clone()),
             handle: None,
             conversation: None,
@@ -197,14 +251,31 @@ impl Store for RedisStore {
         Ok(self.lookup(&query).await?.mcp)
     }
 
-    async fn touch(&self, session: &WorkSession, links: &Links, now_ms: u64) -> Result<bool, StoreError> {
+    async fn touch(
+        &self,
+        session: &WorkSession,
+        links: &Links,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
         let keys = self.keys(&session.principal);
         let mut invocation = self.touch.prepare_invoke();
         invocation
             .key(keys.work_session(&session.id))
             .key(keys.surface(&session.surface))
-            .key(links.mcp_session.as_ref().map(|s| keys.mcp_link(s)).unwrap_or_else(|| keys.unused()))
-            .key(links.conversation.as_ref().map(|c| keys.conversation(c)).unwrap_or_else(|| keys.unused()))
+            .key(
+                links
+                    .mcp_session
+                    .as_ref()
+                    .map(|s| keys.mcp_link(s))
+                    .unwrap_or_else(|| keys.unused()),
+            )
+            .key(
+                links
+                    .conversation
+                    .as_ref()
+                    .map(|c| keys.conversation(c))
+                    .unwrap_or_else(|| keys.unused()),
+            )
             .arg(session.id.to_string())
             .arg(now_ms)
             .arg(Self::ms(self.lifetimes.idle))
@@ -222,8 +293,20 @@ impl Store for RedisStore {
         invocation
             .key(keys.work_session(&session.id))
             .key(keys.surface(&session.surface))
-            .key(links.mcp_session.as_ref().map(|s| keys.mcp_link(s)).unwrap_or_else(|| keys.unused()))
-            .key(links.conversation.as_ref().map(|c| keys.conversation(c)).unwrap_or_else(|| keys.unused()))
+            .key(
+                links
+                    .mcp_session
+                    .as_ref()
+                    .map(|s| keys.mcp_link(s))
+                    .unwrap_or_else(|| keys.unused()),
+            )
+            .key(
+                links
+                    .conversation
+                    .as_ref()
+                    .map(|c| keys.conversation(c))
+                    .unwrap_or_else(|| keys.unused()),
+            )
             .key(keys.recent())
             .arg(session.id.to_string())
             .arg(session.last_active_ms)
@@ -247,7 +330,9 @@ impl Store for RedisStore {
         backend: &BackendRef,
         project: &Project,
     ) -> Result<(), StoreError> {
-        let key = self.keys(principal).backend_project(&backend.upstream, &backend.session);
+        let key = self
+            .keys(principal)
+            .backend_project(&backend.upstream, &backend.session);
         let ttl = Self::ms(self.lifetimes.idle);
         let project = project.to_string();
         self.run(|mut connection| async move {
@@ -268,7 +353,9 @@ impl Store for RedisStore {
         session: &McpSessionId,
         backend: &BackendRef,
     ) -> Result<(), StoreError> {
-        let key = self.keys(principal).backend_session(session, &backend.upstream);
+        let key = self
+            .keys(principal)
+            .backend_session(session, &backend.upstream);
         let ttl = Self::ms(self.lifetimes.idle);
         let value = backend.session.to_string();
         self.run(|mut connection| async move {
@@ -283,7 +370,11 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn end_mcp_session(&self, principal: &PrincipalId, session: &McpSessionId) -> Result<(), StoreError> {
+    async fn end_mcp_session(
+        &self,
+        principal: &PrincipalId,
+        session: &McpSessionId,
+    ) -> Result<(), StoreError> {
         let keys = self.keys(principal);
         let ttl = Self::ms(self.lifetimes.ended_mcp_session);
         let mut pipe = redis::pipe();
@@ -301,8 +392,12 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|mut connection| async move { redis::cmd("PING").query_async::<String>(&mut connection).await })
-            .await
-            .map(|_| ())
+        self.run(|mut connection| async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        })
+        .await
+        .map(|_| ())
     }
 }

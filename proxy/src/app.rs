@@ -1,0 +1,109 @@
+//! The proxy's shared state: settings, store, keys, upstream client. Built once by [`App::new`] and
+//! passed to every request as an `Arc`; nothing global.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use broker::identity::{PrincipalHasher, SurfaceRules};
+use broker::ids::UpstreamId;
+use broker::store::memory::MemoryStore;
+use broker::store::redis::{RedisSettings, RedisStore};
+use broker::store::{Lifetimes, Store, StoreError};
+use broker::tokens::{KeyRing, TokenError};
+use sha2::{Digest, Sha256};
+
+use crate::settings::Settings;
+use crate::upstream::Upstream;
+
+/// Lifetime of client session ids and handles (their real life is ruled by the store).
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Lifetime of the assertion sent to the backend with each request.
+pub const ASSERTION_LIFETIME: Duration = Duration::from_secs(120);
+/// Issuer of every token.
+pub const ISSUER: &str = "mcp-session-broker";
+
+/// Why the proxy cannot be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("signing key: {0}")]
+    Key(#[from] TokenError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Shared state of one broker process.
+pub struct App {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub keys: KeyRing,
+    pub principals: PrincipalHasher,
+    pub surfaces: SurfaceRules,
+    pub upstream: Upstream,
+    pub upstream_id: UpstreamId,
+}
+
+impl App {
+    /// Builds the state. In memory mode without a signing key, one is generated (and tokens die with
+    /// the process, which the in-memory store does anyway).
+    pub fn new(settings: Settings) -> Result<Self, StartError> {
+        let secret = match &settings.signing_key {
+            Some(key) => key.clone(),
+            None => {
+                tracing::warn!(
+                    "no signing key given: generated one for this process (memory mode only)"
+                );
+                broker::ids::random_hex128().repeat(2).into_bytes()
+            }
+        };
+        let mut keys = KeyRing::hs256(ISSUER, &secret)?;
+        for old in &settings.verify_keys {
+            keys.also_verify_hs256(old)?;
+        }
+        let principals =
+            PrincipalHasher::new(settings.principal_secret.as_deref().unwrap_or(&secret));
+        let lifetimes = Lifetimes::with_idle(settings.idle_ttl);
+        let store: Arc<dyn Store> = match &settings.redis_url {
+            Some(url) => Arc::new(RedisStore::new(RedisSettings::new(url.clone()), lifetimes)?),
+            None => Arc::new(MemoryStore::new(lifetimes)),
+        };
+        Ok(Self {
+            surfaces: SurfaceRules::new(settings.surface_rules.clone()),
+            upstream: Upstream::new(&settings),
+            upstream_id: upstream_id(&settings),
+            store,
+            keys,
+            principals,
+            settings,
+        })
+    }
+
+    /// Unix seconds now.
+    pub fn now_secs(&self) -> u64 {
+        now_ms() / 1000
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The upstream instance id: the configured one, else the host name plus the upstream authority,
+/// hashed (stable across restarts of this replica, different for each pod's own backend).
+fn upstream_id(settings: &Settings) -> UpstreamId {
+    let seed = match &settings.upstream_instance {
+        Some(id) => id.clone(),
+        None => {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .unwrap_or_default();
+            format!("{}|{}", host.trim(), settings.upstream)
+        }
+    };
+    let digest = Sha256::digest(seed.as_bytes());
+    UpstreamId::parse(hex::encode(&digest[..8])).unwrap_or_else(|_| unreachable!())
+}

@@ -1,0 +1,171 @@
+//! Who is calling: the principal, the client MCP session (verified), the Origin check and what the
+//! request says about its UI. Everything here is read from headers before the body is touched.
+
+use broker::identity::{IdentityError, SurfaceSignals};
+use broker::ids::{ConversationKey, PrincipalId, Surface};
+use broker::tokens::{SESSION_AUDIENCE, SessionClaims};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+
+use crate::app::App;
+use crate::errors::ProxyError;
+use crate::headers::{self as names, Origin};
+
+/// The verified caller of one request.
+#[derive(Debug)]
+pub struct Caller {
+    pub principal: PrincipalId,
+    /// Forwarded as is on the broker's own requests to the backend (it may authenticate too).
+    pub authorization: Option<HeaderValue>,
+    /// The client MCP session, when the request names one and it verified.
+    pub session: Option<SessionClaims>,
+    pub origin: Origin,
+    anthropic_client: Option<String>,
+    user_agent: Option<String>,
+    rule_headers: Vec<(String, String)>,
+    conversation_header: Option<String>,
+}
+
+impl Caller {
+    /// Identifies the caller. Refuses a foreign Origin (403), a missing credential (401), and a session
+    /// id that is malformed, forged or another principal's (404, as for any unknown session).
+    pub fn identify(
+        app: &App,
+        parts: &Parts,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<Self, ProxyError> {
+        let headers = &parts.headers;
+        check_origin(app, headers)?;
+        let authorization = headers.get(header::AUTHORIZATION).cloned();
+        let credential = authorization
+            .as_ref()
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ProxyError::Identity(IdentityError::MalformedCredential))
+            })
+            .transpose()?;
+        let principal = app
+            .principals
+            .principal(credential, app.settings.allow_anonymous)
+            .map_err(ProxyError::Identity)?;
+        let session = match headers.get(&names::MCP_SESSION_ID) {
+            None => None,
+            Some(value) => {
+                let token = value.to_str().map_err(|_| ProxyError::UnknownSession)?;
+                let claims: SessionClaims = app
+                    .keys
+                    .verify(SESSION_AUDIENCE, token)
+                    .map_err(|_| ProxyError::UnknownSession)?;
+                if claims.p != principal {
+                    tracing::warn!(principal = %principal, "session id presented with another principal's credential");
+                    return Err(ProxyError::UnknownSession);
+                }
+                Some(claims)
+            }
+        };
+        let text = |name: &http::HeaderName| names::text(headers, name).map(str::to_owned);
+        Ok(Self {
+            principal,
+            authorization,
+            session,
+            origin: Origin {
+                client_ip,
+                host: headers.get(header::HOST).cloned(),
+            },
+            anthropic_client: text(&names::X_ANTHROPIC_CLIENT),
+            user_agent: text(&header::USER_AGENT),
+            rule_headers: app
+                .surfaces
+                .header_names()
+                .filter_map(|n| {
+                    names::text(headers, &http::HeaderName::from_bytes(n.as_bytes()).ok()?)
+                        .map(|v| (n.to_owned(), v.to_owned()))
+                })
+                .collect(),
+            conversation_header: app.settings.conversation_header.as_ref().and_then(text),
+        })
+    }
+
+    /// The surface, given the MCP `clientInfo.name` (from the session's `initialize` or `_meta`).
+    pub fn surface(&self, app: &App, client_name: Option<&str>) -> Surface {
+        let session_name = self
+            .session
+            .as_ref()
+            .and_then(|s| broker::mcp::client_name(&s.ini));
+        let signals = SurfaceSignals {
+            anthropic_client: self.anthropic_client.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            client_name: client_name.or(session_name),
+            headers: self
+                .rule_headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_str()))
+                .collect(),
+        };
+        app.surfaces.classify(&signals)
+    }
+
+    /// The conversation key: `_meta["openai/session"]`, else the configured header.
+    pub fn conversation(&self, openai_session: Option<&str>) -> Option<ConversationKey> {
+        openai_session
+            .and_then(|s| broker::identity::conversation_key("openai", s))
+            .or_else(|| {
+                self.conversation_header
+                    .as_deref()
+                    .and_then(|s| broker::identity::conversation_key("header", s))
+            })
+    }
+
+    /// Headers for a request the broker sends on its own behalf to the backend.
+    pub fn own_request_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(authorization) = &self.authorization {
+            headers.insert(header::AUTHORIZATION, authorization.clone());
+        }
+        headers
+    }
+}
+
+/// Origin present and not allowed: 403. Loopback origins are always allowed (local clients and the
+/// Inspector), others only when listed; `*` allows all.
+fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), ProxyError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().map_err(|_| ProxyError::ForbiddenOrigin)?;
+    let allowed = &app.settings.allowed_origins;
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+        || is_loopback_origin(origin)
+    {
+        Ok(())
+    } else {
+        Err(ProxyError::ForbiddenOrigin)
+    }
+}
+
+fn is_loopback_origin(origin: &str) -> bool {
+    let Ok(uri) = origin.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(
+        uri.host(),
+        Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_origins() {
+        assert!(is_loopback_origin("http://localhost:6274"));
+        assert!(is_loopback_origin("http://127.0.0.1"));
+        assert!(is_loopback_origin("http://[::1]:3000"));
+        assert!(!is_loopback_origin("https://evil.example"));
+        assert!(!is_loopback_origin("http://localhost.evil.example"));
+        assert!(!is_loopback_origin("null"));
+    }
+}

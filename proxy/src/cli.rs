@@ -1,0 +1,231 @@
+//! The command line: every flag also as an environment variable, turned into [`Settings`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use broker::identity::SurfaceRule;
+use broker::resolve::UnkeyedPolicy;
+use clap::Parser;
+use http::{HeaderName, Uri};
+
+use crate::settings::Settings;
+
+/// A session-broker proxy in front of an MCP server.
+#[derive(Debug, Parser)]
+#[command(name = "session-broker", version, about)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The MCP server, e.g. http://127.0.0.1:8001/mcp (clients use its path).
+    #[arg(long, env = "BROKER_UPSTREAM")]
+    pub upstream: Uri,
+    /// Redis URL; without it work sessions live in memory (one replica).
+    #[arg(long, env = "BROKER_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Sliding idle TTL of a work session (e.g. 120m, 2h, 90s).
+    #[arg(long, env = "BROKER_IDLE_TTL", default_value = "120m", value_parser = humantime::parse_duration)]
+    pub idle_ttl: Duration,
+    /// File holding the signing secret (at least 32 bytes; surrounding whitespace is ignored).
+    #[arg(long, env = "BROKER_SIGNING_KEY_FILE", conflicts_with = "signing_key")]
+    pub signing_key_file: Option<PathBuf>,
+    /// The signing secret itself (prefer the file).
+    #[arg(long, env = "BROKER_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+    /// Files with older secrets still accepted for verification (key rotation).
+    #[arg(long, env = "BROKER_VERIFY_KEY_FILES", value_delimiter = ',')]
+    pub verify_key_file: Vec<PathBuf>,
+    /// File with the secret for principal hashes, when it must outlive signing-key rotations.
+    #[arg(long, env = "BROKER_PRINCIPAL_SECRET_FILE")]
+    pub principal_secret_file: Option<PathBuf>,
+    /// The backend tool that selects a project.
+    #[arg(
+        long,
+        env = "BROKER_SELECT_TOOL",
+        default_value = "select_project_for_session"
+    )]
+    pub select_tool: String,
+    /// The select tool's argument naming the project.
+    #[arg(long, env = "BROKER_SELECT_ARG", default_value = "name")]
+    pub select_arg: String,
+    /// Tools that need no project (repeatable; default list_projects).
+    #[arg(
+        long = "exempt-tool",
+        env = "BROKER_EXEMPT_TOOLS",
+        value_delimiter = ',',
+        default_value = "list_projects"
+    )]
+    pub exempt_tools: Vec<String>,
+    /// How calls with no handle and no conversation key use the surface's binding.
+    #[arg(long, env = "BROKER_UNKEYED_POLICY", default_value = "guarded")]
+    pub unkeyed_policy: UnkeyedPolicy,
+    /// A request header that carries a conversation id.
+    #[arg(long, env = "BROKER_CONVERSATION_HEADER")]
+    pub conversation_header: Option<HeaderName>,
+    /// Let requests without a credential in, all as one anonymous principal.
+    #[arg(long, env = "BROKER_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// Id of the backend instance behind this replica (default: host name + upstream).
+    #[arg(long, env = "BROKER_UPSTREAM_INSTANCE")]
+    pub upstream_instance: Option<String>,
+    /// Largest request body (bytes).
+    #[arg(long, env = "BROKER_MAX_BODY", default_value_t = 4 * 1024 * 1024)]
+    pub max_body: usize,
+    /// How long the backend may take to answer with headers.
+    #[arg(long, env = "BROKER_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Origins allowed besides loopback ones (repeatable; `*` allows all).
+    #[arg(
+        long = "allowed-origin",
+        env = "BROKER_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Extra surface rules, SOURCE:PATTERN=SURFACE (SOURCE: ua, client, header.NAME), tried first.
+    #[arg(
+        long = "surface-rule",
+        env = "BROKER_SURFACE_RULES",
+        value_delimiter = ','
+    )]
+    pub surface_rules: Vec<SurfaceRule>,
+    /// Log as JSON lines.
+    #[arg(long, env = "BROKER_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Why the command line cannot start a broker.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot read {path}: {source}")]
+    ReadKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "a signing key is required with --redis-url (replicas and restarts must verify each other's tokens): \
+         pass --signing-key-file PATH or set BROKER_SIGNING_KEY (at least 32 bytes)"
+    )]
+    MissingKey,
+    #[error("the key in {0} is shorter than 32 bytes")]
+    WeakKey(String),
+    #[error("--upstream must be an http:// URL with a host, e.g. http://127.0.0.1:8001/mcp")]
+    BadUpstream,
+}
+
+fn read_secret(path: &PathBuf) -> Result<Vec<u8>, CliError> {
+    let raw = std::fs::read(path).map_err(|source| CliError::ReadKey {
+        path: path.clone(),
+        source,
+    })?;
+    let trimmed = raw.trim_ascii().to_vec();
+    if trimmed.len() < broker::tokens::MIN_SECRET_BYTES {
+        return Err(CliError::WeakKey(path.display().to_string()));
+    }
+    Ok(trimmed)
+}
+
+impl Args {
+    /// Turns the command line into settings, reading key files.
+    pub fn into_settings(self) -> Result<Settings, CliError> {
+        if self.upstream.scheme_str() != Some("http") || self.upstream.authority().is_none() {
+            return Err(CliError::BadUpstream);
+        }
+        let signing_key = match (&self.signing_key_file, &self.signing_key) {
+            (Some(path), _) => Some(read_secret(path)?),
+            (None, Some(key)) => {
+                let key = key.trim().as_bytes().to_vec();
+                if key.len() < broker::tokens::MIN_SECRET_BYTES {
+                    return Err(CliError::WeakKey("BROKER_SIGNING_KEY".into()));
+                }
+                Some(key)
+            }
+            (None, None) => None,
+        };
+        if self.redis_url.is_some() && signing_key.is_none() {
+            return Err(CliError::MissingKey);
+        }
+        let mut settings = Settings::new(self.upstream);
+        settings.redis_url = self.redis_url;
+        settings.idle_ttl = self.idle_ttl;
+        settings.signing_key = signing_key;
+        settings.verify_keys = self
+            .verify_key_file
+            .iter()
+            .map(read_secret)
+            .collect::<Result<_, _>>()?;
+        settings.principal_secret = self
+            .principal_secret_file
+            .as_ref()
+            .map(read_secret)
+            .transpose()?;
+        settings.select_tool = self.select_tool;
+        settings.select_arg = self.select_arg;
+        settings.exempt_tools = self
+            .exempt_tools
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect();
+        settings.unkeyed_policy = self.unkeyed_policy;
+        settings.conversation_header = self.conversation_header;
+        settings.allow_anonymous = self.allow_anonymous;
+        settings.upstream_instance = self.upstream_instance;
+        settings.max_body = self.max_body;
+        settings.upstream_timeout = self.upstream_timeout;
+        settings.allowed_origins = self
+            .allowed_origins
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect();
+        settings.surface_rules = self.surface_rules;
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, CliError> {
+        let mut argv = vec!["session-broker", "--upstream", "http://127.0.0.1:8001/mcp"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv).expect("parses").into_settings()
+    }
+
+    #[test]
+    fn redis_without_a_key_refuses_to_start() {
+        let error = parse(&["--redis-url", "redis://127.0.0.1:1/0"]).expect_err("must refuse");
+        assert!(error.to_string().contains("--signing-key-file"));
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let settings = parse(&[
+            "--idle-ttl",
+            "90s",
+            "--unkeyed-policy",
+            "strict",
+            "--exempt-tool",
+            "a,b",
+        ])
+        .expect("ok");
+        assert_eq!(settings.idle_ttl, Duration::from_secs(90));
+        assert_eq!(settings.unkeyed_policy, UnkeyedPolicy::Strict);
+        assert_eq!(settings.exempt_tools, ["a", "b"]);
+        assert_eq!(settings.mcp_path(), "/mcp");
+        assert!(settings.needs_project("lock_context"));
+        assert!(!settings.needs_project("select_project_for_session"));
+        assert!(!settings.needs_project("a"));
+        assert!(matches!(
+            parse(&["--signing-key", "short"]),
+            Err(CliError::WeakKey(_))
+        ));
+    }
+
+    #[test]
+    fn upstream_must_be_plain_http() {
+        let args = Args::try_parse_from(["session-broker", "--upstream", "https://x/mcp"])
+            .expect("parses");
+        assert!(matches!(args.into_settings(), Err(CliError::BadUpstream)));
+    }
+}

@@ -1,0 +1,123 @@
+//! The one place where failures become HTTP statuses and JSON-RPC errors. Messages say what the
+//! client can do; internals (store addresses, backend details beyond a status) stay in the logs.
+
+use broker::identity::IdentityError;
+use broker::jsonrpc::{self, ParseError, codes};
+use broker::store::StoreError;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::backend::BackendError;
+use crate::body::{ProxyBody, full};
+use crate::upstream::UpstreamError;
+
+/// Why a request was not forwarded (or its answer not relayed).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("this Origin is not allowed")]
+    ForbiddenOrigin,
+    #[error("{0}")]
+    Identity(IdentityError),
+    #[error("Session not found")]
+    UnknownSession,
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the request body could not be read")]
+    BodyUnreadable,
+    #[error("{0}")]
+    Parse(ParseError),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("the session store is unavailable")]
+    Store(#[from] StoreError),
+}
+
+impl ProxyError {
+    fn status_and_code(&self) -> (StatusCode, i64) {
+        match self {
+            ProxyError::ForbiddenOrigin => (StatusCode::FORBIDDEN, codes::INVALID_REQUEST),
+            ProxyError::Identity(_) => (StatusCode::UNAUTHORIZED, codes::INVALID_REQUEST),
+            ProxyError::UnknownSession => (StatusCode::NOT_FOUND, codes::SESSION_NOT_FOUND),
+            ProxyError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, codes::INVALID_REQUEST),
+            ProxyError::BodyUnreadable => (StatusCode::BAD_REQUEST, codes::PARSE_ERROR),
+            ProxyError::Parse(e) => (StatusCode::BAD_REQUEST, e.code()),
+            ProxyError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, codes::INVALID_REQUEST)
+            }
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => {
+                (StatusCode::GATEWAY_TIMEOUT, codes::INTERNAL_ERROR)
+            }
+            ProxyError::Upstream(_) | ProxyError::Backend(_) => {
+                (StatusCode::BAD_GATEWAY, codes::INTERNAL_ERROR)
+            }
+            ProxyError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::INTERNAL_ERROR),
+        }
+    }
+
+    /// The message a client sees.
+    fn public_message(&self) -> String {
+        match self {
+            ProxyError::Store(_) => {
+                "session-broker: the session store is unavailable; try again in a moment".into()
+            }
+            ProxyError::Backend(_) | ProxyError::Upstream(_) => format!("session-broker: {self}"),
+            other => other.to_string(),
+        }
+    }
+
+    /// The HTTP response for this error.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let (status, code) = self.status_and_code();
+        let body = jsonrpc::error_reply(None, code, &self.public_message());
+        let mut response = json_response(status, &body);
+        if matches!(self, ProxyError::Identity(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A JSON response the broker wrote itself.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
+    let mut response = Response::new(full(serde_json::to_vec(value).unwrap_or_default()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(
+            ProxyError::UnknownSession.into_response().status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ProxyError::ForbiddenOrigin.into_response().status(),
+            StatusCode::FORBIDDEN
+        );
+        let unauthorized = ProxyError::Identity(IdentityError::MissingCredential).into_response();
+        assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            unauthorized
+                .headers()
+                .contains_key(header::WWW_AUTHENTICATE)
+        );
+        assert_eq!(
+            ProxyError::Store(StoreError::Unavailable("redis://secret@host".into()))
+                .public_message(),
+            "session-broker: the session store is unavailable; try again in a moment"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Header names and the rules for what crosses the proxy.
+//!
+//! Toward the backend: hop-by-hop headers dropped (and those the `Connection` header names), `Host`
+//! set to the upstream's authority, `X-Forwarded-*` added, the client's `Mcp-Session-Id` replaced by
+//! the backend's own, and every broker header the client sent stripped before the trusted ones are set.
+//! Toward the client: hop-by-hop headers dropped.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+pub const X_MCP_PROJECT: HeaderName = HeaderName::from_static("x-mcp-project");
+pub const X_MCP_WORK_SESSION: HeaderName = HeaderName::from_static("x-mcp-work-session");
+pub const X_ANTHROPIC_CLIENT: HeaderName = HeaderName::from_static("x-anthropic-client");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including the ones the `Connection` header lists.
+pub fn drop_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(listed.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(HeaderName::from_static("proxy-connection"));
+}
+
+/// Where a request came from, for `X-Forwarded-*`.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub client_ip: Option<std::net::IpAddr>,
+    pub host: Option<HeaderValue>,
+}
+
+/// The client's headers, made fit for the backend. The caller then sets the backend session id and
+/// the trusted broker headers.
+pub fn toward_upstream(
+    client: &HeaderMap,
+    upstream_authority: &HeaderValue,
+    origin: &Origin,
+) -> HeaderMap {
+    let mut headers = client.clone();
+    drop_hop_by_hop(&mut headers);
+    for name in [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        MCP_SESSION_ID,
+        X_MCP_PROJECT,
+        X_MCP_WORK_SESSION,
+    ] {
+        headers.remove(name);
+    }
+    headers.insert(header::HOST, upstream_authority.clone());
+    if let Some(ip) = origin.client_ip {
+        let chain = match client.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(host) = &origin.host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+    headers
+}
+
+/// The backend's response headers, made fit for the client.
+pub fn toward_client(upstream: &HeaderMap) -> HeaderMap {
+    let mut headers = upstream.clone();
+    drop_hop_by_hop(&mut headers);
+    headers
+}
+
+/// A header as text, when it is valid visible ASCII.
+pub fn text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spoofed_broker_headers_and_hop_by_hop_never_reach_the_backend() {
+        let mut client = HeaderMap::new();
+        client.insert(X_MCP_PROJECT, HeaderValue::from_static("someone-elses"));
+        client.insert(X_MCP_WORK_SESSION, HeaderValue::from_static("forged"));
+        client.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        client.insert(
+            HeaderName::from_static("x-secret-hop"),
+            HeaderValue::from_static("1"),
+        );
+        client.insert(
+            header::HOST,
+            HeaderValue::from_static("broker.example:8080"),
+        );
+        client.insert(MCP_SESSION_ID, HeaderValue::from_static("client-token"));
+        client.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+        let origin = Origin {
+            client_ip: Some([10, 0, 0, 1].into()),
+            host: client.get(header::HOST).cloned(),
+        };
+        let out = toward_upstream(
+            &client,
+            &HeaderValue::from_static("127.0.0.1:8001"),
+            &origin,
+        );
+        assert!(out.get(X_MCP_PROJECT).is_none());
+        assert!(out.get(X_MCP_WORK_SESSION).is_none());
+        assert!(out.get("x-secret-hop").is_none());
+        assert!(out.get(header::CONNECTION).is_none());
+        assert!(out.get(MCP_SESSION_ID).is_none());
+        assert_eq!(
+            out.get(header::HOST).map(|v| v.as_bytes()),
+            Some(&b"127.0.0.1:8001"[..])
+        );
+        assert_eq!(
+            out.get(X_FORWARDED_FOR).map(|v| v.as_bytes()),
+            Some(&b"10.0.0.1"[..])
+        );
+        assert_eq!(
+            out.get(X_FORWARDED_HOST).map(|v| v.as_bytes()),
+            Some(&b"broker.example:8080"[..])
+        );
+        assert_eq!(
+            out.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+            Some(&b"Bearer k"[..])
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! The session-broker reverse proxy: a hyper server in front of one MCP server, keeping work
+//! sessions across MCP re-initializations. The broker crate decides; this crate moves bytes.
+//!
+//! # Layout
+//! - [`settings`]: plain settings, and [`cli`]: the command line that builds them;
+//! - [`app`]: shared state (store, keys, upstream client), built once;
+//! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, graceful shutdown;
+//! - [`routes`]: health, readiness, the MCP path, pass-through of other paths;
+//! - [`mcp_path`]: POST/GET/DELETE on the MCP path, `initialize`;
+//! - [`caller`]: principal, Origin check, verified session id, surface signals;
+//! - [`call`]: planning a `tools/call` (resolution, guard, select);
+//! - [`forward`]: the right backend session, replay, 404 retry;
+//! - [`backend`]: opening backend sessions, replaying selections, trusted headers;
+//! - [`relay`]: streaming answers back, rewriting watched replies;
+//! - [`upstream`]: the pooled HTTP client; [`headers`]: header rules; [`body`]: body types;
+//! - [`errors`]: the one mapping from failures to HTTP and JSON-RPC errors.
+
+pub mod app;
+pub mod backend;
+pub mod body;
+pub mod call;
+pub mod caller;
+pub mod cli;
+pub mod errors;
+pub mod forward;
+pub mod headers;
+pub mod mcp_path;
+pub mod relay;
+pub mod routes;
+pub mod server;
+pub mod settings;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use app::{App, StartError};
+pub use settings::Settings;
+
+/// Runs a broker on `listener` until `shutdown` completes.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let app = Arc::new(App::new(settings)?);
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, upstream = %app.settings.upstream, store = if app.settings.redis_url.is_some() { "redis" } else { "memory" }, "listening");
+    }
+    server::serve(app, listener, shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Requests on the MCP path: POST (JSON-RPC), GET (the server's SSE stream) and DELETE (end the
+//! session). POST bodies are read with a cap, parsed once, and routed: `initialize` gets a broker
+//! session id, a single `tools/call` is planned by [`crate::call`], everything else passes through
+//! on the right backend session.
+
+use std::sync::Arc;
+
+use broker::ids::{BackendSessionId, McpSessionId};
+use broker::jsonrpc::{self, Body, Kind};
+use broker::mcp::{self, WORK_SESSION_ARG};
+use broker::store::{McpQuery, McpState};
+use broker::tokens::{SESSION_AUDIENCE, SessionClaims};
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::app::{App, TOKEN_LIFETIME};
+use crate::body::ProxyBody;
+use crate::call::{self, Outcome, Plan};
+use crate::caller::Caller;
+use crate::errors::{ProxyError, json_response};
+use crate::forward::{Outbound, forward};
+use crate::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::relay::{self, Watch};
+
+/// Handles one request on the MCP path.
+pub async fn handle(
+    app: &Arc<App>,
+    request: Request<Incoming>,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (parts, body) = request.into_parts();
+    let caller = Caller::identify(app, &parts, client_ip)?;
+    match parts.method {
+        Method::POST => post(app, &parts, caller, body).await,
+        Method::GET => stream_or_delete(app, &parts, caller, false).await,
+        Method::DELETE => stream_or_delete(app, &parts, caller, true).await,
+        _ => Err(ProxyError::MethodNotAllowed),
+    }
+}
+
+fn mcp_query(app: &App, claims: &SessionClaims) -> McpQuery {
+    McpQuery {
+        session: claims.sid.clone(),
+        upstream: app.upstream_id.clone(),
+        backend: (claims.up == app.upstream_id)
+            .then(|| {
+                claims
+                    .bs
+                    .as_deref()
+                    .and_then(|s| BackendSessionId::parse(s).ok())
+            })
+            .flatten(),
+    }
+}
+
+/// Reads the MCP-session state for a request that needs no resolution. A store failure is not fatal
+/// here: such requests bind nothing, so they go on with the session id's own backend session.
+async fn session_state(app: &App, caller: &Caller) -> Result<McpState, ProxyError> {
+    let Some(claims) = &caller.session else {
+        return Ok(McpState::default());
+    };
+    match app
+        .store
+        .mcp_state(&caller.principal, &mcp_query(app, claims))
+        .await
+    {
+        Ok(state) if state.ended => Err(ProxyError::UnknownSession),
+        Ok(state) => Ok(state),
+        Err(error) => {
+            tracing::warn!(%error, "store unavailable: forwarding on the session id's own backend session");
+            Ok(McpState::default())
+        }
+    }
+}
+
+async fn stream_or_delete(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: Caller,
+    delete: bool,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let state = session_state(app, &caller).await?;
+    if delete && let Some(claims) = &caller.session {
+        app.store
+            .end_mcp_session(&caller.principal, &claims.sid)
+            .await?;
+    }
+    let out = Outbound {
+        parts,
+        caller: &caller,
+        body: Bytes::new(),
+        bound: None,
+        needs_replay: false,
+        mcp: state,
+        watch: Watch::default(),
+        call_id: None,
+        retry_on_404: !delete,
+    };
+    forward(app, out).await
+}
+
+async fn post(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: Caller,
+    body: Incoming,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let limit = app.settings.max_body;
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return Err(ProxyError::BodyTooLarge(limit));
+        }
+        Err(_) => return Err(ProxyError::BodyUnreadable),
+    };
+    let mut parsed = jsonrpc::parse(&bytes).map_err(ProxyError::Parse)?;
+    if parsed.is_initialize() {
+        return initialize(app, parts, &caller, bytes, &parsed).await;
+    }
+    if let Body::Single(message) = &mut parsed
+        && matches!(message.kind, Kind::ToolsCall(_))
+        && (caller.session.is_some() || is_sessionless_protocol(parts, message))
+    {
+        let id = message.id.clone();
+        let mcp = caller.session.as_ref().map(|c| mcp_query(app, c));
+        let plan = match call::plan(app, &caller, message, mcp).await? {
+            Outcome::Reply(reply) => return Ok(json_response(StatusCode::OK, &reply)),
+            Outcome::Forward(plan) => plan,
+        };
+        log_call(&caller, message, &plan);
+        let body = if plan.body_changed {
+            Bytes::from(parsed.to_json())
+        } else {
+            bytes
+        };
+        let out = Outbound {
+            parts,
+            caller: &caller,
+            body,
+            bound: plan.bound,
+            needs_replay: plan.needs_replay,
+            mcp: plan.mcp,
+            watch: plan.watch,
+            call_id: id,
+            retry_on_404: true,
+        };
+        return forward(app, out).await;
+    }
+    pass_through(app, parts, &caller, bytes, parsed).await
+}
+
+/// Batches, notifications, `tools/list` and other requests: forwarded on the right backend session;
+/// `tools/list` replies gain the `work_session` argument; handles inside batched calls are removed.
+async fn pass_through(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: &Caller,
+    bytes: Bytes,
+    mut parsed: Body,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let state = session_state(app, caller).await?;
+    let mut watch = Watch::default();
+    let mut changed = false;
+    for message in parsed.messages_mut() {
+        match &message.kind {
+            Kind::ToolsList => watch.tools_list.extend(message.id.clone()),
+            Kind::ToolsCall(_) => {
+                changed |= jsonrpc::take_argument(message, WORK_SESSION_ARG).changed()
+            }
+            _ => {}
+        }
+    }
+    let body = if changed {
+        Bytes::from(parsed.to_json())
+    } else {
+        bytes
+    };
+    let plan = Plan::pass(state);
+    let out = Outbound {
+        parts,
+        caller,
+        body,
+        bound: plan.bound,
+        needs_replay: false,
+        mcp: plan.mcp,
+        watch,
+        call_id: None,
+        retry_on_404: true,
+    };
+    forward(app, out).await
+}
+
+/// Sessionless protocol (2026-07-28 and later): the request declares its version in `_meta` or the
+/// header and carries no session id. Older clients without a session id are passed through untouched
+/// so the backend answers them as it would.
+fn is_sessionless_protocol(parts: &Parts, message: &jsonrpc::Message) -> bool {
+    let declared = message
+        .meta_str("io.modelcontextprotocol/protocolVersion")
+        .or_else(|| headers::text(&parts.headers, &MCP_PROTOCOL_VERSION));
+    declared.is_some_and(|v| v >= "2026-07-28")
+}
+
+/// Forwards `initialize` and gives the client the broker's own session id, which records the
+/// backend session and the `initialize` params. Nothing is stored: Claude's connectors send one
+/// `initialize` per tool call.
+async fn initialize(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: &Caller,
+    bytes: Bytes,
+    parsed: &Body,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let params = parsed.messages().first().and_then(|m| m.params());
+    let ini = mcp::replayable_initialize_params(params);
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(
+            app.upstream.uri(
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/"),
+            )?,
+        )
+        .body(Full::new(bytes))
+        .map_err(|_| ProxyError::BodyUnreadable)?;
+    *request.headers_mut() =
+        headers::toward_upstream(&parts.headers, app.upstream.authority(), &caller.origin);
+    let response = app.upstream.send(request).await?;
+    let backend_session = response
+        .headers()
+        .get(&MCP_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| BackendSessionId::parse(v).ok());
+    let mut relayed = relay::relay(response, Watch::default());
+    relayed.headers_mut().remove(&MCP_SESSION_ID);
+    if let Some(backend_session) = backend_session
+        && relayed.status().is_success()
+    {
+        let claims = SessionClaims {
+            p: caller.principal.clone(),
+            sid: McpSessionId::random(),
+            up: app.upstream_id.clone(),
+            bs: Some(backend_session.to_string()),
+            ini,
+        };
+        let token = app
+            .keys
+            .sign(SESSION_AUDIENCE, TOKEN_LIFETIME, app.now_secs(), &claims)
+            .map_err(|_| ProxyError::BodyUnreadable)?;
+        if let Ok(value) = HeaderValue::from_str(&token) {
+            relayed.headers_mut().insert(MCP_SESSION_ID, value);
+        }
+        tracing::info!(principal = %caller.principal, surface = %caller.surface(app, mcp::client_name(&claims.ini)), "initialize");
+    }
+    Ok(relayed)
+}
+
+fn log_call(caller: &Caller, message: &jsonrpc::Message, plan: &Plan) {
+    let tool = match &message.kind {
+        Kind::ToolsCall(call) => call.name.as_str(),
+        _ => "",
+    };
+    tracing::info!(
+        principal = %caller.principal,
+        tool,
+        work_session = plan.bound.as_ref().map(|w| w.id.to_string()).unwrap_or_default(),
+        project = plan.bound.as_ref().map(|w| w.project.to_string()).unwrap_or_default(),
+        resolution = plan.path.map(|p| p.as_str()).unwrap_or("none"),
+        "tools/call"
+    );
+}

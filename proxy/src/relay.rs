@@ -1,0 +1,203 @@
+//! Relaying the backend's answer to the client. Unwatched answers pass through untouched (SSE
+//! streams are never buffered). Watched ones (`tools/list`, the select tool) go through a task that
+//! rewrites only the JSON-RPC replies it watches: an SSE stream event by event, a JSON body whole.
+
+use std::sync::Arc;
+
+use broker::ids::Project;
+use broker::jsonrpc::RequestId;
+use broker::session::{Links, WorkSession};
+use broker::store::{BackendRef, Store};
+use broker::{guidance, mcp, sse};
+use bytes::Bytes;
+use http::{Response, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use crate::body::{self, ProxyBody};
+use crate::headers;
+use crate::upstream::content_type_is;
+
+/// Largest JSON body or SSE event the relay rewrites.
+const REWRITE_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The select call being watched: bind when its reply says it succeeded.
+pub struct SelectWatch {
+    pub id: RequestId,
+    pub plan: WorkSession,
+    pub links: Links,
+    pub backend: Option<BackendRef>,
+    /// The handle to give the model, already signed for `plan`.
+    pub handle: String,
+    pub store: Arc<dyn Store>,
+}
+
+/// What to rewrite in an answer.
+#[derive(Default)]
+pub struct Watch {
+    pub tools_list: Vec<RequestId>,
+    pub select: Option<SelectWatch>,
+}
+
+impl Watch {
+    pub fn is_empty(&self) -> bool {
+        self.tools_list.is_empty() && self.select.is_none()
+    }
+
+    /// Rewrites one JSON-RPC message if it is a watched reply. Returns whether it changed.
+    async fn apply(&mut self, message: &mut Value) -> bool {
+        let Some(id) = message.get("id").and_then(RequestId::from_value) else {
+            return false;
+        };
+        if self.tools_list.contains(&id) {
+            return mcp::add_work_session_argument(message);
+        }
+        if self.select.as_ref().is_some_and(|s| s.id == id) {
+            if let Some(select) = self.select.take() {
+                return select.settle(message).await;
+            }
+        }
+        false
+    }
+
+    async fn apply_value(&mut self, value: &mut Value) -> bool {
+        match value {
+            Value::Array(items) => {
+                let mut changed = false;
+                for item in items {
+                    changed |= Box::pin(self.apply_value(item)).await;
+                }
+                changed
+            }
+            other => self.apply(other).await,
+        }
+    }
+}
+
+impl SelectWatch {
+    /// The select reply arrived: bind on success and hand the model its handle.
+    async fn settle(self, reply: &mut Value) -> bool {
+        if !mcp::call_succeeded(reply) {
+            tracing::info!(project = %self.plan.project, "select call failed at the backend: nothing bound");
+            return false;
+        }
+        if let Err(error) = self.store.bind(&self.plan, &self.links).await {
+            tracing::error!(%error, "could not record a selection");
+            *reply = broker::jsonrpc::tool_error_reply(&self.id, &guidance::store_unavailable());
+            return true;
+        }
+        if let Some(backend) = &self.backend {
+            record_backend_project(self.store.as_ref(), &self.plan, backend, &self.plan.project)
+                .await;
+        }
+        tracing::info!(work_session = %self.plan.id, project = %self.plan.project, surface = %self.plan.surface, "bound");
+        mcp::append_text(reply, &guidance::handle_item(&self.handle))
+    }
+}
+
+/// Remembers which project a backend session has selected (best effort: a miss only costs a replay).
+pub async fn record_backend_project(
+    store: &dyn Store,
+    work: &WorkSession,
+    backend: &BackendRef,
+    project: &Project,
+) {
+    if let Err(error) = store
+        .set_backend_project(&work.principal, backend, project)
+        .await
+    {
+        tracing::warn!(%error, "could not record the backend session's project");
+    }
+}
+
+/// The client's response for a backend response.
+pub fn relay(response: Response<Incoming>, watch: Watch) -> Response<ProxyBody> {
+    let (mut parts, incoming) = response.into_parts();
+    parts.headers = headers::toward_client(&parts.headers);
+    if watch.is_empty() || !parts.status.is_success() {
+        return Response::from_parts(parts, body::pass(incoming));
+    }
+    let is_sse = content_type_is(&parts.headers, "text/event-stream");
+    let is_json = content_type_is(&parts.headers, "application/json");
+    if !is_sse && !is_json {
+        return Response::from_parts(parts, body::pass(incoming));
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let (tx, out) = body::channel(16);
+    if is_sse {
+        tokio::spawn(relay_sse(incoming, watch, tx));
+    } else {
+        tokio::spawn(relay_json(incoming, watch, tx));
+    }
+    Response::from_parts(parts, out)
+}
+
+type Sender = tokio::sync::mpsc::Sender<Result<Bytes, body::BoxError>>;
+
+async fn relay_sse(mut incoming: Incoming, mut watch: Watch, tx: Sender) {
+    let mut parser = sse::Parser::new(REWRITE_LIMIT);
+    while let Some(frame) = incoming.frame().await {
+        let data = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+            Err(error) => {
+                let _ = tx.send(Err(error.into())).await;
+                return;
+            }
+        };
+        let blocks = match parser.push(&data) {
+            Ok(blocks) => blocks,
+            Err(error) => {
+                let _ = tx.send(Err(error.into())).await;
+                return;
+            }
+        };
+        for block in blocks {
+            let out = match block.event {
+                Some(event) if !watch.is_empty() => {
+                    rewrite_event(&mut watch, event).await.unwrap_or(block.raw)
+                }
+                _ => block.raw,
+            };
+            if tx.send(Ok(out)).await.is_err() {
+                return; // the client went away
+            }
+        }
+    }
+    if let Some(rest) = parser.finish() {
+        let _ = tx.send(Ok(rest)).await;
+    }
+}
+
+async fn rewrite_event(watch: &mut Watch, mut event: sse::Event) -> Option<Bytes> {
+    let mut value: Value = serde_json::from_str(&event.data).ok()?;
+    if !watch.apply_value(&mut value).await {
+        return None;
+    }
+    event.data = serde_json::to_string(&value).ok()?;
+    Some(event.to_bytes())
+}
+
+async fn relay_json(incoming: Incoming, mut watch: Watch, tx: Sender) {
+    let bytes = match Limited::new(incoming, REWRITE_LIMIT).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let _ = tx.send(Err(error)).await;
+            return;
+        }
+    };
+    let out = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut value) => {
+            if watch.apply_value(&mut value).await {
+                serde_json::to_vec(&value).map(Bytes::from).unwrap_or(bytes)
+            } else {
+                bytes
+            }
+        }
+        Err(_) => bytes,
+    };
+    let _ = tx.send(Ok(out)).await;
+}

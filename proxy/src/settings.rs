@@ -1,0 +1,86 @@
+//! Everything the proxy needs to run, as plain values: built by the command line in `main`, or
+//! directly by tests (which never touch the environment).
+
+use std::time::Duration;
+
+use broker::identity::SurfaceRule;
+use broker::resolve::UnkeyedPolicy;
+use http::{HeaderName, Uri};
+
+/// The proxy's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The MCP server behind the broker; clients use its path.
+    pub upstream: Uri,
+    /// Redis URL; `None` keeps work sessions in memory.
+    pub redis_url: Option<String>,
+    /// Sliding idle TTL of a work session.
+    pub idle_ttl: Duration,
+    /// HMAC secret that signs tokens and keys principal hashes; `None` in memory mode generates one.
+    pub signing_key: Option<Vec<u8>>,
+    /// Older keys still accepted when verifying tokens (rotation).
+    pub verify_keys: Vec<Vec<u8>>,
+    /// Secret for principal hashes, when it must differ from the signing key (rotation).
+    pub principal_secret: Option<Vec<u8>>,
+    pub select_tool: String,
+    pub select_arg: String,
+    /// Tools that need no project (the select tool always needs none).
+    pub exempt_tools: Vec<String>,
+    pub unkeyed_policy: UnkeyedPolicy,
+    /// A header that carries a conversation id.
+    pub conversation_header: Option<HeaderName>,
+    pub allow_anonymous: bool,
+    /// Id of the upstream instance; derived from the host name and upstream when absent.
+    pub upstream_instance: Option<String>,
+    /// Largest request body accepted.
+    pub max_body: usize,
+    /// How long the backend may take to answer with headers.
+    pub upstream_timeout: Duration,
+    /// Origins allowed besides loopback ones (`*` allows all).
+    pub allowed_origins: Vec<String>,
+    pub surface_rules: Vec<SurfaceRule>,
+    /// `aud` of the assertions sent to the backend.
+    pub assertion_audience: String,
+    /// How long in-flight requests get to finish on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Settings {
+    /// Defaults for everything but the upstream.
+    pub fn new(upstream: Uri) -> Self {
+        Self {
+            upstream,
+            redis_url: None,
+            idle_ttl: Duration::from_secs(120 * 60),
+            signing_key: None,
+            verify_keys: Vec::new(),
+            principal_secret: None,
+            select_tool: "select_project_for_session".into(),
+            select_arg: "name".into(),
+            exempt_tools: vec!["list_projects".into()],
+            unkeyed_policy: UnkeyedPolicy::Guarded,
+            conversation_header: None,
+            allow_anonymous: false,
+            upstream_instance: None,
+            max_body: 4 * 1024 * 1024,
+            upstream_timeout: Duration::from_secs(60),
+            allowed_origins: Vec::new(),
+            surface_rules: Vec::new(),
+            assertion_audience: "mcp-backend".into(),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The path clients use: the upstream's.
+    pub fn mcp_path(&self) -> &str {
+        match self.upstream.path() {
+            "" => "/",
+            path => path,
+        }
+    }
+
+    /// Does this tool need a project?
+    pub fn needs_project(&self, tool: &str) -> bool {
+        tool != self.select_tool && !self.exempt_tools.iter().any(|t| t == tool)
+    }
+}
