@@ -1,0 +1,281 @@
+//! The store contract, run against both stores: the in-memory one and Redis (a real `redis-server`
+//! on a free port). Same calls, same answers.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::ids::{
+    BackendSessionId, ConversationKey, McpSessionId, PrincipalId, Project, Surface, UpstreamId,
+    WorkSessionId,
+};
+use broker::session::{Links, WorkSession};
+use broker::store::memory::MemoryStore;
+use broker::store::redis::{RedisSettings, RedisStore};
+use broker::store::{BackendRef, Lifetimes, McpQuery, Query, Store};
+
+fn principal(n: u8) -> PrincipalId {
+    PrincipalId::parse(format!("{n:02x}").repeat(16)).expect("principal")
+}
+
+fn surface(name: &str) -> Surface {
+    Surface::parse(name).expect("surface")
+}
+
+fn work(p: &PrincipalId, s: &str, project: &str, at: u64) -> WorkSession {
+    WorkSession {
+        id: WorkSessionId::random(),
+        principal: p.clone(),
+        surface: surface(s),
+        conversation: None,
+        project: Project::parse(project).expect("project"),
+        created_ms: at,
+        last_active_ms: at,
+        calls: 0,
+    }
+}
+
+fn query(p: &PrincipalId, s: &str) -> Query {
+    Query {
+        principal: p.clone(),
+        surface: surface(s),
+        mcp: None,
+        handle: None,
+        conversation: None,
+    }
+}
+
+fn upstream() -> UpstreamId {
+    UpstreamId::parse("ab".repeat(8)).expect("upstream")
+}
+
+async fn binding_is_found_by_every_key_and_nowhere_else(store: &dyn Store) {
+    let alice = principal(1);
+    let bob = principal(2);
+    let sid = McpSessionId::random();
+    let conversation = ConversationKey::parse("cd".repeat(16)).expect("conversation");
+    let session = work(&alice, "claude-ai", "linkedin", 1000);
+    let links = Links {
+        mcp_session: Some(sid.clone()),
+        conversation: Some(conversation.clone()),
+    };
+    store.bind(&session, &links).await.expect("bind");
+
+    let mut q = query(&alice, "claude-ai");
+    q.handle = Some(session.id.clone());
+    q.conversation = Some(conversation.clone());
+    q.mcp = Some(McpQuery {
+        session: sid.clone(),
+        upstream: upstream(),
+        backend: None,
+    });
+    let answer = store.lookup(&q).await.expect("lookup");
+    assert_eq!(
+        answer.found.handle.as_ref().map(|s| &s.id),
+        Some(&session.id)
+    );
+    assert_eq!(
+        answer.found.linked.as_ref().map(|s| &s.id),
+        Some(&session.id)
+    );
+    assert_eq!(
+        answer.found.conversation.as_ref().map(|s| &s.id),
+        Some(&session.id)
+    );
+    assert_eq!(answer.found.surface_live.len(), 1);
+    assert_eq!(
+        answer.found.recent_projects,
+        vec![Project::parse("linkedin").expect("p")]
+    );
+    assert_eq!(answer.found.handle.as_ref().map(|s| s.calls), Some(1));
+
+    // Another surface of the same principal sees nothing on its surface.
+    let other_surface = store
+        .lookup(&query(&alice, "claude-code"))
+        .await
+        .expect("lookup");
+    assert!(other_surface.found.surface_live.is_empty());
+
+    // Another principal sees nothing at all, even with the same ids.
+    let mut foreign = q.clone();
+    foreign.principal = bob.clone();
+    let answer = store.lookup(&foreign).await.expect("lookup");
+    assert_eq!(answer.found, Default::default());
+}
+
+async fn touch_slides_the_idle_ttl(store: &dyn Store) {
+    let p = principal(3);
+    let session = work(&p, "cursor", "atlas", 1);
+    store.bind(&session, &Links::default()).await.expect("bind");
+    for step in 0..4u64 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            store
+                .touch(&session, &Links::default(), 10 + step)
+                .await
+                .expect("touch"),
+            "alive at step {step}"
+        );
+    }
+    let live = store
+        .lookup(&query(&p, "cursor"))
+        .await
+        .expect("lookup")
+        .found
+        .surface_live;
+    assert_eq!(live.first().map(|s| s.calls), Some(5));
+    assert_eq!(live.first().map(|s| s.last_active_ms), Some(13));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(
+        !store
+            .touch(&session, &Links::default(), 99)
+            .await
+            .expect("touch"),
+        "expired after idling"
+    );
+    assert!(
+        store
+            .lookup(&query(&p, "cursor"))
+            .await
+            .expect("lookup")
+            .found
+            .surface_live
+            .is_empty()
+    );
+}
+
+async fn surfaces_list_newest_first(store: &dyn Store) {
+    let p = principal(4);
+    let older = work(&p, "claude-ai", "linkedin", 100);
+    let newer = work(&p, "claude-ai", "innkeeper", 200);
+    store.bind(&older, &Links::default()).await.expect("bind");
+    store.bind(&newer, &Links::default()).await.expect("bind");
+    let live = store
+        .lookup(&query(&p, "claude-ai"))
+        .await
+        .expect("lookup")
+        .found
+        .surface_live;
+    let projects: Vec<&str> = live.iter().map(|s| s.project.as_str()).collect();
+    assert_eq!(projects, ["innkeeper", "linkedin"]);
+}
+
+async fn mcp_sessions_end_and_remember_backends(store: &dyn Store) {
+    let p = principal(5);
+    let sid = McpSessionId::random();
+    let own = BackendSessionId::parse("own-backend-session").expect("bs");
+    let replacement = BackendSessionId::parse("replacement").expect("bs");
+    let mcp = McpQuery {
+        session: sid.clone(),
+        upstream: upstream(),
+        backend: Some(own.clone()),
+    };
+    assert_eq!(
+        store.mcp_state(&p, &mcp).await.expect("state"),
+        Default::default()
+    );
+
+    let project = Project::parse("zephyr").expect("p");
+    let own_ref = BackendRef {
+        upstream: upstream(),
+        session: own.clone(),
+    };
+    store
+        .set_backend_project(&p, &own_ref, &project)
+        .await
+        .expect("marker");
+    assert_eq!(
+        store
+            .mcp_state(&p, &mcp)
+            .await
+            .expect("state")
+            .backend_project,
+        Some(project.clone())
+    );
+
+    let replacement_ref = BackendRef {
+        upstream: upstream(),
+        session: replacement.clone(),
+    };
+    store
+        .set_backend_session(&p, &sid, &replacement_ref)
+        .await
+        .expect("override");
+    let state = store.mcp_state(&p, &mcp).await.expect("state");
+    assert_eq!(state.backend_override, Some(replacement));
+    assert_eq!(
+        state.backend_project, None,
+        "the replacement has selected nothing yet"
+    );
+
+    store.end_mcp_session(&p, &sid).await.expect("end");
+    assert!(store.mcp_state(&p, &mcp).await.expect("state").ended);
+    assert!(
+        !store
+            .mcp_state(&principal(6), &mcp)
+            .await
+            .expect("state")
+            .ended
+    );
+}
+
+async fn contract(store: Arc<dyn Store>) {
+    store.ping().await.expect("ping");
+    binding_is_found_by_every_key_and_nowhere_else(store.as_ref()).await;
+    surfaces_list_newest_first(store.as_ref()).await;
+    mcp_sessions_end_and_remember_backends(store.as_ref()).await;
+    touch_slides_the_idle_ttl(store.as_ref()).await;
+}
+
+fn lifetimes() -> Lifetimes {
+    Lifetimes::with_idle(Duration::from_secs(1))
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_contract() {
+    contract(Arc::new(MemoryStore::new(lifetimes()))).await;
+}
+
+#[tokio::test]
+async fn redis_store_keeps_the_contract() {
+    let redis = support::RedisServer::start();
+    let store = RedisStore::new(RedisSettings::new(redis.url()), lifetimes()).expect("store");
+    contract(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn redis_state_survives_a_new_store_instance() {
+    let redis = support::RedisServer::start();
+    let long = Lifetimes::with_idle(Duration::from_secs(60));
+    let p = principal(7);
+    let session = work(&p, "claude-ai", "linkedin", 5);
+    {
+        let first = RedisStore::new(RedisSettings::new(redis.url()), long).expect("store");
+        first.bind(&session, &Links::default()).await.expect("bind");
+    }
+    let second = RedisStore::new(RedisSettings::new(redis.url()), long).expect("store");
+    let live = second
+        .lookup(&query(&p, "claude-ai"))
+        .await
+        .expect("lookup")
+        .found
+        .surface_live;
+    assert_eq!(live.first().map(|s| &s.id), Some(&session.id));
+}
+
+#[tokio::test]
+async fn redis_down_fails_fast_with_a_store_error() {
+    let redis = support::RedisServer::start();
+    let url = redis.url();
+    drop(redis);
+    let store = RedisStore::new(RedisSettings::new(url), lifetimes()).expect("store");
+    let started = std::time::Instant::now();
+    assert!(store.ping().await.is_err());
+    assert!(store.lookup(&query(&principal(8), "x")).await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
