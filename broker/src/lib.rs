@@ -7,6 +7,7 @@
 //! - [`jsonrpc`]: a POST body parsed once into typed JSON-RPC messages;
 //! - [`sse`]: an incremental, byte-exact Server-Sent Events parser;
 //! - [`mcp`]: the edits the broker makes to MCP messages and the messages it sends itself;
+//! - [`keys`]: reading HMAC secrets and Ed25519 keys, JWKS;
 //! - [`tokens`]: signed session ids, handles and backend assertions (JWT, `kid` rotation);
 //! - [`session`]: the work session record;
 //! - [`resolve`]: which work session a request belongs to (a pure function), and what a select binds;
@@ -17,6 +18,7 @@ pub mod guidance;
 pub mod identity;
 pub mod ids;
 pub mod jsonrpc;
+pub mod keys;
 pub mod mcp;
 pub mod resolve;
 pub mod session;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
 use crate::ids::{McpSessionId, PrincipalId, Project, Surface, UpstreamId, WorkSessionId};
+use crate::keys::{self, KeyMaterial};
 
 /// Audience of client session ids.
 pub const SESSION_AUDIENCE: &str = "msb-session";
@@ -76,6 +77,8 @@ pub struct KeyRing {
     signing_algorithm: Algorithm,
     signing_key: EncodingKey,
     verifiers: HashMap<String, Verifier>,
+    /// Public keys (Ed25519) to publish as a JWKS.
+    public: Vec<serde_json::Value>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -114,7 +117,60 @@ impl KeyRing {
             signing_algorithm: Algorithm::HS256,
             signing_key: EncodingKey::from_secret(secret),
             verifiers,
+            public: Vec::new(),
         })
+    }
+
+    /// A ring that signs with `material`: HS256 for a secret, EdDSA for an Ed25519 private key.
+    pub fn from_material(
+        issuer: impl Into<String>,
+        material: &KeyMaterial,
+    ) -> Result<Self, TokenError> {
+        match material {
+            KeyMaterial::Secret(secret) => Self::hs256(issuer, secret),
+            KeyMaterial::Ed25519(key) => {
+                let public = key.verifying_key();
+                let pem = keys::ed25519_pem(key)?;
+                let signing_key =
+                    EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|_| TokenError::Signing)?;
+                let mut ring = Self {
+                    issuer: issuer.into(),
+                    signing_kid: keys::ed25519_kid(&public),
+                    signing_algorithm: Algorithm::EdDSA,
+                    signing_key,
+                    verifiers: HashMap::new(),
+                    public: Vec::new(),
+                };
+                ring.also_verify(&KeyMaterial::Ed25519Public(public))?;
+                Ok(ring)
+            }
+            KeyMaterial::Ed25519Public(_) => Err(TokenError::Signing),
+        }
+    }
+
+    /// Also accept tokens signed with this key (rotation): a secret, or an Ed25519 key.
+    pub fn also_verify(&mut self, material: &KeyMaterial) -> Result<(), TokenError> {
+        let public = match material {
+            KeyMaterial::Secret(secret) => return self.also_verify_hs256(secret),
+            KeyMaterial::Ed25519(key) => key.verifying_key(),
+            KeyMaterial::Ed25519Public(key) => *key,
+        };
+        let key = DecodingKey::from_ed_components(&keys::ed25519_x(&public))
+            .map_err(|_| TokenError::Malformed)?;
+        self.verifiers.insert(
+            keys::ed25519_kid(&public),
+            Verifier {
+                algorithm: Algorithm::EdDSA,
+                key,
+            },
+        );
+        self.public.push(keys::ed25519_jwk(&public));
+        Ok(())
+    }
+
+    /// The public verification keys as a JWKS document (empty for HMAC-only rings).
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": self.public })
     }
 
     /// Also accept tokens signed with an older (or newer) HS256 secret.
@@ -367,6 +423,58 @@ mod tests {
         rotated.also_verify_hs256(SECRET).expect("add");
         assert!(
             rotated
+                .verify::<HandleClaims>(HANDLE_AUDIENCE, &token)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn eddsa_signs_publishes_a_jwks_and_refuses_algorithm_confusion() {
+        let pem = crate::keys::generate_ed25519_pem().expect("pem");
+        let material = KeyMaterial::parse(pem.as_bytes()).expect("key");
+        let ring = KeyRing::from_material("broker", &material).expect("ring");
+        let token = ring
+            .sign(HANDLE_AUDIENCE, Duration::from_secs(60), now(), &handle())
+            .expect("sign");
+        assert!(ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &token).is_ok());
+        let jwks = ring.jwks();
+        assert_eq!(jwks["keys"][0]["kid"], ring.signing_kid());
+        assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+
+        // An HS256 token that claims the EdDSA key's kid (keyed with the public key, the classic
+        // confusion) is refused before any signature check.
+        let x = jwks["keys"][0]["x"]
+            .as_str()
+            .expect("x")
+            .as_bytes()
+            .to_vec();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(ring.signing_kid().to_owned());
+        let envelope = Envelope {
+            iss: "broker".into(),
+            aud: HANDLE_AUDIENCE.into(),
+            iat: now(),
+            nbf: now(),
+            exp: now() + 60,
+            claims: &handle(),
+        };
+        let forged = jsonwebtoken::encode(&header, &envelope, &EncodingKey::from_secret(&x))
+            .expect("encode");
+        assert_eq!(
+            ring.verify::<HandleClaims>(HANDLE_AUDIENCE, &forged),
+            Err(TokenError::WrongAlgorithm)
+        );
+
+        // A verifier that only has the public key accepts the broker's tokens.
+        let mut verifier = KeyRing::hs256("broker", SECRET).expect("ring");
+        let KeyMaterial::Ed25519(key) = material else {
+            panic!("ed25519")
+        };
+        verifier
+            .also_verify(&KeyMaterial::Ed25519Public(key.verifying_key()))
+            .expect("add");
+        assert!(
+            verifier
                 .verify::<HandleClaims>(HANDLE_AUDIENCE, &token)
                 .is_ok()
         );

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use broker::identity::{PrincipalHasher, SurfaceRules};
 use broker::ids::UpstreamId;
+use broker::keys::{KeyError, KeyMaterial};
 use broker::store::memory::MemoryStore;
 use broker::store::redis::{RedisSettings, RedisStore};
 use broker::store::{Lifetimes, Store, StoreError};
@@ -27,6 +28,8 @@ pub const ISSUER: &str = "mcp-session-broker";
 pub enum StartError {
     #[error("signing key: {0}")]
     Key(#[from] TokenError),
+    #[error("key file: {0}")]
+    KeyMaterial(#[from] KeyError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -46,19 +49,20 @@ impl App {
     /// Builds the state. In memory mode without a signing key, one is generated (and tokens die with
     /// the process, which the in-memory store does anyway).
     pub fn new(settings: Settings) -> Result<Self, StartError> {
-        let secret = match &settings.signing_key {
-            Some(key) => key.clone(),
+        let material = match &settings.signing_key {
+            Some(key) => KeyMaterial::parse(key)?,
             None => {
                 tracing::warn!(
                     "no signing key given: generated one for this process (memory mode only)"
                 );
-                broker::ids::random_hex128().repeat(2).into_bytes()
+                KeyMaterial::Secret(broker::ids::random_hex128().repeat(2).into_bytes())
             }
         };
-        let mut keys = KeyRing::hs256(ISSUER, &secret)?;
+        let mut keys = KeyRing::from_material(ISSUER, &material)?;
         for old in &settings.verify_keys {
-            keys.also_verify_hs256(old)?;
+            keys.also_verify(&KeyMaterial::parse(old)?)?;
         }
+        let secret = material.secret_bytes().ok_or(TokenError::Signing)?;
         let principals =
             PrincipalHasher::new(settings.principal_secret.as_deref().unwrap_or(&secret));
         let lifetimes = Lifetimes::with_idle(settings.idle_ttl);

@@ -27,13 +27,14 @@ pub struct Args {
     /// Sliding idle TTL of a work session (e.g. 120m, 2h, 90s).
     #[arg(long, env = "BROKER_IDLE_TTL", default_value = "120m", value_parser = humantime::parse_duration)]
     pub idle_ttl: Duration,
-    /// File holding the signing secret (at least 32 bytes; surrounding whitespace is ignored).
+    /// File holding the signing key: an HMAC secret (HS256, at least 32 bytes, surrounding whitespace
+    /// ignored) or an Ed25519 private key in PKCS#8 PEM (EdDSA; its public key is served as a JWKS).
     #[arg(long, env = "BROKER_SIGNING_KEY_FILE", conflicts_with = "signing_key")]
     pub signing_key_file: Option<PathBuf>,
     /// The signing secret itself (prefer the file).
     #[arg(long, env = "BROKER_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
-    /// Files with older secrets still accepted for verification (key rotation).
+    /// Files with older keys still accepted for verification (rotation): secrets, Ed25519 PEM keys.
     #[arg(long, env = "BROKER_VERIFY_KEY_FILES", value_delimiter = ',')]
     pub verify_key_file: Vec<PathBuf>,
     /// File with the secret for principal hashes, when it must outlive signing-key rotations.

@@ -1,4 +1,4 @@
-//! The front door: health and readiness, the MCP path, and plain pass-through for every other path
+//! The front door: health and readiness, the JWKS of the assertion keys, the MCP path, and plain pass-through for every other path
 //! (OAuth metadata and the like reach the backend untouched). One log line per request.
 
 use std::sync::Arc;
@@ -15,6 +15,9 @@ use crate::headers::{self, Origin};
 use crate::mcp_path;
 use crate::relay::{self, Watch};
 
+/// Where the public keys that verify assertions (EdDSA) are published.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
 /// Serves one request.
 pub async fn serve(
     app: Arc<App>,
@@ -27,6 +30,7 @@ pub async fn serve(
     let result = match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
         (&Method::GET, "/readyz") => Ok(ready(&app).await),
+        (&Method::GET, JWKS_PATH) => Ok(json_response(StatusCode::OK, &app.keys.jwks())),
         (_, p) if p == app.settings.mcp_path() => mcp_path::handle(&app, request, client_ip).await,
         _ => pass(&app, request, client_ip).await,
     };
