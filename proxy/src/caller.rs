@@ -52,10 +52,11 @@ impl Caller {
             None => None,
             Some(value) => {
                 let token = value.to_str().map_err(|_| ProxyError::UnknownSession)?;
-                let claims: SessionClaims = app
-                    .keys
-                    .verify(SESSION_AUDIENCE, token)
-                    .map_err(|_| ProxyError::UnknownSession)?;
+                let claims: SessionClaims =
+                    app.keys.verify(SESSION_AUDIENCE, token).map_err(|error| {
+                        tracing::info!(%error, "session id refused");
+                        ProxyError::UnknownSession
+                    })?;
                 if claims.p != principal {
                     tracing::warn!(principal = %principal, "session id presented with another principal's credential");
                     return Err(ProxyError::UnknownSession);

@@ -97,9 +97,20 @@ pub async fn forward(
         if let Some(select) = out.watch.select.as_mut() {
             select.backend = backend.session.as_ref().map(|s| backend_ref(app, s));
         }
-        return Ok(relay::relay(response, std::mem::take(&mut out.watch)));
+        let mut relayed = relay::relay(response, std::mem::take(&mut out.watch));
+        client_session_header(&mut relayed, &out.parts.headers);
+        return Ok(relayed);
     }
     Err(ProxyError::Backend(BackendError::NoSession))
+}
+
+/// The backend's own session id never reaches the client (some SDK clients adopt any session id a
+/// response carries): the client sees the id it sent, or none.
+pub fn client_session_header(response: &mut Response<ProxyBody>, request: &HeaderMap) {
+    response.headers_mut().remove(MCP_SESSION_ID);
+    if let Some(own) = request.get(MCP_SESSION_ID) {
+        response.headers_mut().insert(MCP_SESSION_ID, own.clone());
+    }
 }
 
 fn backend_ref(app: &App, session: &BackendSessionId) -> BackendRef {

@@ -96,5 +96,7 @@ async fn pass(
     *upstream.headers_mut() =
         headers::toward_upstream(&parts.headers, app.upstream.authority(), &origin);
     let response = app.upstream.send(upstream).await?;
-    Ok(relay::relay(response, Watch::default()))
+    let mut relayed = relay::relay(response, Watch::default());
+    crate::forward::client_session_header(&mut relayed, &parts.headers);
+    Ok(relayed)
 }
