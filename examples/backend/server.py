@@ -1,0 +1,208 @@
+"""Example MCP backend that reproduces the production "project per MCP session" bug.
+
+A FastMCP (official ``mcp`` 1.x SDK) server over Streamable HTTP, stateful mode. The project a
+client selects is remembered per MCP session, keyed by the ``mcp-session-id`` request header, exactly
+like the hosted memory server whose logs motivated mcp-session-broker: when a client re-initializes
+(a new MCP session), the selection is gone and every project-scoped tool refuses to work.
+
+Put ``session-broker`` in front of it and the selection survives re-initializations, because the
+broker replays ``select_project_for_session`` on every fresh backend session and adds the
+``X-MCP-Project`` / ``X-MCP-Work-Session`` headers to every forwarded request.
+
+Tools: list_projects, select_project_for_session, get_last_handover, lock_context,
+explore_context_tree, write_handover. Project-scoped replies contain
+``project=<session project> header=<X-MCP-Project or none>`` so tests can assert on them.
+
+Extra HTTP routes: ``GET /audit`` (JSON list of every tool call: tool, mcp_session, session_project,
+header_project, has_assertion, args as received), ``DELETE /audit`` (clear it), ``GET /health`` ("ok").
+
+Usage: ``python server.py --port 8001 [--host 127.0.0.1] [--json-response]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from contextvars import ContextVar
+from typing import Any
+
+from mcp.server.fastmcp import Context, FastMCP
+from mcp.server.fastmcp.exceptions import ToolError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+PROJECTS = ("linkedin", "innkeeper", "dementia", "atlas", "zephyr")
+PROJECT_HEADER = "x-mcp-project"
+ASSERTION_HEADER = "x-mcp-work-session"
+SESSION_HEADER = "mcp-session-id"
+
+log = logging.getLogger("example-backend")
+
+# In-memory state (this is the bug: the project lives in the MCP session, nowhere else).
+SESSION_PROJECTS: dict[str, str] = {}
+LOCKED: dict[str, dict[str, str]] = {}  # project -> topic -> content
+HANDOVERS: dict[str, list[dict[str, Any]]] = {}  # project -> handovers, oldest first
+AUDIT: list[dict[str, Any]] = []
+# The arguments of the current tools/call exactly as received (before FastMCP validates them), so the
+# audit log shows whether a proxy forwarded anything extra (e.g. an unstripped work_session).
+_RAW_ARGS: ContextVar[dict[str, Any]] = ContextVar("raw_args", default={})
+
+
+class AuditedFastMCP(FastMCP):
+    """FastMCP that remembers each call's raw arguments for the audit log."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        token = _RAW_ARGS.set(dict(arguments or {}))
+        try:
+            return await super().call_tool(name, arguments)
+        finally:
+            _RAW_ARGS.reset(token)
+
+
+def _headers(ctx: Context) -> dict[str, str]:
+    """The HTTP request headers of the current tool call (lower-case names); empty over stdio."""
+    request = getattr(ctx.request_context, "request", None)
+    if request is None:
+        return {}
+    return {k.lower(): v for k, v in request.headers.items()}
+
+
+def _record(ctx: Context, tool: str) -> tuple[str, str | None, str | None]:
+    """Append one audit entry; return (mcp session id, session project, header project)."""
+    headers = _headers(ctx)
+    session_id = headers.get(SESSION_HEADER, "")
+    session_project = SESSION_PROJECTS.get(session_id)
+    header_project = headers.get(PROJECT_HEADER)
+    AUDIT.append(
+        {
+            "tool": tool,
+            "mcp_session": session_id,
+            "session_project": session_project,
+            "header_project": header_project,
+            "has_assertion": ASSERTION_HEADER in headers,
+            "args": _RAW_ARGS.get(),
+            "at": time.time(),
+        }
+    )
+    log.info(
+        "tool=%s session=%s session_project=%s header_project=%s",
+        tool,
+        session_id[:8],
+        session_project,
+        header_project,
+    )
+    return session_id, session_project, header_project
+
+
+def _require_project(ctx: Context, tool: str) -> tuple[str, str]:
+    """Audit the call and return (session project, tag text) or raise the production error."""
+    session_id, project, header = _record(ctx, tool)
+    if project is None:
+        raise ToolError(f"Project selection required for session {session_id[:8]}")
+    return project, f"project={project} header={header or 'none'}"
+
+
+def list_projects(ctx: Context) -> str:
+    """List the known projects. Needs no selected project."""
+    _record(ctx, "list_projects")
+    return "Projects: " + ", ".join(PROJECTS)
+
+
+def select_project_for_session(name: str, ctx: Context) -> str:
+    """Select the project this MCP session works on."""
+    session_id, _, _ = _record(ctx, "select_project_for_session")
+    if name not in PROJECTS:
+        raise ToolError(f"Unknown project {name!r}; known projects: {', '.join(PROJECTS)}")
+    SESSION_PROJECTS[session_id] = name
+    return f"Selected project {name}"
+
+
+def get_last_handover(ctx: Context) -> str:
+    """Return the last handover written for the session's project."""
+    project, tag = _require_project(ctx, "get_last_handover")
+    handovers = HANDOVERS.get(project, [])
+    last = handovers[-1]["summary"] if handovers else "(no handover yet)"
+    return f"{tag} last_handover={last}"
+
+
+def lock_context(content: str, topic: str, ctx: Context) -> str:
+    """Store a piece of context under a topic of the session's project."""
+    project, tag = _require_project(ctx, "lock_context")
+    LOCKED.setdefault(project, {})[topic] = content
+    return f"{tag} locked topic={topic}"
+
+
+def explore_context_tree(ctx: Context) -> str:
+    """List the topics stored for the session's project."""
+    project, tag = _require_project(ctx, "explore_context_tree")
+    topics = sorted(LOCKED.get(project, {}))
+    return f"{tag} topics={','.join(topics) if topics else '(none)'}"
+
+
+def write_handover(ctx: Context, summary: str = "") -> str:
+    """Record a handover for the session's project."""
+    project, tag = _require_project(ctx, "write_handover")
+    entries = HANDOVERS.setdefault(project, [])
+    entries.append({"summary": summary or "(empty)", "at": time.time()})
+    return f"{tag} handover #{len(entries)} written"
+
+
+async def audit(request: Request) -> Response:
+    """GET: the audit log as a JSON list. DELETE: clear it."""
+    if request.method == "DELETE":
+        AUDIT.clear()
+        return Response(status_code=204)
+    return JSONResponse(AUDIT)
+
+
+async def health(_request: Request) -> Response:
+    """Liveness probe."""
+    return PlainTextResponse("ok")
+
+
+def build_server(host: str, port: int, json_response: bool) -> FastMCP:
+    """Create the FastMCP app: stateful Streamable HTTP at /mcp, plus /audit and /health."""
+    # host/port/json_response/stateless_http are FastMCP constructor settings (mcp 1.30); passing the
+    # host here also turns on the SDK's DNS-rebinding protection when it is a loopback address.
+    server = AuditedFastMCP(
+        "example-memory-backend",
+        host=host,
+        port=port,
+        json_response=json_response,
+        stateless_http=False,
+        streamable_http_path="/mcp",
+    )
+    for tool in (
+        list_projects,
+        select_project_for_session,
+        get_last_handover,
+        lock_context,
+        explore_context_tree,
+        write_handover,
+    ):
+        server.tool()(tool)
+    server.custom_route("/audit", methods=["GET", "DELETE"])(audit)
+    server.custom_route("/health", methods=["GET"])(health)
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Example MCP backend (project stored per MCP session).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument(
+        "--json-response",
+        action="store_true",
+        help="answer POSTs with application/json instead of a text/event-stream",
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    server = build_server(args.host, args.port, args.json_response)
+    log.info("serving http://%s:%d/mcp (json_response=%s)", args.host, args.port, args.json_response)
+    server.run(transport="streamable-http")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/test and scripts/quickstart. Source it; do not run it.
+#
+# Provides: REPO_ROOT, VENV, stage, die, require_tools, ensure_redis, ensure_venv, ensure_node_modules.
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO_ROOT/.venv"
+E2E_REQUIREMENTS="$REPO_ROOT/tests/e2e/requirements.txt"
+BACKEND_REQUIREMENTS="$REPO_ROOT/examples/backend/requirements.txt"
+TS_DIR="$REPO_ROOT/tests/e2e/ts"
+
+stage() {
+    printf '\n==> %s\n' "$*"
+}
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# require_tools CMD... : exit 1 naming every missing command.
+require_tools() {
+    local missing=() cmd
+    for cmd in "$@"; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+    done
+    if ((${#missing[@]})); then
+        die "missing required tool(s): ${missing[*]} (install them and re-run)"
+    fi
+}
+
+# ensure_redis: redis-server on PATH, installed with apt-get when we are root, else exit 1.
+ensure_redis() {
+    if command -v redis-server >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "redis-server not found; installing the Debian package redis-server"
+        DEBIAN_FRONTEND=noninteractive apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+        command -v redis-server >/dev/null 2>&1 || die "apt-get installed redis-server but it is not on PATH"
+        return 0
+    fi
+    die "redis-server is missing: install it (Debian/Ubuntu: 'sudo apt-get install -y redis-server'), or run this script as root so it can install it"
+}
+
+_sha256_of() {
+    # Stable digest of the given files' contents plus the python version.
+    {
+        cat "$@"
+        python3 --version 2>&1
+    } | sha256sum | cut -d' ' -f1
+}
+
+# ensure_venv: create/refresh $VENV from the pinned requirements; pip runs only when they changed.
+ensure_venv() {
+    local stamp="$VENV/.requirements.sha256" want have=""
+    want="$(_sha256_of "$E2E_REQUIREMENTS" "$BACKEND_REQUIREMENTS")"
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        echo "creating $VENV"
+        python3 -m venv "$VENV" || die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
+    fi
+    [[ -f "$stamp" ]] && have="$(cat "$stamp")"
+    if [[ "$want" == "$have" ]]; then
+        echo "venv up to date ($VENV)"
+        return 0
+    fi
+    echo "installing pinned Python requirements into $VENV"
+    rm -f "$stamp"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet \
+        -r "$E2E_REQUIREMENTS" -r "$BACKEND_REQUIREMENTS"
+    echo "$want" >"$stamp"
+}
+
+# ensure_node_modules: npm ci in tests/e2e/ts when node_modules is missing or older than the lockfile.
+ensure_node_modules() {
+    local stamp="$TS_DIR/node_modules/.e2e-lock.sha256" want have=""
+    want="$(sha256sum "$TS_DIR/package-lock.json" | cut -d' ' -f1)"
+    [[ -f "$stamp" ]] && have="$(cat "$stamp")"
+    if [[ -d "$TS_DIR/node_modules" && "$want" == "$have" ]]; then
+        echo "node_modules up to date ($TS_DIR)"
+        return 0
+    fi
+    echo "npm ci in $TS_DIR"
+    (cd "$TS_DIR" && npm ci --no-audit --no-fund)
+    echo "$want" >"$stamp"
+}

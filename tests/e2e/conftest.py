@@ -1,0 +1,306 @@
+"""Process fixtures for the end-to-end tests: a real redis-server, the example FastMCP backend and the
+session-broker binary (``$BROKER_BIN``), each a direct child process on a free loopback port.
+
+Readiness is detected by polling the TCP port. Every process is killed at teardown. Output goes to
+log files under the test's tmp dir; when a test fails, the logs are attached to its report (shown
+by pytest as ``log <name>`` sections), and a process that fails to start fails the test with its log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BACKEND_SCRIPT = REPO_ROOT / "examples" / "backend" / "server.py"
+SIGNING_KEY = "e2e-test-signing-key-0123456789abcdef-not-a-secret"
+START_TIMEOUT = 30.0
+LOG_TAIL = 12_000  # characters of each log attached to a failure report
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1 (bind port 0, read it, release it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class ManagedProcess:
+    """One child process with a fixed port and argv; can be stopped and restarted identically."""
+
+    name: str
+    argv: list[str]
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self) -> None:
+        assert self.proc is None, f"{self.name} already running"
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+                cwd=REPO_ROOT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not port_open(self.port):
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.proc = None
+                pytest.fail(f"{self.name} exited with status {code} before listening\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"{self.name} not listening on 127.0.0.1:{self.port} after {START_TIMEOUT}s\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        with self.log_path.open("ab") as log:
+            log.write(f"===== stopped (status {proc.returncode})\n".encode())
+        deadline = time.monotonic() + 5
+        while port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def restart(self) -> None:
+        """Stop, then start again with the same argv on the same port."""
+        self.stop()
+        self.start()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self) -> str:
+        text = self.log_text()
+        return f"--- {self.name} log ({self.log_path}) ---\n{text[-LOG_TAIL:]}"
+
+
+class ProcessRegistry:
+    """Every process a test started, so teardown can kill them and failures can show their logs."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.processes: list[ManagedProcess] = []
+
+    def spawn(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> ManagedProcess:
+        index = sum(1 for p in self.processes if p.name.split("#")[0] == name)
+        label = f"{name}#{index}" if index else name
+        proc = ManagedProcess(label, argv, port, self.log_dir / f"{label.replace('#', '-')}.log", env or {})
+        self.processes.append(proc)
+        proc.start()
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def processes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProcessRegistry]:
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    registry = ProcessRegistry(log_dir)
+    request.node.e2e_processes = registry
+    try:
+        yield registry
+    finally:
+        registry.stop_all()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # noqa: ARG001
+    report = yield
+    registry: ProcessRegistry | None = getattr(item, "e2e_processes", None)
+    if registry is not None and report.failed and report.when in ("setup", "call"):
+        for proc in registry.processes:
+            text = proc.log_text()
+            report.sections.append((f"log {proc.name} ({proc.log_path})", text[-LOG_TAIL:]))
+    return report
+
+
+# ----------------------------------------------------------------------------------------- redis
+
+
+@dataclass
+class Redis:
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.process.port}/0"
+
+
+@pytest.fixture
+def redis_server(processes: ProcessRegistry, tmp_path: Path) -> Redis:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (Debian: apt-get install -y redis-server); scripts/test installs it when run as root")
+    data_dir = tmp_path / "redis"
+    data_dir.mkdir()
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(data_dir)]
+    return Redis(processes.spawn("redis", argv, port))
+
+
+# --------------------------------------------------------------------------------------- backend
+
+
+@dataclass
+class Backend:
+    process: ManagedProcess
+    json_response: bool
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.process.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/mcp"
+
+    def audit(self) -> list[dict]:
+        """The backend's tool-call audit log (see examples/backend/server.py)."""
+        response = httpx.get(f"{self.base}/audit", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def clear_audit(self) -> None:
+        httpx.delete(f"{self.base}/audit", timeout=10).raise_for_status()
+
+    def restart(self) -> None:
+        self.process.restart()
+
+
+@pytest.fixture
+def backend_factory(processes: ProcessRegistry):
+    """backend_factory(json_response=False) -> Backend, on a fresh port; Backend.restart() keeps it."""
+
+    def make(json_response: bool = False) -> Backend:
+        if not BACKEND_SCRIPT.is_file():
+            pytest.fail(f"example backend missing: {BACKEND_SCRIPT}")
+        port = free_port()
+        argv = [sys.executable, str(BACKEND_SCRIPT), "--host", "127.0.0.1", "--port", str(port)]
+        if json_response:
+            argv.append("--json-response")
+        proc = processes.spawn("backend", argv, port, env={"PYTHONUNBUFFERED": "1"})
+        return Backend(proc, json_response)
+
+    return make
+
+
+# ---------------------------------------------------------------------------------------- broker
+
+
+@dataclass
+class Broker:
+    process: ManagedProcess
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.process.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/mcp"
+
+    def restart(self) -> None:
+        self.process.restart()
+
+    def log_text(self) -> str:
+        return self.process.log_text()
+
+
+def broker_binary() -> str:
+    path = os.environ.get("BROKER_BIN")
+    if not path:
+        pytest.fail("BROKER_BIN is not set: point it at the session-broker binary (scripts/test sets it to target/debug/session-broker)")
+    if not Path(path).is_file() or not os.access(path, os.X_OK):
+        pytest.fail(f"BROKER_BIN={path} is not an executable file: run 'cargo build --bin session-broker' first")
+    return path
+
+
+@pytest.fixture
+def broker_factory(processes: ProcessRegistry):
+    """broker_factory(backend, redis=None, extra_args=()) -> Broker; Broker.restart() keeps port and args."""
+
+    def make(backend: Backend, redis: Redis | None = None, extra_args: tuple[str, ...] = ()) -> Broker:
+        binary = broker_binary()
+        port = free_port()
+        argv = [binary, "--listen", f"127.0.0.1:{port}", "--upstream", backend.url]
+        if redis is not None:
+            argv += ["--redis-url", redis.url]
+        argv += list(extra_args)
+        env = {"BROKER_SIGNING_KEY": SIGNING_KEY, "RUST_LOG": os.environ.get("E2E_RUST_LOG", "info"), "NO_COLOR": "1"}
+        return Broker(processes.spawn("broker", argv, port, env=env))
+
+    return make
+
+
+@dataclass
+class Stack:
+    backend: Backend
+    broker: Broker
+    redis: Redis | None
+
+    @property
+    def url(self) -> str:
+        return self.broker.url
+
+
+@pytest.fixture
+def make_stack(request: pytest.FixtureRequest, backend_factory, broker_factory):
+    """make_stack(json_response=False, redis=True) -> Stack: backend + broker (+ a real redis)."""
+
+    def make(json_response: bool = False, redis: bool = True) -> Stack:
+        redis_proc = request.getfixturevalue("redis_server") if redis else None
+        backend = backend_factory(json_response=json_response)
+        broker = broker_factory(backend, redis=redis_proc)
+        return Stack(backend, broker, redis_proc)
+
+    return make
