@@ -1,0 +1,117 @@
+"""Protocol edges through the broker: a legacy backend's 400 to `server/discover` reaches the client as
+the backend wrote it (so it falls back to `initialize`), HTTP/2 from clients, bad input refused with
+the right status and no state change, the `work_session` handle never reaching the backend, and no
+credential or handle stored in Redis in plain form.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from e2e_helpers import (
+    BROKER_NONE_SELECTED,
+    assert_broker_error,
+    assert_on_project,
+    assert_selected,
+    initialize_body,
+    raw_initialize,
+    reconnecting_reply,
+    rpc_body,
+    rpc_headers,
+    tools_call_body,
+)
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "e2e-protocol-credential-do-not-store"
+DISCOVER = {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}}
+
+
+async def test_legacy_backend_discover_400_reaches_the_client_unchanged(make_stack) -> None:
+    stack = make_stack()
+    headers = rpc_headers(TOKEN, **{"MCP-Protocol-Version": "2026-07-28"})
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        direct = await http.post(stack.backend.url, headers=headers, json=DISCOVER)
+        proxied = await http.post(stack.url, headers=headers, json=DISCOVER)
+    assert direct.status_code == 400, direct.text
+    assert (proxied.status_code, proxied.text) == (direct.status_code, direct.text)
+
+
+async def test_http2_prior_knowledge_from_clients(make_stack) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl is needed for the HTTP/2 check (Debian: apt-get install curl)")
+    stack = make_stack(redis=False)
+    argv = [curl, "-sS", "--http2-prior-knowledge", "-D", "-", "-o", "/dev/null", "-X", "POST", stack.url]
+    for name, value in rpc_headers(TOKEN).items():
+        argv += ["-H", f"{name}: {value}"]
+    argv += ["--data", json.dumps(initialize_body("claude-ai"))]
+    head = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=True).stdout.lower()
+    assert head.startswith("http/2 200"), head
+    assert "mcp-session-id:" in head, head
+
+
+async def test_bad_input_gets_clear_errors_and_changes_nothing(make_stack) -> None:
+    stack = make_stack()
+    async with httpx.AsyncClient(timeout=20.0) as http:
+        session_id = await raw_initialize(http, stack.url, TOKEN, "claude-ai")
+        headers = rpc_headers(TOKEN, session_id)
+        cases = [
+            (b"{not json", 400, -32700),
+            (b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"x","arguments":[1]}}', 400, -32600),
+            (b"[]", 400, -32600),
+            (b'{"jsonrpc":"1.0","id":1,"method":"tools/list"}', 400, -32600),
+            (b"\xff\xfe\xfd", 400, -32700),
+        ]
+        for body, status, code in cases:
+            response = await http.post(stack.url, headers=headers, content=body)
+            assert response.status_code == status, (body, response.status_code, response.text)
+            assert response.json()["error"]["code"] == code, (body, response.text)
+        huge = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"pad":"' + b"x" * (5 << 20) + b'"}}'
+        response = await http.post(stack.url, headers=headers, content=huge)
+        assert response.status_code == 413, response.status_code
+        # Nothing was bound and nothing reached the backend's tools.
+        reply = await http.post(stack.url, headers=headers, json=tools_call_body("get_last_handover", {}))
+        assert BROKER_NONE_SELECTED in rpc_body(reply)["result"]["content"][0]["text"]
+    assert [e["tool"] for e in stack.backend.audit()] == []
+
+
+async def test_handle_is_stripped_and_nothing_secret_is_stored(make_stack) -> None:
+    stack = make_stack(redis=True)
+    selected = await reconnecting_reply(stack.url, TOKEN, "claude-ai", "select_project_for_session", {"name": "atlas"})
+    handle = assert_selected(selected, "atlas")
+    reply = await reconnecting_reply(
+        stack.url, TOKEN, "claude-ai", "lock_context", {"content": "c", "topic": "t", "work_session": handle}
+    )
+    assert_on_project(reply, "atlas", "call with its handle")
+    for entry in stack.backend.audit():
+        assert "work_session" not in entry["args"], entry
+
+    unknown = await reconnecting_reply(stack.url, "another-credential", "claude-ai", "get_last_handover")
+    assert_broker_error(unknown, BROKER_NONE_SELECTED)
+
+    dump = redis_dump(stack.redis.url)
+    assert dump, "the broker stored nothing in Redis"
+    for secret in (TOKEN, "another-credential", handle, handle.split(".")[2]):
+        assert secret not in dump, f"found a secret in Redis: {secret[:12]}..."
+
+
+def redis_dump(url: str) -> str:
+    """Every key and value in the database, as text."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        pytest.fail("redis-cli is missing (it comes with the redis-server package)")
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    keys = subprocess.run([cli, "-p", port, "--scan"], capture_output=True, text=True, check=True).stdout.split()
+    parts = []
+    for key in keys:
+        kind = subprocess.run([cli, "-p", port, "TYPE", key], capture_output=True, text=True, check=True).stdout.strip()
+        command = {"hash": ["HGETALL"], "zset": ["ZRANGE", key, "0", "-1", "WITHSCORES"], "string": ["GET"]}[kind]
+        args = command if kind == "zset" else command + [key]
+        parts.append(key + " " + subprocess.run([cli, "-p", port, *args], capture_output=True, text=True, check=True).stdout)
+    return "\n".join(parts)
