@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`ids`]: typed, validated identifiers (principal, surface, work session, project, ...);
-//! - [`identity`]: principal hashing, surface rules, conversation keys;
+//! - [`identity`]: principal hashing, conversation keys; [`surface`]: which UI, by rules;
 //! - [`jsonrpc`]: a POST body parsed once into typed JSON-RPC messages;
 //! - [`sse`]: an incremental, byte-exact Server-Sent Events parser;
 //! - [`mcp`]: the edits the broker makes to MCP messages and the messages it sends itself;
@@ -24,4 +24,5 @@ pub mod resolve;
 pub mod session;
 pub mod sse;
 pub mod store;
+pub mod surface;
 pub mod tokens;

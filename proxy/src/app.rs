@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use broker::identity::{PrincipalHasher, SurfaceRules};
+use broker::identity::PrincipalHasher;
 use broker::ids::UpstreamId;
 use broker::keys::{KeyError, KeyMaterial};
 use broker::store::memory::MemoryStore;
 use broker::store::redis::{RedisSettings, RedisStore};
 use broker::store::{Lifetimes, Store, StoreError};
+use broker::surface::SurfaceRules;
 use broker::tokens::{KeyRing, TokenError};
 use sha2::{Digest, Sha256};
 

@@ -1,8 +1,9 @@
 //! Who is calling: the principal, the client MCP session (verified), the Origin check and what the
 //! request says about its UI. Everything here is read from headers before the body is touched.
 
-use broker::identity::{IdentityError, SurfaceSignals};
+use broker::identity::IdentityError;
 use broker::ids::{ConversationKey, PrincipalId, Surface};
+use broker::surface::SurfaceSignals;
 use broker::tokens::{SESSION_AUDIENCE, SessionClaims};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;

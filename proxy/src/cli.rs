@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use broker::identity::SurfaceRule;
 use broker::resolve::UnkeyedPolicy;
+use broker::surface::SurfaceRule;
 use clap::Parser;
 use http::{HeaderName, Uri};
 

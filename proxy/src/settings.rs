@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use broker::identity::SurfaceRule;
 use broker::resolve::UnkeyedPolicy;
+use broker::surface::SurfaceRule;
 use http::{HeaderName, Uri};
 
 /// The proxy's settings.

@@ -1,0 +1,38 @@
+//! What each token says.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{McpSessionId, PrincipalId, Project, Surface, UpstreamId, WorkSessionId};
+
+/// The client-facing MCP session id. Stateless: `initialize` leaves nothing in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// Principal the session belongs to.
+    pub p: PrincipalId,
+    /// The MCP session itself.
+    pub sid: McpSessionId,
+    /// Upstream instance the backend session below lives on.
+    pub up: UpstreamId,
+    /// Backend session created by the client's `initialize` (absent for a stateless backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bs: Option<String>,
+    /// The `initialize` params, replayed to open backend sessions elsewhere.
+    pub ini: serde_json::Value,
+}
+
+/// A work-session handle the model can pass back as `work_session`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandleClaims {
+    pub p: PrincipalId,
+    pub ws: WorkSessionId,
+}
+
+/// What the backend is told about the call it receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssertionClaims {
+    /// The principal hash.
+    pub sub: PrincipalId,
+    pub ws: WorkSessionId,
+    pub surface: Surface,
+    pub project: Project,
+}
