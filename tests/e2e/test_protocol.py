@@ -115,3 +115,14 @@ def redis_dump(url: str) -> str:
         args = command if kind == "zset" else command + [key]
         parts.append(key + " " + subprocess.run([cli, "-p", port, *args], capture_output=True, text=True, check=True).stdout)
     return "\n".join(parts)
+
+
+async def test_initialize_alone_leaves_nothing_in_the_store(make_stack) -> None:
+    """Claude's connectors send one initialize per tool call: that must not grow the store."""
+    stack = make_stack(redis=True)
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        for _ in range(5):
+            await raw_initialize(http, stack.url, TOKEN, "claude-ai")
+            listed = await http.post(stack.url, headers=rpc_headers(TOKEN), json=initialize_body("claude-code"))
+            assert listed.status_code == 200, listed.text
+    assert redis_dump(stack.redis.url) == ""
