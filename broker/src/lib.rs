@@ -9,11 +9,12 @@
 //! - [`mcp`]: the edits the broker makes to MCP messages and the messages it sends itself;
 //! - [`keys`]: reading HMAC secrets and Ed25519 keys, JWKS;
 //! - [`tokens`]: signed session ids, handles and backend assertions (JWT, `kid` rotation);
-//! - [`session`]: the work session record;
+//! - [`session`]: the work session record; [`finalize`]: what is recorded when it idles out;
 //! - [`resolve`]: which work session a request belongs to (a pure function), and what a select binds;
 //! - [`guidance`]: the texts a model reads when a call cannot go through;
 //! - [`store`]: the store trait, its key schema, the in-memory and Redis stores.
 
+pub mod finalize;
 pub mod guidance;
 pub mod identity;
 pub mod ids;

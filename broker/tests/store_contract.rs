@@ -125,7 +125,11 @@ async fn touch_slides_the_idle_ttl(store: &dyn Store) {
         .found
         .surface_live;
     assert_eq!(live.first().map(|s| s.calls), Some(5));
-    assert_eq!(live.first().map(|s| s.last_active_ms), Some(13));
+    // Activity moves last_active forward (Redis stamps it with its own clock, so replicas agree).
+    assert!(
+        live.first()
+            .is_some_and(|s| s.last_active_ms > session.last_active_ms)
+    );
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert!(
         !store
@@ -220,12 +224,93 @@ async fn mcp_sessions_end_and_remember_backends(store: &dyn Store) {
     );
 }
 
+async fn idle_sessions_are_finalized_once_and_delivered_until_acknowledged(store: &dyn Store) {
+    let p = principal(9);
+    let idle = work(&p, "claude-ai", "handover-me", 1);
+    let busy = work(&p, "claude-code", "still-busy", 1);
+    store.bind(&idle, &Links::default()).await.expect("bind");
+    store.bind(&busy, &Links::default()).await.expect("bind");
+    // Drain anything earlier steps of the contract left due.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        store
+            .touch(&busy, &Links::default(), 2)
+            .await
+            .expect("touch")
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // `idle` is past its deadline; `busy` was called 0.7 s ago: activity postponed its deadline.
+    let mut claimed = 0;
+    for _ in 0..3 {
+        claimed += store.claim_expired(100).await.expect("claim");
+    }
+    let mut events = Vec::new();
+    loop {
+        let batch = store
+            .next_finalized("a", 10, Duration::from_millis(100), Duration::from_secs(60))
+            .await
+            .expect("events");
+        if batch.is_empty() {
+            break;
+        }
+        events.extend(batch);
+    }
+    let mine: Vec<_> = events.iter().filter(|d| d.event.principal == p).collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].event.project.as_str(), "handover-me");
+    assert_eq!(mine[0].event.calls, 1);
+    assert!(claimed >= 1);
+
+    // Finalized: not live, not touchable, never revived by a bind, never claimed again.
+    assert!(
+        !store
+            .touch(&idle, &Links::default(), 3)
+            .await
+            .expect("touch")
+    );
+    assert!(store.bind(&idle, &Links::default()).await.is_err());
+    let live = store
+        .lookup(&query(&p, "claude-ai"))
+        .await
+        .expect("lookup")
+        .found
+        .surface_live;
+    assert!(live.is_empty());
+    assert_eq!(store.claim_expired(100).await.expect("claim"), 0);
+
+    // Not acknowledged: another consumer gets it once it is stale; acknowledged: nobody does.
+    let retaken = store
+        .next_finalized("b", 10, Duration::from_millis(50), Duration::from_millis(1))
+        .await
+        .expect("events");
+    let again: Vec<_> = retaken.iter().filter(|d| d.event.principal == p).collect();
+    assert_eq!(
+        again.len(),
+        1,
+        "an unacknowledged event is handed out again"
+    );
+    assert!(again[0].redeliveries >= 1);
+    for delivery in events.iter().chain(retaken.iter()) {
+        store.ack_finalized(&delivery.id).await.expect("ack");
+    }
+    let after = store
+        .next_finalized("c", 10, Duration::from_millis(50), Duration::from_millis(1))
+        .await
+        .expect("events");
+    assert!(after.is_empty(), "{after:?}");
+
+    // `busy` is finalized once it idles too.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(store.claim_expired(100).await.expect("claim") >= 1);
+}
+
 async fn contract(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
     binding_is_found_by_every_key_and_nowhere_else(store.as_ref()).await;
     surfaces_list_newest_first(store.as_ref()).await;
     mcp_sessions_end_and_remember_backends(store.as_ref()).await;
     touch_slides_the_idle_ttl(store.as_ref()).await;
+    idle_sessions_are_finalized_once_and_delivered_until_acknowledged(store.as_ref()).await;
 }
 
 fn lifetimes() -> Lifetimes {
@@ -242,6 +327,60 @@ async fn redis_store_keeps_the_contract() {
     let redis = support::RedisServer::start();
     let store = RedisStore::new(RedisSettings::new(redis.url()), lifetimes()).expect("store");
     contract(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_finalize_each_work_session_exactly_once() {
+    let redis = support::RedisServer::start();
+    let replicas: Vec<Arc<RedisStore>> = (0..3)
+        .map(|_| {
+            Arc::new(RedisStore::new(RedisSettings::new(redis.url()), lifetimes()).expect("store"))
+        })
+        .collect();
+    for n in 0..100u8 {
+        let session = work(&principal(100 + n % 50), "claude-ai", &format!("p{n}"), 1);
+        replicas[usize::from(n) % 3]
+            .bind(&session, &Links::default())
+            .await
+            .expect("bind");
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let claims = replicas.iter().cloned().map(|store| {
+        tokio::spawn(async move {
+            let mut total = 0;
+            for _ in 0..20 {
+                total += store.claim_expired(7).await.expect("claim");
+            }
+            total
+        })
+    });
+    let mut total = 0;
+    for claim in claims {
+        total += claim.await.expect("task");
+    }
+    assert_eq!(total, 100, "every work session finalized exactly once");
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let batch = replicas[0]
+            .next_finalized(
+                "auditor",
+                50,
+                Duration::from_millis(100),
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("events");
+        if batch.is_empty() {
+            break;
+        }
+        for delivery in batch {
+            assert!(
+                seen.insert(delivery.event.work_session.clone()),
+                "duplicate event"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 100);
 }
 
 #[tokio::test]

@@ -14,11 +14,32 @@
 //! | `msb:{p:P}:bk:<sid>:<upstream>` | string | backend session serving that MCP session there | idle |
 //! | `msb:{p:P}:bp:<upstream>:<backend session>` | string | project selected on that backend session | idle |
 //! | `msb:{p:P}:recent` | zset | recently used projects | 30 days |
+//! | `msb:deadlines` | zset | `<principal>:<ws>` by idle deadline (ms) | none |
+//! | `msb:finalized` | stream | one entry per finalized work session; consumer group `finalizers` | trimmed to ~100k |
+//!
+//! A work-session hash lives for its idle TTL plus a grace period, so the sweeper can still read it
+//! after its deadline; it counts as live only while `la + idle > now` and it has no `f` field.
 
 use crate::ids::{
     BackendSessionId, ConversationKey, McpSessionId, PrincipalId, Surface, UpstreamId,
     WorkSessionId,
 };
+
+/// The sorted set of idle deadlines of every work session (member `<principal>:<work session>`).
+/// Not hash-tagged by principal: Redis Cluster would need it sharded (not supported yet).
+pub fn deadlines(prefix: &str) -> String {
+    format!("{prefix}:deadlines")
+}
+
+/// The stream of finalized work sessions.
+pub fn finalized_stream(prefix: &str) -> String {
+    format!("{prefix}:finalized")
+}
+
+/// The member of [`deadlines`] for one work session.
+pub fn deadline_member(principal: &PrincipalId, id: &WorkSessionId) -> String {
+    format!("{principal}:{id}")
+}
 
 /// Key names for one principal.
 #[derive(Debug, Clone)]

@@ -1,7 +1,9 @@
 //! The in-memory store: one process, nothing survives a restart. Same key schema and semantics as
-//! Redis (sliding TTLs, scoped by principal), so the two are interchangeable and tested alike.
+//! Redis (sliding TTLs, scoped by principal, a work session's data kept for a grace period after its
+//! idle deadline, finalized exactly once, events handed out until acknowledged), so the two are
+//! interchangeable and tested alike.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -9,11 +11,19 @@ use async_trait::async_trait;
 
 use super::keys::Keys;
 use super::{Answer, BackendRef, Lifetimes, McpQuery, McpState, Query, Store, StoreError};
+use crate::finalize::{Delivery, Finalized};
 use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project};
 use crate::resolve::Found;
 use crate::session::{Links, WorkSession};
 
 const PREFIX: &str = "msb";
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
 /// How many live work sessions of one surface a lookup reports.
 const SURFACE_LIMIT: usize = 20;
 /// How many recent projects a lookup reports.
@@ -36,6 +46,12 @@ struct Maps {
     strings: HashMap<String, Entry<String>>,
     /// Sorted sets as member → score.
     zsets: HashMap<String, Entry<HashMap<String, u64>>>,
+    /// Work-session keys already finalized (never live again).
+    finalized: HashSet<String>,
+    /// Finalized events not yet handed out, and handed-out ones awaiting acknowledgement.
+    pending: VecDeque<Delivery>,
+    in_flight: HashMap<String, (Delivery, Instant)>,
+    next_event: u64,
     last_purge: Option<Instant>,
 }
 
@@ -43,6 +59,7 @@ struct Maps {
 pub struct MemoryStore {
     lifetimes: Lifetimes,
     maps: Mutex<Maps>,
+    events: tokio::sync::Notify,
 }
 
 impl MemoryStore {
@@ -50,6 +67,7 @@ impl MemoryStore {
         Self {
             lifetimes,
             maps: Mutex::new(Maps::default()),
+            events: tokio::sync::Notify::new(),
         }
     }
 
@@ -59,14 +77,14 @@ impl MemoryStore {
             .lock()
             .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))?;
         let now = Instant::now();
-        maps.purge_now_and_then(now);
+        maps.purge_now_and_then(now, self.lifetimes.grace);
         Ok(f(&mut maps, now))
     }
 }
 
 impl Maps {
     /// Drops expired entries at most once a minute, so memory follows the live set.
-    fn purge_now_and_then(&mut self, now: Instant) {
+    fn purge_now_and_then(&mut self, now: Instant, grace: Duration) {
         if self
             .last_purge
             .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
@@ -74,16 +92,87 @@ impl Maps {
             return;
         }
         self.last_purge = Some(now);
-        self.sessions.retain(|_, e| e.live(now));
+        let finalized = &mut self.finalized;
+        self.sessions.retain(|key, e| {
+            let keep = e.expires + grace > now;
+            if !keep {
+                finalized.remove(key);
+            }
+            keep
+        });
         self.strings.retain(|_, e| e.live(now));
         self.zsets.retain(|_, e| e.live(now));
     }
 
     fn session(&self, key: &str, now: Instant) -> Option<WorkSession> {
+        if self.finalized.contains(key) {
+            return None;
+        }
         self.sessions
             .get(key)
             .filter(|e| e.live(now))
             .map(|e| e.value.clone())
+    }
+
+    /// Marks idle work sessions finalized and queues their events; returns how many.
+    fn claim_expired(&mut self, limit: usize, now: Instant) -> usize {
+        let due: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(key, e)| !e.live(now) && !self.finalized.contains(*key))
+            .map(|(key, _)| key.clone())
+            .take(limit)
+            .collect();
+        for key in &due {
+            let Some(entry) = self.sessions.get(key) else {
+                continue;
+            };
+            let session = &entry.value;
+            let event = Finalized {
+                work_session: session.id.clone(),
+                principal: session.principal.clone(),
+                surface: session.surface.clone(),
+                project: session.project.clone(),
+                started_ms: session.created_ms,
+                last_active_ms: session.last_active_ms,
+                finalized_ms: wall_clock_ms(),
+                calls: session.calls,
+            };
+            self.next_event += 1;
+            self.pending.push_back(Delivery {
+                id: format!("{}-0", self.next_event),
+                event,
+                redeliveries: 0,
+            });
+            self.finalized.insert(key.clone());
+        }
+        due.len()
+    }
+
+    /// Hands out up to `count` events: stale in-flight ones first, then new ones.
+    fn take_events(&mut self, count: usize, stale: Duration, now: Instant) -> Vec<Delivery> {
+        let stale_ids: Vec<String> = self
+            .in_flight
+            .iter()
+            .filter(|(_, (_, taken))| now.duration_since(*taken) >= stale)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale_ids {
+            if let Some((mut delivery, _)) = self.in_flight.remove(&id) {
+                delivery.redeliveries += 1;
+                self.pending.push_front(delivery);
+            }
+        }
+        let mut out = Vec::new();
+        while out.len() < count {
+            let Some(delivery) = self.pending.pop_front() else {
+                break;
+            };
+            self.in_flight
+                .insert(delivery.id.clone(), (delivery.clone(), now));
+            out.push(delivery);
+        }
+        out
     }
 
     fn string(&self, key: &str, now: Instant) -> Option<&str> {
@@ -237,6 +326,9 @@ impl Store for MemoryStore {
         let ttl = self.lifetimes.idle;
         self.with(|maps, now| {
             let key = keys.work_session(&session.id);
+            if maps.finalized.contains(&key) {
+                return false;
+            }
             let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {
                 return false;
             };
@@ -252,6 +344,11 @@ impl Store for MemoryStore {
     async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError> {
         let keys = Keys::new(PREFIX, &session.principal);
         let lifetimes = self.lifetimes;
+        let finalized =
+            self.with(|maps, _| maps.finalized.contains(&keys.work_session(&session.id)))?;
+        if finalized {
+            return Err(StoreError::Ended);
+        }
         self.with(|maps, now| {
             let mut stored = session.clone();
             stored.calls += 1;
@@ -310,5 +407,35 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|_, _| ())
+    }
+
+    async fn claim_expired(&self, limit: usize) -> Result<usize, StoreError> {
+        let claimed = self.with(|maps, now| maps.claim_expired(limit, now))?;
+        if claimed > 0 {
+            self.events.notify_waiters();
+        }
+        Ok(claimed)
+    }
+
+    async fn next_finalized(
+        &self,
+        _consumer: &str,
+        count: usize,
+        wait: Duration,
+        stale: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let notified = self.events.notified();
+        let events = self.with(|maps, now| maps.take_events(count, stale, now))?;
+        if !events.is_empty() {
+            return Ok(events);
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+        self.with(|maps, now| maps.take_events(count, stale, now))
+    }
+
+    async fn ack_finalized(&self, id: &str) -> Result<(), StoreError> {
+        self.with(|maps, _| {
+            maps.in_flight.remove(id);
+        })
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::finalize::Delivery;
 use crate::ids::{
     BackendSessionId, ConversationKey, McpSessionId, PrincipalId, Project, Surface, UpstreamId,
     WorkSessionId,
@@ -32,6 +33,8 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("store returned data the broker cannot read: {0}")]
     Corrupt(String),
+    #[error("the work session was finalized meanwhile")]
+    Ended,
 }
 
 /// How long things live in the store.
@@ -39,6 +42,8 @@ pub enum StoreError {
 pub struct Lifetimes {
     /// Sliding idle TTL of a work session and everything that points at it.
     pub idle: Duration,
+    /// How long a work session's data outlives its idle deadline, so the finalizer can still read it.
+    pub grace: Duration,
     /// How long an ended MCP session id stays refused (the life of a session id).
     pub ended_mcp_session: Duration,
     /// How long the principal's recent-projects list is kept.
@@ -49,6 +54,7 @@ impl Lifetimes {
     pub fn with_idle(idle: Duration) -> Self {
         Self {
             idle,
+            grace: Duration::from_secs(10 * 60),
             ended_mcp_session: Duration::from_secs(7 * 24 * 3600),
             recent_projects: Duration::from_secs(30 * 24 * 3600),
         }
@@ -113,8 +119,10 @@ pub trait Store: Send + Sync + 'static {
         mcp: &McpQuery,
     ) -> Result<McpState, StoreError>;
 
-    /// Records a call in a live work session and slides every TTL of it, in one round trip.
-    /// Returns `false` when the work session is gone (ended meanwhile).
+    /// Records a call in a live work session, slides every TTL of it and moves its idle deadline, in
+    /// one round trip. `now_ms` is the caller's clock, used by the memory store; the Redis store uses
+    /// the server's clock so that replicas agree. Returns `false` when the work session is gone, idle
+    /// past its deadline or finalized: nothing is written then.
     async fn touch(
         &self,
         session: &WorkSession,
@@ -150,4 +158,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Is the store reachable?
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Finalizes up to `limit` work sessions whose idle deadline has passed: each is re-checked,
+    /// marked finalized and its event appended, atomically, so across any number of replicas each
+    /// work session is finalized exactly once. Returns how many this call claimed.
+    async fn claim_expired(&self, limit: usize) -> Result<usize, StoreError>;
+
+    /// Hands out finalized events for `consumer` to act on: new ones, and ones another consumer took
+    /// but did not acknowledge within `stale` (it died). Waits up to `wait` when there are none.
+    async fn next_finalized(
+        &self,
+        consumer: &str,
+        count: usize,
+        wait: Duration,
+        stale: Duration,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Acknowledges an event whose actions all succeeded.
+    async fn ack_finalized(&self, id: &str) -> Result<(), StoreError>;
 }

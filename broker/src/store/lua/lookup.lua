@@ -3,13 +3,24 @@
 --       6 backend-session override          (absent ones are the principal's never-written placeholder)
 -- ARGV: 1 work-session key prefix, 2 handle's work-session id or '', 3 backend session from the
 --       session id or '', 4 backend-project marker prefix, 5 surface limit, 6 recent limit,
---       7 '1' when the request has an MCP session
+--       7 '1' when the request has an MCP session, 8 idle TTL (ms)
 -- Returns {ended, handle, linked, conversation, {live...}, {recent...}, override, backend project};
--- a work session is its HGETALL array, a missing one is nil. Stale surface entries are removed.
+-- a work session is its HGETALL array; one that is missing, idle past its deadline or finalized is
+-- nil (its data outlives the deadline for the finalizer). Dead surface entries are removed.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local idle = tonumber(ARGV[8])
+
 local function work_session(id)
   if not id or id == '' then return false end
   local fields = redis.call('HGETALL', ARGV[1] .. id)
   if #fields == 0 then return false end
+  local last, finalized = 0, false
+  for i = 1, #fields, 2 do
+    if fields[i] == 'la' then last = tonumber(fields[i + 1]) or 0 end
+    if fields[i] == 'f' then finalized = true end
+  end
+  if finalized or last + idle <= now then return false end
   return fields
 end
 

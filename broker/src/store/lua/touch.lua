@@ -1,14 +1,23 @@
--- Records a call in a live work session and slides the TTL of everything that points at it.
--- KEYS: 1 work session, 2 surface index, 3 MCP-session link, 4 conversation link
--- ARGV: 1 work-session id, 2 now (ms), 3 idle TTL (ms), 4 '1' to set the MCP link, 5 '1' to set the
---       conversation link
--- Returns 1, or 0 when the work session no longer exists (nothing is written then).
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'la', ARGV[2])
+-- Records a call in a live work session, slides the TTL of everything that points at it and moves
+-- its idle deadline, in one round trip. Time is Redis's own, so replicas' clocks do not matter.
+-- KEYS: 1 work session, 2 surface index, 3 MCP-session link, 4 conversation link, 5 deadlines
+-- ARGV: 1 work-session id, 2 idle TTL (ms), 3 grace (ms), 4 '1' to set the MCP link, 5 '1' to set the
+--       conversation link, 6 deadline member ('<principal>:<work session>')
+-- Returns 1, or 0 when the work session is gone, idle past its deadline or finalized (nothing is
+-- written then: a late call never revives a work session the sweeper may be finalizing).
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local idle = tonumber(ARGV[2])
+local last = redis.call('HGET', KEYS[1], 'la')
+if not last or redis.call('HEXISTS', KEYS[1], 'f') == 1 or tonumber(last) + idle <= now then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'la', now)
 redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3]) end
-if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[3]) end
+redis.call('PEXPIRE', KEYS[1], idle + tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], idle)
+if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1], 'PX', idle) end
+if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'PX', idle) end
+redis.call('ZADD', KEYS[5], now + idle, ARGV[6])
 return 1

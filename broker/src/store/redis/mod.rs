@@ -7,8 +7,11 @@ use async_trait::async_trait;
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use redis::{Script, Value};
 
-use super::keys::Keys;
+mod finalize;
+
+use super::keys::{self, Keys};
 use super::{Answer, BackendRef, Lifetimes, McpQuery, McpState, Query, Store, StoreError, hash};
+use crate::finalize::Delivery;
 use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project};
 use crate::resolve::Found;
 use crate::session::{Links, WorkSession};
@@ -46,6 +49,8 @@ pub struct RedisStore {
     lookup: Script,
     touch: Script,
     bind: Script,
+    claim: Script,
+    group_ready: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -78,9 +83,11 @@ impl RedisStore {
             pool,
             settings,
             lifetimes,
-            lookup: Script::new(include_str!("lua/lookup.lua")),
-            touch: Script::new(include_str!("lua/touch.lua")),
-            bind: Script::new(include_str!("lua/bind.lua")),
+            lookup: Script::new(include_str!("../lua/lookup.lua")),
+            touch: Script::new(include_str!("../lua/touch.lua")),
+            bind: Script::new(include_str!("../lua/bind.lua")),
+            claim: Script::new(include_str!("../lua/claim.lua")),
+            group_ready: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -94,13 +101,22 @@ impl RedisStore {
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        self.run_within(self.settings.timeout, f).await
+    }
+
+    /// Runs `f` on a pooled connection within `limit` (for blocking reads).
+    async fn run_within<T, F, Fut>(&self, limit: Duration, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let work = async {
             let connection = self.pool.get().await.map_err(unavailable)?;
             f(connection).await.map_err(unavailable)
         };
-        tokio::time::timeout(self.settings.timeout, work)
+        tokio::time::timeout(limit, work)
             .await
-            .map_err(|_| StoreError::Timeout(self.settings.timeout))?
+            .map_err(|_| StoreError::Timeout(limit))?
     }
 
     fn ms(duration: Duration) -> u64 {
@@ -176,6 +192,22 @@ fn decode_answer(reply: Value) -> Result<Answer, StoreError> {
     })
 }
 
+fn link_key(keys: &Keys, links: &Links) -> String {
+    links
+        .mcp_session
+        .as_ref()
+        .map(|s| keys.mcp_link(s))
+        .unwrap_or_else(|| keys.unused())
+}
+
+fn conversation_key(keys: &Keys, links: &Links) -> String {
+    links
+        .conversation
+        .as_ref()
+        .map(|c| keys.conversation(c))
+        .unwrap_or_else(|| keys.unused())
+}
+
 fn flag(on: bool) -> &'static str {
     if on { "1" } else { "0" }
 }
@@ -228,7 +260,8 @@ impl Store for RedisStore {
             )
             .arg(SURFACE_LIMIT)
             .arg(RECENT_LIMIT)
-            .arg(flag(mcp.is_some()));
+            .arg(flag(mcp.is_some()))
+            .arg(Self::ms(self.lifetimes.idle));
         let reply: Value = self
             .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await?;
@@ -255,32 +288,22 @@ impl Store for RedisStore {
         &self,
         session: &WorkSession,
         links: &Links,
-        now_ms: u64,
+        _now_ms: u64,
     ) -> Result<bool, StoreError> {
         let keys = self.keys(&session.principal);
         let mut invocation = self.touch.prepare_invoke();
         invocation
             .key(keys.work_session(&session.id))
             .key(keys.surface(&session.surface))
-            .key(
-                links
-                    .mcp_session
-                    .as_ref()
-                    .map(|s| keys.mcp_link(s))
-                    .unwrap_or_else(|| keys.unused()),
-            )
-            .key(
-                links
-                    .conversation
-                    .as_ref()
-                    .map(|c| keys.conversation(c))
-                    .unwrap_or_else(|| keys.unused()),
-            )
+            .key(link_key(&keys, links))
+            .key(conversation_key(&keys, links))
+            .key(keys::deadlines(&self.settings.prefix))
             .arg(session.id.to_string())
-            .arg(now_ms)
             .arg(Self::ms(self.lifetimes.idle))
+            .arg(Self::ms(self.lifetimes.grace))
             .arg(flag(links.mcp_session.is_some()))
-            .arg(flag(links.conversation.is_some()));
+            .arg(flag(links.conversation.is_some()))
+            .arg(keys::deadline_member(&session.principal, &session.id));
         let touched: i64 = self
             .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await?;
@@ -293,35 +316,29 @@ impl Store for RedisStore {
         invocation
             .key(keys.work_session(&session.id))
             .key(keys.surface(&session.surface))
-            .key(
-                links
-                    .mcp_session
-                    .as_ref()
-                    .map(|s| keys.mcp_link(s))
-                    .unwrap_or_else(|| keys.unused()),
-            )
-            .key(
-                links
-                    .conversation
-                    .as_ref()
-                    .map(|c| keys.conversation(c))
-                    .unwrap_or_else(|| keys.unused()),
-            )
+            .key(link_key(&keys, links))
+            .key(conversation_key(&keys, links))
             .key(keys.recent())
+            .key(keys::deadlines(&self.settings.prefix))
             .arg(session.id.to_string())
-            .arg(session.last_active_ms)
             .arg(Self::ms(self.lifetimes.idle))
+            .arg(Self::ms(self.lifetimes.grace))
             .arg(flag(links.mcp_session.is_some()))
             .arg(flag(links.conversation.is_some()))
             .arg(Self::ms(self.lifetimes.recent_projects))
-            .arg(session.project.to_string());
+            .arg(session.project.to_string())
+            .arg(keys::deadline_member(&session.principal, &session.id));
         for (field, value) in hash::to_fields(session) {
             invocation.arg(field).arg(value);
         }
-        let _: i64 = self
+        let bound: i64 = self
             .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await?;
-        Ok(())
+        if bound == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Ended)
+        }
     }
 
     async fn set_backend_project(
@@ -389,6 +406,24 @@ impl Store for RedisStore {
             .ignore();
         self.run(|mut connection| async move { pipe.query_async::<()>(&mut connection).await })
             .await
+    }
+
+    async fn claim_expired(&self, limit: usize) -> Result<usize, StoreError> {
+        finalize::claim_expired(self, limit).await
+    }
+
+    async fn next_finalized(
+        &self,
+        consumer: &str,
+        count: usize,
+        wait: Duration,
+        stale: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        finalize::next_finalized(self, consumer, count, wait, stale).await
+    }
+
+    async fn ack_finalized(&self, id: &str) -> Result<(), StoreError> {
+        finalize::ack(self, id).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
