@@ -21,6 +21,7 @@ pub mod body;
 pub mod call;
 pub mod caller;
 pub mod cli;
+pub mod config_file;
 pub mod errors;
 pub mod forward;
 pub mod headers;

@@ -1,8 +1,8 @@
-//! `session-broker`: reads the command line, sets up logging, binds, and runs until SIGTERM/Ctrl-C.
+//! `session-broker`: reads the command line (and the `--config` file), sets up logging, binds, and
+//! runs until SIGTERM/Ctrl-C.
 
 use anyhow_free::Result;
-use clap::Parser;
-use proxy::cli::Args;
+use proxy::config_file::{self, ConfigError};
 use tracing_subscriber::EnvFilter;
 
 mod anyhow_free {
@@ -11,7 +11,14 @@ mod anyhow_free {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let args = match config_file::load() {
+        Ok(args) => args,
+        Err(ConfigError::Cli(error)) => error.exit(),
+        Err(error) => {
+            eprintln!("session-broker: {error}");
+            std::process::exit(2);
+        }
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if args.log_json {
         tracing_subscriber::fmt()
