@@ -66,7 +66,8 @@ impl App {
         let secret = material.secret_bytes().ok_or(TokenError::Signing)?;
         let principals =
             PrincipalHasher::new(settings.principal_secret.as_deref().unwrap_or(&secret));
-        let lifetimes = Lifetimes::with_idle(settings.idle_ttl);
+        let mut lifetimes = Lifetimes::with_idle(settings.idle_ttl);
+        lifetimes.grace = settings.finalize_grace;
         let store: Arc<dyn Store> = match &settings.redis_url {
             Some(url) => Arc::new(RedisStore::new(RedisSettings::new(url.clone()), lifetimes)?),
             None => Arc::new(MemoryStore::new(lifetimes)),

@@ -90,6 +90,21 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub surface_rules: Vec<SurfaceRule>,
+    /// POST a JSON event here for each finalized work session (http://; retried, Idempotency-Key set).
+    #[arg(long, env = "BROKER_ON_EXPIRE_WEBHOOK")]
+    pub on_expire_webhook: Option<Uri>,
+    /// Call this backend tool for each finalized work session, with its project selected first.
+    #[arg(long, env = "BROKER_ON_EXPIRE_TOOL")]
+    pub on_expire_tool: Option<String>,
+    /// How long a work session's data outlives its idle deadline, for the finalizer.
+    #[arg(long, env = "BROKER_FINALIZE_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub finalize_grace: Duration,
+    /// How often each replica looks for idle work sessions to finalize.
+    #[arg(long, env = "BROKER_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+    /// Hand a finalized event to another replica when its taker has not acknowledged it by then.
+    #[arg(long, env = "BROKER_REDELIVER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub redeliver_after: Duration,
     /// Log as JSON lines.
     #[arg(long, env = "BROKER_LOG_JSON")]
     pub log_json: bool,
@@ -112,6 +127,8 @@ pub enum CliError {
     WeakKey(String),
     #[error("--upstream must be an http:// URL with a host, e.g. http://127.0.0.1:8001/mcp")]
     BadUpstream,
+    #[error("--on-expire-webhook must be an http:// URL with a host")]
+    BadWebhook,
 }
 
 fn read_secret(path: &PathBuf) -> Result<Vec<u8>, CliError> {
@@ -179,6 +196,16 @@ impl Args {
             .filter(|o| !o.is_empty())
             .collect();
         settings.surface_rules = self.surface_rules;
+        if let Some(webhook) = &self.on_expire_webhook
+            && (webhook.scheme_str() != Some("http") || webhook.authority().is_none())
+        {
+            return Err(CliError::BadWebhook);
+        }
+        settings.on_expire_webhook = self.on_expire_webhook;
+        settings.on_expire_tool = self.on_expire_tool.filter(|t| !t.is_empty());
+        settings.finalize_grace = self.finalize_grace;
+        settings.sweep_interval = self.sweep_interval;
+        settings.redeliver_after = self.redeliver_after;
         Ok(settings)
     }
 }

@@ -10,6 +10,7 @@
 //! - [`caller`]: principal, Origin check, verified session id, surface signals;
 //! - [`call`]: planning a `tools/call` (resolution, guard, select);
 //! - [`forward`]: the right backend session, replay, 404 retry;
+//! - [`finalizer`]: sweeping idle work sessions and delivering their finalization;
 //! - [`backend`]: opening backend sessions, replaying selections, trusted headers;
 //! - [`relay`]: streaming answers back, rewriting watched replies;
 //! - [`upstream`]: the pooled HTTP client; [`headers`]: header rules; [`body`]: body types;
@@ -23,6 +24,7 @@ pub mod caller;
 pub mod cli;
 pub mod config_file;
 pub mod errors;
+pub mod finalizer;
 pub mod forward;
 pub mod headers;
 pub mod mcp_path;
@@ -50,6 +52,12 @@ pub async fn run(
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, upstream = %app.settings.upstream, store = if app.settings.redis_url.is_some() { "redis" } else { "memory" }, "listening");
     }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let finalizer = finalizer::spawn(app.clone(), stopped);
     server::serve(app, listener, shutdown).await;
+    let _ = stop.send(true);
+    for task in finalizer {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     Ok(())
 }

@@ -43,6 +43,17 @@ pub struct Settings {
     pub assertion_audience: String,
     /// How long in-flight requests get to finish on shutdown.
     pub drain_timeout: Duration,
+    /// POSTed a JSON event for each finalized work session (at least once, `Idempotency-Key` set).
+    pub on_expire_webhook: Option<Uri>,
+    /// Backend tool called for each finalized work session, on a fresh backend session with the
+    /// project selected first (e.g. a handover tool).
+    pub on_expire_tool: Option<String>,
+    /// How long a work session's data outlives its idle deadline (the finalizer reads it).
+    pub finalize_grace: Duration,
+    /// How often each replica looks for work sessions past their idle deadline.
+    pub sweep_interval: Duration,
+    /// An event taken by a replica that did not acknowledge it within this is handed to another.
+    pub redeliver_after: Duration,
 }
 
 impl Settings {
@@ -68,6 +79,11 @@ impl Settings {
             surface_rules: Vec::new(),
             assertion_audience: "mcp-backend".into(),
             drain_timeout: Duration::from_secs(10),
+            on_expire_webhook: None,
+            on_expire_tool: None,
+            finalize_grace: Duration::from_secs(10 * 60),
+            sweep_interval: Duration::from_secs(1),
+            redeliver_after: Duration::from_secs(30),
         }
     }
 
