@@ -13,7 +13,7 @@ use broker::ids::{
 use broker::session::{Links, WorkSession};
 use broker::store::memory::MemoryStore;
 use broker::store::redis::{RedisSettings, RedisStore};
-use broker::store::{BackendRef, Lifetimes, McpQuery, Query, Store};
+use broker::store::{AdminAction, BackendRef, Lifetimes, McpQuery, Query, Store};
 
 fn principal(n: u8) -> PrincipalId {
     PrincipalId::parse(format!("{n:02x}").repeat(16)).expect("principal")
@@ -304,6 +304,86 @@ async fn idle_sessions_are_finalized_once_and_delivered_until_acknowledged(store
     assert!(store.claim_expired(100).await.expect("claim") >= 1);
 }
 
+async fn operators_list_rebind_and_end_work_sessions(store: &dyn Store) {
+    let p = principal(20);
+    let session = work(&p, "claude-ai", "linkedin", 1);
+    let first = Links {
+        mcp_session: Some(McpSessionId::random()),
+        conversation: None,
+    };
+    let second = Links {
+        mcp_session: Some(McpSessionId::random()),
+        conversation: None,
+    };
+    store.bind(&session, &first).await.expect("bind");
+    assert!(store.touch(&session, &first, 2).await.expect("touch"));
+    assert!(store.touch(&session, &second, 3).await.expect("touch"));
+    let listed = store.list_work_sessions(&p).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].live && !listed[0].finalized);
+    assert_eq!(
+        listed[0].mcp_sessions, 2,
+        "two distinct MCP sessions worked in it"
+    );
+    assert!(
+        store
+            .list_work_sessions(&principal(21))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    let innkeeper = Project::parse("innkeeper").expect("p");
+    assert!(
+        store
+            .admin(&p, &session.id, &AdminAction::Rebind(innkeeper.clone()))
+            .await
+            .expect("rebind")
+    );
+    let shown = store
+        .work_session(&p, &session.id)
+        .await
+        .expect("show")
+        .expect("exists");
+    assert_eq!(shown.session.project, innkeeper);
+    assert!(
+        !store
+            .admin(&principal(21), &session.id, &AdminAction::End)
+            .await
+            .expect("end"),
+        "another principal's"
+    );
+
+    assert!(
+        store
+            .admin(&p, &session.id, &AdminAction::End)
+            .await
+            .expect("end")
+    );
+    assert!(
+        !store.touch(&session, &first, 4).await.expect("touch"),
+        "ended: no longer live"
+    );
+    let mut finalized = 0;
+    for _ in 0..3 {
+        finalized += store.claim_expired(100).await.expect("claim");
+    }
+    assert!(finalized >= 1);
+    let shown = store
+        .work_session(&p, &session.id)
+        .await
+        .expect("show")
+        .expect("exists");
+    assert!(shown.finalized && !shown.live);
+    assert!(
+        !store
+            .admin(&p, &session.id, &AdminAction::End)
+            .await
+            .expect("end"),
+        "already finalized"
+    );
+}
+
 async fn contract(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
     binding_is_found_by_every_key_and_nowhere_else(store.as_ref()).await;
@@ -311,6 +391,7 @@ async fn contract(store: Arc<dyn Store>) {
     mcp_sessions_end_and_remember_backends(store.as_ref()).await;
     touch_slides_the_idle_ttl(store.as_ref()).await;
     idle_sessions_are_finalized_once_and_delivered_until_acknowledged(store.as_ref()).await;
+    operators_list_rebind_and_end_work_sessions(store.as_ref()).await;
 }
 
 fn lifetimes() -> Lifetimes {

@@ -25,11 +25,36 @@ pub fn to_fields(session: &WorkSession) -> Vec<(&'static str, String)> {
 
 /// Reads the flat `HGETALL` array back.
 pub fn from_flat(flat: Vec<String>) -> Result<WorkSession, StoreError> {
+    from_map(&to_map(flat))
+}
+
+/// Reads the flat `HGETALL` array as an operator's view, judged at `now_ms` with `idle_ms`.
+pub fn status_from_flat(
+    flat: Vec<String>,
+    idle_ms: u64,
+    now_ms: u64,
+) -> Result<super::Status, StoreError> {
+    let map = to_map(flat);
+    let session = from_map(&map)?;
+    let finalized = map.contains_key("f");
+    Ok(super::Status {
+        live: !finalized && session.last_active_ms + idle_ms > now_ms,
+        finalized,
+        mcp_sessions: map.get("m").and_then(|m| m.parse().ok()).unwrap_or(0),
+        session,
+    })
+}
+
+fn to_map(flat: Vec<String>) -> HashMap<String, String> {
     let mut map: HashMap<String, String> = HashMap::new();
     let mut items = flat.into_iter();
     while let (Some(field), Some(value)) = (items.next(), items.next()) {
         map.insert(field, value);
     }
+    map
+}
+
+fn from_map(map: &HashMap<String, String>) -> Result<WorkSession, StoreError> {
     let get = |name: &str| {
         map.get(name)
             .cloned()

@@ -14,6 +14,7 @@
 //! | `msb:{p:P}:bk:<sid>:<upstream>` | string | backend session serving that MCP session there | idle |
 //! | `msb:{p:P}:bp:<upstream>:<backend session>` | string | project selected on that backend session | idle |
 //! | `msb:{p:P}:recent` | zset | recently used projects | 30 days |
+//! | `msb:{p:P}:index` | zset | every work session of the principal, by last activity | idle + grace |
 //! | `msb:deadlines` | zset | `<principal>:<ws>` by idle deadline (ms) | none |
 //! | `msb:finalized` | stream | one entry per finalized work session; consumer group `finalizers` | trimmed to ~100k |
 //!
@@ -90,6 +91,11 @@ impl Keys {
 
     pub fn backend_project(&self, upstream: &UpstreamId, backend: &BackendSessionId) -> String {
         format!("{}{backend}", self.backend_project_prefix(upstream))
+    }
+
+    /// Every work session of the principal, by last activity (for the admin API).
+    pub fn index(&self) -> String {
+        format!("{}:index", self.tag)
     }
 
     pub fn recent(&self) -> String {

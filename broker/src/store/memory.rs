@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::keys::Keys;
-use super::{Answer, BackendRef, Lifetimes, McpQuery, McpState, Query, Store, StoreError};
+use super::{
+    AdminAction, Answer, BackendRef, Lifetimes, McpQuery, McpState, Query, Status, Store,
+    StoreError,
+};
 use crate::finalize::{Delivery, Finalized};
-use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project};
+use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project, WorkSessionId};
 use crate::resolve::Found;
 use crate::session::{Links, WorkSession};
 
@@ -52,6 +55,8 @@ struct Maps {
     pending: VecDeque<Delivery>,
     in_flight: HashMap<String, (Delivery, Instant)>,
     next_event: u64,
+    /// Distinct client MCP sessions that worked in each work session (by work-session key).
+    mcp_seen: HashMap<String, u64>,
     last_purge: Option<Instant>,
 }
 
@@ -92,11 +97,12 @@ impl Maps {
             return;
         }
         self.last_purge = Some(now);
-        let finalized = &mut self.finalized;
+        let (finalized, mcp_seen) = (&mut self.finalized, &mut self.mcp_seen);
         self.sessions.retain(|key, e| {
             let keep = e.expires + grace > now;
             if !keep {
                 finalized.remove(key);
+                mcp_seen.remove(key);
             }
             keep
         });
@@ -147,6 +153,17 @@ impl Maps {
             self.finalized.insert(key.clone());
         }
         due.len()
+    }
+
+    fn status(&self, key: &str, now: Instant) -> Option<Status> {
+        let entry = self.sessions.get(key)?;
+        let finalized = self.finalized.contains(key);
+        Some(Status {
+            session: entry.value.clone(),
+            live: entry.live(now) && !finalized,
+            finalized,
+            mcp_sessions: self.mcp_seen.get(key).copied().unwrap_or(0),
+        })
     }
 
     /// Hands out up to `count` events: stale in-flight ones first, then new ones.
@@ -245,7 +262,14 @@ impl Maps {
     ) {
         let id = session.id.to_string();
         if let Some(sid) = &links.mcp_session {
-            self.set_string(keys.mcp_link(sid), id.clone(), ttl, now);
+            let link = keys.mcp_link(sid);
+            if self.string(&link, now) != Some(id.as_str()) {
+                *self
+                    .mcp_seen
+                    .entry(keys.work_session(&session.id))
+                    .or_insert(0) += 1;
+            }
+            self.set_string(link, id.clone(), ttl, now);
         }
         if let Some(conversation) = &links.conversation {
             self.set_string(keys.conversation(conversation), id.clone(), ttl, now);
@@ -431,6 +455,57 @@ impl Store for MemoryStore {
         }
         let _ = tokio::time::timeout(wait, notified).await;
         self.with(|maps, now| maps.take_events(count, stale, now))
+    }
+
+    async fn list_work_sessions(&self, principal: &PrincipalId) -> Result<Vec<Status>, StoreError> {
+        let prefix = Keys::new(PREFIX, principal).work_session_prefix();
+        self.with(|maps, now| {
+            let mut all: Vec<Status> = maps
+                .sessions
+                .keys()
+                .filter(|key| key.starts_with(&prefix))
+                .filter_map(|key| maps.status(key, now))
+                .collect();
+            all.sort_by_key(|s| std::cmp::Reverse(s.session.last_active_ms));
+            all
+        })
+    }
+
+    async fn work_session(
+        &self,
+        principal: &PrincipalId,
+        id: &WorkSessionId,
+    ) -> Result<Option<Status>, StoreError> {
+        let key = Keys::new(PREFIX, principal).work_session(id);
+        self.with(|maps, now| maps.status(&key, now))
+    }
+
+    async fn admin(
+        &self,
+        principal: &PrincipalId,
+        id: &WorkSessionId,
+        action: &AdminAction,
+    ) -> Result<bool, StoreError> {
+        let keys = Keys::new(PREFIX, principal);
+        let key = keys.work_session(id);
+        let recent_ttl = self.lifetimes.recent_projects;
+        self.with(|maps, now| {
+            if maps.finalized.contains(&key) {
+                return false;
+            }
+            let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {
+                return false;
+            };
+            match action {
+                AdminAction::Rebind(project) => {
+                    entry.value.project = project.clone();
+                    let score = entry.value.last_active_ms;
+                    maps.zadd(keys.recent(), project.to_string(), score, recent_ttl, now);
+                }
+                AdminAction::End => entry.expires = now,
+            }
+            true
+        })
     }
 
     async fn ack_finalized(&self, id: &str) -> Result<(), StoreError> {

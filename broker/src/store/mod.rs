@@ -106,6 +106,27 @@ pub struct BackendRef {
     pub session: BackendSessionId,
 }
 
+/// A work session as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    #[serde(flatten)]
+    pub session: WorkSession,
+    /// Within its idle TTL and not finalized.
+    pub live: bool,
+    pub finalized: bool,
+    /// Distinct client MCP sessions that worked in it.
+    pub mcp_sessions: u64,
+}
+
+/// What an operator does to a work session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAction {
+    /// Work on another project from now on (backend sessions get it replayed on their next call).
+    Rebind(Project),
+    /// Finalize now: it becomes due and the next sweep finalizes it, with its actions.
+    End,
+}
+
 /// The work-session store.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -176,4 +197,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Acknowledges an event whose actions all succeeded.
     async fn ack_finalized(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Admin: the principal's work sessions (live, and finalized within the grace period), newest first.
+    async fn list_work_sessions(&self, principal: &PrincipalId) -> Result<Vec<Status>, StoreError>;
+
+    /// Admin: one work session of the principal.
+    async fn work_session(
+        &self,
+        principal: &PrincipalId,
+        id: &WorkSessionId,
+    ) -> Result<Option<Status>, StoreError>;
+
+    /// Admin: acts on a live work session; `false` when it is not live.
+    async fn admin(
+        &self,
+        principal: &PrincipalId,
+        id: &WorkSessionId,
+        action: &AdminAction,
+    ) -> Result<bool, StoreError>;
 }

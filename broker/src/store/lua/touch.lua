@@ -1,6 +1,7 @@
 -- Records a call in a live work session, slides the TTL of everything that points at it and moves
 -- its idle deadline, in one round trip. Time is Redis's own, so replicas' clocks do not matter.
--- KEYS: 1 work session, 2 surface index, 3 MCP-session link, 4 conversation link, 5 deadlines
+-- KEYS: 1 work session, 2 surface index, 3 MCP-session link, 4 conversation link, 5 deadlines,
+--       6 the principal's index of work sessions
 -- ARGV: 1 work-session id, 2 idle TTL (ms), 3 grace (ms), 4 '1' to set the MCP link, 5 '1' to set the
 --       conversation link, 6 deadline member ('<principal>:<work session>')
 -- Returns 1, or 0 when the work session is gone, idle past its deadline or finalized (nothing is
@@ -17,7 +18,12 @@ redis.call('HINCRBY', KEYS[1], 'n', 1)
 redis.call('PEXPIRE', KEYS[1], idle + tonumber(ARGV[3]))
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], idle)
-if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1], 'PX', idle) end
+if ARGV[4] == '1' then
+  if redis.call('GET', KEYS[3]) ~= ARGV[1] then redis.call('HINCRBY', KEYS[1], 'm', 1) end
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', idle)
+end
 if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'PX', idle) end
 redis.call('ZADD', KEYS[5], now + idle, ARGV[6])
+redis.call('ZADD', KEYS[6], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[6], idle + tonumber(ARGV[3]))
 return 1

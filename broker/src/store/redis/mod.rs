@@ -7,10 +7,14 @@ use async_trait::async_trait;
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use redis::{Script, Value};
 
+mod admin;
 mod finalize;
 
 use super::keys::{self, Keys};
-use super::{Answer, BackendRef, Lifetimes, McpQuery, McpState, Query, Store, StoreError, hash};
+use super::{
+    AdminAction, Answer, BackendRef, Lifetimes, McpQuery, McpState, Query, Status, Store,
+    StoreError, hash,
+};
 use crate::finalize::Delivery;
 use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project};
 use crate::resolve::Found;
@@ -50,6 +54,7 @@ pub struct RedisStore {
     touch: Script,
     bind: Script,
     claim: Script,
+    admin: Script,
     group_ready: std::sync::atomic::AtomicBool,
 }
 
@@ -87,6 +92,7 @@ impl RedisStore {
             touch: Script::new(include_str!("../lua/touch.lua")),
             bind: Script::new(include_str!("../lua/bind.lua")),
             claim: Script::new(include_str!("../lua/claim.lua")),
+            admin: Script::new(include_str!("../lua/admin.lua")),
             group_ready: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -298,6 +304,7 @@ impl Store for RedisStore {
             .key(link_key(&keys, links))
             .key(conversation_key(&keys, links))
             .key(keys::deadlines(&self.settings.prefix))
+            .key(keys.index())
             .arg(session.id.to_string())
             .arg(Self::ms(self.lifetimes.idle))
             .arg(Self::ms(self.lifetimes.grace))
@@ -320,6 +327,7 @@ impl Store for RedisStore {
             .key(conversation_key(&keys, links))
             .key(keys.recent())
             .key(keys::deadlines(&self.settings.prefix))
+            .key(keys.index())
             .arg(session.id.to_string())
             .arg(Self::ms(self.lifetimes.idle))
             .arg(Self::ms(self.lifetimes.grace))
@@ -424,6 +432,27 @@ impl Store for RedisStore {
 
     async fn ack_finalized(&self, id: &str) -> Result<(), StoreError> {
         finalize::ack(self, id).await
+    }
+
+    async fn list_work_sessions(&self, principal: &PrincipalId) -> Result<Vec<Status>, StoreError> {
+        admin::list(self, principal).await
+    }
+
+    async fn work_session(
+        &self,
+        principal: &PrincipalId,
+        id: &crate::ids::WorkSessionId,
+    ) -> Result<Option<Status>, StoreError> {
+        admin::one(self, principal, id).await
+    }
+
+    async fn admin(
+        &self,
+        principal: &PrincipalId,
+        id: &crate::ids::WorkSessionId,
+        action: &AdminAction,
+    ) -> Result<bool, StoreError> {
+        admin::act(self, principal, id, action).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
