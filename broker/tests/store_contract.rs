@@ -485,6 +485,37 @@ async fn redis_state_survives_a_new_store_instance() {
 }
 
 #[tokio::test]
+async fn redis_restarted_empty_recreates_the_consumer_group() {
+    let redis = support::RedisServer::start();
+    let store = RedisStore::new(RedisSettings::new(redis.url()), lifetimes()).expect("store");
+    let wait = Duration::from_millis(50);
+    assert!(
+        store
+            .next_finalized("a", 1, wait, wait)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    let cli = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "FLUSHALL"])
+        .output()
+        .expect("redis-cli (it comes with redis-server)");
+    assert!(cli.status.success());
+    // The first read after the loss may fail; the next ones work again, and events flow.
+    let _ = store.next_finalized("a", 1, wait, wait).await;
+    assert!(store.next_finalized("a", 1, wait, wait).await.is_ok());
+    let session = work(&principal(30), "claude-ai", "after-flush", 1);
+    store.bind(&session, &Links::default()).await.expect("bind");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(store.claim_expired(10).await.expect("claim"), 1);
+    let events = store
+        .next_finalized("a", 10, wait, Duration::from_secs(60))
+        .await
+        .expect("read");
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
 async fn redis_down_fails_fast_with_a_store_error() {
     let redis = support::RedisServer::start();
     let url = redis.url();

@@ -67,6 +67,23 @@ pub(super) async fn next_finalized(
     stale: Duration,
 ) -> Result<Vec<Delivery>, StoreError> {
     ensure_group(store).await?;
+    let result = read(store, consumer, count, wait, stale).await;
+    if let Err(StoreError::Unavailable(message)) = &result
+        && message.contains("NOGROUP")
+    {
+        // Redis lost the group (restarted empty): create it again on the next call.
+        store.group_ready.store(false, Ordering::Relaxed);
+    }
+    result
+}
+
+async fn read(
+    store: &RedisStore,
+    consumer: &str,
+    count: usize,
+    wait: Duration,
+    stale: Duration,
+) -> Result<Vec<Delivery>, StoreError> {
     let stream = keys::finalized_stream(&store.settings.prefix);
     let (reclaim_stream, reclaimer) = (stream.clone(), consumer.to_owned());
     let reclaimed: StreamAutoClaimReply = store
