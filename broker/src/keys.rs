@@ -99,6 +99,13 @@ pub fn ed25519_pem(key: &SigningKey) -> Result<String, TokenError> {
         .map_err(|_| TokenError::Signing)
 }
 
+/// A fresh 48-byte HMAC secret (for `keygen`).
+pub fn generate_secret() -> Vec<u8> {
+    let mut secret = vec![0u8; 48];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+    secret
+}
+
 /// A fresh Ed25519 private key in PKCS#8 PEM (for `keygen` and tests).
 pub fn generate_ed25519_pem() -> Result<String, TokenError> {
     let mut seed = [0u8; 32];

@@ -9,6 +9,7 @@ use broker::surface::SurfaceRule;
 use clap::Parser;
 use http::{HeaderName, Uri};
 
+use crate::admin::{self, AdminError, AdminListen, AdminToken};
 use crate::settings::Settings;
 
 /// A session-broker proxy in front of an MCP server.
@@ -108,6 +109,12 @@ pub struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "BROKER_LOG_JSON")]
     pub log_json: bool,
+    /// Address of the admin API (IP:PORT), or `off`; off loopback it needs --admin-token-file.
+    #[arg(long, env = "BROKER_ADMIN_LISTEN", default_value = admin::DEFAULT_ADMIN_LISTEN)]
+    pub admin_listen: AdminListen,
+    /// File holding the bearer token every admin request must present (at least 16 bytes).
+    #[arg(long, env = "BROKER_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Why the command line cannot start a broker.
@@ -129,6 +136,10 @@ pub enum CliError {
     BadUpstream,
     #[error("--on-expire-webhook must be an http:// URL with a host")]
     BadWebhook,
+    #[error("the admin token in {0} is shorter than {min} bytes", min = admin::MIN_TOKEN_BYTES)]
+    WeakAdminToken(String),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 fn read_secret(path: &PathBuf) -> Result<Vec<u8>, CliError> {
@@ -206,6 +217,18 @@ impl Args {
         settings.finalize_grace = self.finalize_grace;
         settings.sweep_interval = self.sweep_interval;
         settings.redeliver_after = self.redeliver_after;
+        settings.admin_listen = self.admin_listen.0;
+        if let Some(path) = &self.admin_token_file {
+            let raw = std::fs::read(path).map_err(|source| CliError::ReadKey {
+                path: path.clone(),
+                source,
+            })?;
+            settings.admin_token = Some(
+                AdminToken::new(&raw)
+                    .ok_or_else(|| CliError::WeakAdminToken(path.display().to_string()))?,
+            );
+        }
+        admin::check(&settings)?;
         Ok(settings)
     }
 }
@@ -248,6 +271,22 @@ mod tests {
             parse(&["--signing-key", "short"]),
             Err(CliError::WeakKey(_))
         ));
+    }
+
+    #[test]
+    fn admin_listener_defaults_to_loopback_and_needs_a_token_elsewhere() {
+        let settings = parse(&[]).expect("ok");
+        assert_eq!(
+            settings.admin_listen,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9091)))
+        );
+        assert!(settings.admin_token.is_none());
+        assert_eq!(
+            parse(&["--admin-listen", "off"]).expect("ok").admin_listen,
+            None
+        );
+        let error = parse(&["--admin-listen", "0.0.0.0:9091"]).expect_err("must refuse");
+        assert!(error.to_string().contains("--admin-token-file"), "{error}");
     }
 
     #[test]

@@ -14,8 +14,11 @@
 //! - [`backend`]: opening backend sessions, replaying selections, trusted headers;
 //! - [`relay`]: streaming answers back, rewriting watched replies;
 //! - [`upstream`]: the pooled HTTP client; [`headers`]: header rules; [`body`]: body types;
-//! - [`errors`]: the one mapping from failures to HTTP and JSON-RPC errors.
+//! - [`errors`]: the one mapping from failures to HTTP and JSON-RPC errors;
+//! - [`admin`]: the admin API on its own listener; [`admin_cli`]: the operator subcommands.
 
+pub mod admin;
+pub mod admin_cli;
 pub mod app;
 pub mod backend;
 pub mod body;
@@ -42,22 +45,36 @@ use tokio::net::TcpListener;
 pub use app::{App, StartError};
 pub use settings::Settings;
 
+/// Why a broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+}
+
 /// Runs a broker on `listener` until `shutdown` completes.
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
+) -> Result<(), RunError> {
+    admin::check(&settings)?;
     let app = Arc::new(App::new(settings)?);
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, upstream = %app.settings.upstream, store = if app.settings.redis_url.is_some() { "redis" } else { "memory" }, "listening");
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let admin = admin::start(app.clone(), stopped.clone()).await?;
     let finalizer = finalizer::spawn(app.clone(), stopped);
     server::serve(app, listener, shutdown).await;
     let _ = stop.send(true);
     for task in finalizer {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
+    if let Some(admin) = admin {
+        admin.stopped().await;
     }
     Ok(())
 }

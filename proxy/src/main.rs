@@ -1,5 +1,6 @@
 //! `session-broker`: reads the command line (and the `--config` file), sets up logging, binds, and
-//! runs until SIGTERM/Ctrl-C.
+//! runs until SIGTERM/Ctrl-C. With `sessions`, `token` or `keygen` first, it runs that operator
+//! subcommand instead ([`proxy::admin_cli`]), parsed on its own.
 
 use anyhow_free::Result;
 use proxy::config_file::{self, ConfigError};
@@ -11,6 +12,10 @@ mod anyhow_free {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if proxy::admin_cli::is_subcommand(&argv) {
+        std::process::exit(proxy::admin_cli::main(argv).await);
+    }
     let args = match config_file::load() {
         Ok(args) => args,
         Err(ConfigError::Cli(error)) => error.exit(),
@@ -39,7 +44,11 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    proxy::run(settings, listener, shutdown_signal()).await?;
+    if let Err(error) = proxy::run(settings, listener, shutdown_signal()).await {
+        tracing::error!(%error, "cannot start");
+        eprintln!("session-broker: {error}");
+        std::process::exit(2);
+    }
     Ok(())
 }
 

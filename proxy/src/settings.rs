@@ -1,11 +1,14 @@
 //! Everything the proxy needs to run, as plain values: built by the command line in `main`, or
 //! directly by tests (which never touch the environment).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use broker::resolve::UnkeyedPolicy;
 use broker::surface::SurfaceRule;
 use http::{HeaderName, Uri};
+
+use crate::admin::AdminToken;
 
 /// The proxy's settings.
 #[derive(Debug, Clone)]
@@ -54,6 +57,11 @@ pub struct Settings {
     pub sweep_interval: Duration,
     /// An event taken by a replica that did not acknowledge it within this is handed to another.
     pub redeliver_after: Duration,
+    /// The admin API's address; `None` turns it off. The command line defaults to 127.0.0.1:9091,
+    /// [`Settings::new`] (tests, embedders) to off.
+    pub admin_listen: Option<SocketAddr>,
+    /// The bearer token every admin request must present; required off loopback.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Settings {
@@ -84,6 +92,8 @@ impl Settings {
             finalize_grace: Duration::from_secs(10 * 60),
             sweep_interval: Duration::from_secs(1),
             redeliver_after: Duration::from_secs(30),
+            admin_listen: None,
+            admin_token: None,
         }
     }
 

@@ -240,10 +240,17 @@ def backend_factory(processes: ProcessRegistry):
 @dataclass
 class Broker:
     process: ManagedProcess
+    admin_port: int | None = None
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.process.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """The broker's admin API (its own loopback port: brokers of one test never share one)."""
+        assert self.admin_port is not None, "this broker was started with its own --admin-listen"
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def url(self) -> str:
@@ -267,7 +274,9 @@ def broker_binary() -> str:
 
 @pytest.fixture
 def broker_factory(processes: ProcessRegistry):
-    """broker_factory(backend, redis=None, extra_args=()) -> Broker; Broker.restart() keeps port and args."""
+    """broker_factory(backend, redis=None, extra_args=()) -> Broker; Broker.restart() keeps ports and args.
+
+    Each broker listens for its admin API on its own free loopback port (Broker.admin_url)."""
 
     def make(backend: Backend, redis: Redis | None = None, extra_args: tuple[str, ...] = ()) -> Broker:
         binary = broker_binary()
@@ -275,9 +284,15 @@ def broker_factory(processes: ProcessRegistry):
         argv = [binary, "--listen", f"127.0.0.1:{port}", "--upstream", backend.url]
         if redis is not None:
             argv += ["--redis-url", redis.url]
+        # Every broker gets its own admin port (the default 127.0.0.1:9091 would clash between
+        # replicas); extra_args may still set --admin-listen itself.
+        admin_port = None
+        if not any(arg == "--admin-listen" or arg.startswith("--admin-listen=") for arg in extra_args):
+            admin_port = free_port()
+            argv += ["--admin-listen", f"127.0.0.1:{admin_port}"]
         argv += list(extra_args)
         env = {"BROKER_SIGNING_KEY": SIGNING_KEY, "RUST_LOG": os.environ.get("E2E_RUST_LOG", "info"), "NO_COLOR": "1"}
-        return Broker(processes.spawn("broker", argv, port, env=env))
+        return Broker(processes.spawn("broker", argv, port, env=env), admin_port)
 
     return make
 

@@ -230,8 +230,7 @@ async def main() -> int:
         backend_port = free_port()
         spawn([sys.executable, str(REPO / "examples/backend/server.py"), "--port", str(backend_port)], backend_port, "backend")
         urls = []
-        help_text = subprocess.run([broker_bin, "--help"], capture_output=True, text=True).stdout
-        admin = ["--admin-listen", "off"] if "--admin-listen" in help_text else []  # replicas must not share a port
+        admin = ["--admin-listen", "off"]  # replicas must not share the default admin port
         for replica in range(2):
             port = free_port()
             spawn([broker_bin, "--listen", f"127.0.0.1:{port}", "--upstream", f"http://127.0.0.1:{backend_port}/mcp",
