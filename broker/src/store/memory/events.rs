@@ -56,7 +56,12 @@ impl Maps {
     }
 
     /// Hands out up to `count` events: stale in-flight ones first, then new ones.
-    pub(super) fn take_events(&mut self, count: usize, stale: Duration, now: Instant) -> Vec<Delivery> {
+    pub(super) fn take_events(
+        &mut self,
+        count: usize,
+        stale: Duration,
+        now: Instant,
+    ) -> Vec<Delivery> {
         let stale_ids: Vec<String> = self
             .in_flight
             .iter()
