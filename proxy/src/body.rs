@@ -36,6 +36,48 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// Why a request body was not read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    TooLarge,
+    Unreadable,
+}
+
+/// How much of an oversized body is read and thrown away before answering 413, and for how long:
+/// a client still sending when the connection closes sees a reset instead of the 413.
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads a request body of at most `limit` bytes. A larger one is drained (bounded in bytes and time)
+/// so the client can read the 413 that follows.
+pub async fn read_capped<B>(mut body: B, limit: usize) -> Result<Bytes, ReadError>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ReadError::Unreadable)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if collected.len() + data.len() > limit {
+            let mut drained = collected.len() + data.len();
+            let drain = async {
+                while drained < DRAIN_BYTES {
+                    match body.frame().await {
+                        Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
+                        _ => break,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return Err(ReadError::TooLarge);
+        }
+        collected.extend_from_slice(&data);
+    }
+    Ok(collected.freeze())
+}
+
 /// A body fed through a channel; the sender side belongs to a relay task.
 pub struct ChannelBody {
     rx: mpsc::Receiver<Result<Bytes, BoxError>>,

@@ -27,6 +27,8 @@ pub enum ProxyError {
     Parse(ParseError),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("the request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
@@ -47,6 +49,10 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, codes::INVALID_REQUEST)
             }
+            ProxyError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                codes::INVALID_REQUEST,
+            ),
             ProxyError::Upstream(UpstreamError::Timeout(_)) => {
                 (StatusCode::GATEWAY_TIMEOUT, codes::INTERNAL_ERROR)
             }
@@ -73,6 +79,15 @@ impl ProxyError {
         let (status, code) = self.status_and_code();
         let body = jsonrpc::error_reply(None, code, &self.public_message());
         let mut response = json_response(status, &body);
+        if matches!(
+            self,
+            ProxyError::BodyTooLarge(_) | ProxyError::HeadersTooLarge(_)
+        ) {
+            // Part of the request may be unread: this connection must not carry another one.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if matches!(self, ProxyError::Identity(_)) {
             response
                 .headers_mut()

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::app::{App, TOKEN_LIFETIME};
@@ -110,12 +110,10 @@ async fn post(
     body: Incoming,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let limit = app.settings.max_body;
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return Err(ProxyError::BodyTooLarge(limit));
-        }
-        Err(_) => return Err(ProxyError::BodyUnreadable),
+    let bytes = match crate::body::read_capped(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(crate::body::ReadError::TooLarge) => return Err(ProxyError::BodyTooLarge(limit)),
+        Err(crate::body::ReadError::Unreadable) => return Err(ProxyError::BodyUnreadable),
     };
     let mut parsed = jsonrpc::parse(&bytes).map_err(ProxyError::Parse)?;
     if parsed.is_initialize() {

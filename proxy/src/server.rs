@@ -12,7 +12,19 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::app::App;
+use crate::errors::ProxyError;
 use crate::routes;
+
+/// Largest total size of a request's headers (names and values). hyper's read buffer bounds it only
+/// roughly (a keep-alive connection's grown buffer let 100 KB through), so it is checked exactly here.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
 
 /// Serves until `shutdown` completes, then drains for at most the configured drain timeout.
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
@@ -43,6 +55,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         let service = service_fn(move |request| {
             let app = app.clone();
             async move {
+                if header_bytes(request.headers()) > MAX_HEADER_BYTES {
+                    return Ok(ProxyError::HeadersTooLarge(MAX_HEADER_BYTES).into_response());
+                }
                 Ok::<_, std::convert::Infallible>(
                     routes::serve(app, request, Some(peer.ip())).await,
                 )

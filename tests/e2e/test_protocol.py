@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -75,6 +77,7 @@ async def test_bad_input_gets_clear_errors_and_changes_nothing(make_stack) -> No
         huge = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"pad":"' + b"x" * (5 << 20) + b'"}}'
         response = await http.post(stack.url, headers=headers, content=huge)
         assert response.status_code == 413, response.status_code
+        assert response.headers.get("connection") == "close"
         # Nothing was bound and nothing reached the backend's tools.
         reply = await http.post(stack.url, headers=headers, json=tools_call_body("get_last_handover", {}))
         assert BROKER_NONE_SELECTED in rpc_body(reply)["result"]["content"][0]["text"]
@@ -111,8 +114,11 @@ def redis_dump(url: str) -> str:
     parts = []
     for key in keys:
         kind = subprocess.run([cli, "-p", port, "TYPE", key], capture_output=True, text=True, check=True).stdout.strip()
-        command = {"hash": ["HGETALL"], "zset": ["ZRANGE", key, "0", "-1", "WITHSCORES"], "string": ["GET"]}[kind]
-        args = command if kind == "zset" else command + [key]
+        if kind == "stream" and key == "msb:finalized":
+            continue  # the finalizers' stream and consumer group exist from start-up, whatever the traffic
+        command = {"hash": ["HGETALL"], "zset": ["ZRANGE", key, "0", "-1", "WITHSCORES"], "string": ["GET"],
+                   "stream": ["XRANGE", key, "-", "+"]}[kind]
+        args = command if kind in ("zset", "stream") else command + [key]
         parts.append(key + " " + subprocess.run([cli, "-p", port, *args], capture_output=True, text=True, check=True).stdout)
     return "\n".join(parts)
 
@@ -126,3 +132,46 @@ async def test_initialize_alone_leaves_nothing_in_the_store(make_stack) -> None:
             listed = await http.post(stack.url, headers=rpc_headers(TOKEN), json=initialize_body("claude-code"))
             assert listed.status_code == 200, listed.text
     assert redis_dump(stack.redis.url) == ""
+
+
+async def test_hostile_shapes_get_the_right_status_and_change_nothing(make_stack) -> None:
+    stack = make_stack()
+    async with httpx.AsyncClient(timeout=20.0) as http:
+        session_id = await raw_initialize(http, stack.url, TOKEN, "claude-ai")
+        headers = rpc_headers(TOKEN, session_id)
+        deep = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":' + b'{"a":' * 5000 + b"1" + b"}" * 5001
+        response = await http.post(stack.url, headers=headers, content=deep)
+        assert (response.status_code, response.json()["error"]["code"]) == (400, -32700), response.text
+        batch = [{"jsonrpc": "2.0", "id": i, "method": "tools/list"} for i in range(1000)]
+        response = await http.post(stack.url, headers=headers, json=batch)
+        assert (response.status_code, response.json()["error"]["code"]) == (400, -32600), response.text
+        for method in ("../../etc/passwd", "tools/call\u0000", "x" * 10_000, "ツール/呼ぶ"):
+            response = await http.post(stack.url, headers=headers, json={"jsonrpc": "2.0", "id": 9, "method": method})
+            assert response.status_code == 200, (method[:20], response.status_code)
+            reply = rpc_body(response)  # the backend's own refusal (FastMCP says -32602), for this request's id
+            assert reply["id"] == 9 and reply["error"]["code"] < 0, reply
+        unknown = rpc_headers(TOKEN, session_id, **{"MCP-Protocol-Version": "1999-01-01"})
+        direct_id = await raw_initialize(http, stack.backend.url, TOKEN, "claude-ai")
+        direct = await http.post(stack.backend.url, headers={**unknown, "Mcp-Session-Id": direct_id},
+                                 json=tools_call_body("list_projects", {}))
+        proxied = await http.post(stack.url, headers=unknown, json=tools_call_body("list_projects", {}))
+        assert proxied.status_code == direct.status_code == 400, (proxied.text, direct.text)
+        response = await http.post(stack.url, headers={**headers, "X-Padding": "p" * 100_000}, json=initialize_body("x"))
+        assert response.status_code == 431, response.status_code
+        assert response.headers.get("connection") == "close", "a refused request's connection is not reused"
+    async with httpx.AsyncClient(timeout=20.0) as http:
+        alive = await http.post(stack.url, headers=headers, json=tools_call_body("get_last_handover", {}))
+        assert BROKER_NONE_SELECTED in rpc_body(alive)["result"]["content"][0]["text"], "still serving, nothing bound"
+    assert [e["tool"] for e in stack.backend.audit()] == []
+
+
+async def test_a_slow_client_cannot_hold_a_connection_forever(make_stack) -> None:
+    stack = make_stack(redis=False)
+    port = int(stack.url.split(":")[2].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+        slow.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\n")  # and never finishes the headers
+        started = time.monotonic()
+        data = slow.recv(4096)  # the broker answers or closes once its header read timeout passes
+        waited = time.monotonic() - started
+    assert waited < 15.0, f"the connection was held {waited:.1f}s"
+    assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:100]
