@@ -14,6 +14,7 @@ use broker::surface::SurfaceRules;
 use broker::tokens::{KeyRing, TokenError};
 use sha2::{Digest, Sha256};
 
+use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::upstream::Upstream;
 
@@ -44,6 +45,8 @@ pub struct App {
     pub surfaces: SurfaceRules,
     pub upstream: Upstream,
     pub upstream_id: UpstreamId,
+    /// Prometheus metrics (served at `/metrics`).
+    pub metrics: Metrics,
 }
 
 impl App {
@@ -76,6 +79,7 @@ impl App {
             surfaces: SurfaceRules::new(settings.surface_rules.clone()),
             upstream: Upstream::new(&settings),
             upstream_id: upstream_id(&settings),
+            metrics: Metrics::new(),
             store,
             keys,
             principals,

@@ -1,6 +1,7 @@
 //! Backend sessions: opening one on the client's behalf (its stored `initialize`, then
 //! `notifications/initialized`), replaying the work session's selection on it, and the trusted
-//! headers every forwarded request carries.
+//! headers every forwarded request carries. The time these requests wait on the backend counts as
+//! the client request's upstream time.
 
 use broker::ids::{BackendSessionId, Project};
 use broker::mcp;
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 use crate::app::{ASSERTION_LIFETIME, App};
 use crate::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_MCP_PROJECT, X_MCP_WORK_SESSION};
+use crate::metrics::{self, Own};
 use crate::upstream::UpstreamError;
 
 /// Why a backend session could not be opened or prepared.
@@ -54,9 +56,13 @@ fn reply_id(kind: &str) -> String {
 pub async fn open(app: &App, base: HeaderMap, ini: &Value) -> Result<Opened, BackendError> {
     let id = reply_id("init");
     let path = app.settings.mcp_path().to_owned();
+    let initialize = mcp::initialize_request(&id, ini);
     let response = app
-        .upstream
-        .post_json(&path, base.clone(), &mcp::initialize_request(&id, ini))
+        .metrics
+        .own_upstream(
+            Own::Open,
+            app.upstream.post_json(&path, base.clone(), &initialize),
+        )
         .await?;
     let session = response
         .headers()
@@ -64,7 +70,7 @@ pub async fn open(app: &App, base: HeaderMap, ini: &Value) -> Result<Opened, Bac
         .and_then(|v| v.to_str().ok())
         .and_then(|v| BackendSessionId::parse(v).ok())
         .ok_or(BackendError::NoSession);
-    let reply = app.upstream.read_reply(response, &id).await?;
+    let reply = metrics::upstream_body(app.upstream.read_reply(response, &id)).await?;
     if reply.get("error").is_some() {
         return Err(BackendError::Initialize(mcp::reply_text(&reply)));
     }
@@ -75,9 +81,13 @@ pub async fn open(app: &App, base: HeaderMap, ini: &Value) -> Result<Opened, Bac
     if let Some(version) = &protocol_version {
         headers.insert(MCP_PROTOCOL_VERSION, header_value(version));
     }
+    let initialized = mcp::initialized_notification();
     let response = app
-        .upstream
-        .post_json(&path, headers, &mcp::initialized_notification())
+        .metrics
+        .own_upstream(
+            Own::Open,
+            app.upstream.post_json(&path, headers, &initialized),
+        )
         .await?;
     if !response.status().is_success() {
         return Err(BackendError::Initialize(format!(
@@ -113,11 +123,11 @@ pub async fn replay(
         &app.settings.select_arg,
         &work.project,
     );
-    let response = app
+    let send = app
         .upstream
-        .post_json(app.settings.mcp_path(), headers, &request)
-        .await?;
-    let reply = app.upstream.read_reply(response, &id).await?;
+        .post_json(app.settings.mcp_path(), headers, &request);
+    let response = app.metrics.own_upstream(Own::Replay, send).await?;
+    let reply = metrics::upstream_body(app.upstream.read_reply(response, &id)).await?;
     if mcp::call_succeeded(&reply) {
         tracing::info!(work_session = %work.id, project = %work.project, "replayed the selection on a backend session");
         Ok(())

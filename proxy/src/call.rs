@@ -1,6 +1,8 @@
 //! A `tools/call` from the client: which work session it belongs to, whether it may go through, and
 //! what the backend must be told. The decisions are the broker crate's; this file gathers their
 //! inputs (handle, conversation, surface, one store lookup) and turns the outcome into a plan.
+//! The surface and resolution go into the request span; refusals, resumes and store round trips
+//! into the metrics.
 
 use std::sync::Arc;
 
@@ -13,10 +15,13 @@ use broker::session::{Links, WorkSession};
 use broker::store::{McpQuery, McpState, Query};
 use broker::tokens::{HANDLE_AUDIENCE, HandleClaims};
 use serde_json::Value;
+use tracing::Span;
+use tracing::field::display;
 
 use crate::app::{App, TOKEN_LIFETIME, now_ms};
 use crate::caller::Caller;
 use crate::errors::ProxyError;
+use crate::metrics::{Refusal, StoreOp};
 use crate::relay::{SelectWatch, Watch};
 
 /// `_meta` key some clients use for a conversation id.
@@ -41,7 +46,7 @@ pub struct Plan {
     pub watch: Watch,
     /// The message changed (the `work_session` argument was removed): send it re-serialized.
     pub body_changed: bool,
-    /// For the request log.
+    /// How `bound` was found (when a call resumed a work session).
     pub path: Option<Path>,
 }
 
@@ -70,7 +75,10 @@ pub async fn plan(
         return Ok(Outcome::Forward(Box::new(Plan::pass(McpState::default()))));
     };
     let id = message.id.clone().unwrap_or(jsonrpc::RequestId::Number(0));
-    let reply = |text: String| Ok(Outcome::Reply(jsonrpc::tool_error_reply(&id, &text)));
+    let refuse = |kind: Refusal, text: String| {
+        app.metrics.refusal(kind);
+        Ok(Outcome::Reply(jsonrpc::tool_error_reply(&id, &text)))
+    };
     let select_tool = app.settings.select_tool.as_str();
 
     let presented = jsonrpc::take_argument(message, WORK_SESSION_ARG);
@@ -88,6 +96,7 @@ pub async fn plan(
         .and_then(|c| c.get("name"))
         .and_then(Value::as_str);
     let surface = caller.surface(app, client_name);
+    Span::current().record("surface", display(&surface));
     let conversation = caller.conversation(message.meta_str(OPENAI_SESSION));
     let query = Query {
         principal: caller.principal.clone(),
@@ -97,7 +106,11 @@ pub async fn plan(
         conversation: conversation.clone(),
     };
     let needs_project = app.settings.needs_project(&call.name);
-    let answer = match app.store.lookup(&query).await {
+    let answer = match app
+        .metrics
+        .store(StoreOp::Lookup, app.store.lookup(&query))
+        .await
+    {
         Ok(answer) => answer,
         Err(error) if !needs_project && call.name != select_tool => {
             tracing::warn!(%error, tool = %call.name, "store unavailable: forwarding a tool that needs no project, unbound");
@@ -107,7 +120,7 @@ pub async fn plan(
         }
         Err(error) => {
             tracing::warn!(%error, tool = %call.name, "store unavailable: refusing a call that needs it");
-            return reply(guidance::store_unavailable());
+            return refuse(Refusal::StoreUnavailable, guidance::store_unavailable());
         }
     };
     if answer.mcp.ended {
@@ -123,6 +136,7 @@ pub async fn plan(
             app.settings.unkeyed_policy,
         ),
     };
+    Span::current().record("resolution", resolution_label(&resolution));
     let links = Links {
         mcp_session: mcp.as_ref().map(|m| m.session.clone()),
         conversation: conversation.clone(),
@@ -147,6 +161,7 @@ pub async fn plan(
             now_ms: now_ms(),
         };
         let target = resolve::plan_selection(&resolution, &project, &who);
+        let created = resolution.session().is_none_or(|s| s.id != target.id);
         let claims = HandleClaims {
             p: caller.principal.clone(),
             ws: target.id.clone(),
@@ -166,6 +181,8 @@ pub async fn plan(
             backend: None,
             handle,
             store: app.store.clone(),
+            metrics: app.metrics.clone(),
+            created,
         });
         plan.bound = Some(target);
         return Ok(Outcome::Forward(Box::new(plan)));
@@ -173,39 +190,57 @@ pub async fn plan(
 
     match resolution {
         Resolution::Bound { session, path } => {
-            match app.store.touch(&session, &links, now_ms()).await {
+            let touch = app.store.touch(&session, &links, now_ms());
+            match app.metrics.store(StoreOp::Touch, touch).await {
                 Ok(true) => {}
                 Ok(false) if needs_project => {
-                    return reply(guidance::no_project(
-                        select_tool,
-                        &app.settings.select_arg,
-                        &answer.found.recent_projects,
-                    ));
+                    return refuse(
+                        Refusal::NoProject,
+                        guidance::no_project(
+                            select_tool,
+                            &app.settings.select_arg,
+                            &answer.found.recent_projects,
+                        ),
+                    );
                 }
                 Ok(false) => return Ok(Outcome::Forward(Box::new(plan))),
                 Err(error) if needs_project => {
                     tracing::warn!(%error, "store unavailable on touch");
-                    return reply(guidance::store_unavailable());
+                    return refuse(Refusal::StoreUnavailable, guidance::store_unavailable());
                 }
                 Err(error) => {
                     tracing::warn!(%error, "store unavailable on touch of an exempt tool")
                 }
             }
+            app.metrics.resume(path);
             plan.needs_replay = needs_project;
             plan.bound = Some(session);
             plan.path = Some(path);
             Ok(Outcome::Forward(Box::new(plan)))
         }
         _ if !needs_project => Ok(Outcome::Forward(Box::new(plan))),
-        Resolution::Unbound { recent } => reply(guidance::no_project(
-            select_tool,
-            &app.settings.select_arg,
-            &recent,
-        )),
-        Resolution::Ambiguous { projects } => reply(guidance::ambiguous(select_tool, &projects)),
-        Resolution::HandleRefused { reason } => {
-            reply(guidance::handle_refused(select_tool, &reason))
-        }
+        Resolution::Unbound { recent } => refuse(
+            Refusal::NoProject,
+            guidance::no_project(select_tool, &app.settings.select_arg, &recent),
+        ),
+        Resolution::Ambiguous { projects } => refuse(
+            Refusal::Ambiguous,
+            guidance::ambiguous(select_tool, &projects),
+        ),
+        Resolution::HandleRefused { reason } => refuse(
+            Refusal::HandleRefused,
+            guidance::handle_refused(select_tool, &reason),
+        ),
+    }
+}
+
+/// The resolution, for the request span: the path that found the work session, else why none.
+fn resolution_label(resolution: &Resolution) -> &'static str {
+    match resolution {
+        Resolution::Bound { path, .. } => path.as_str(),
+        Resolution::Unbound { .. } => "unbound",
+        Resolution::Ambiguous { .. } => "ambiguous",
+        Resolution::HandleRefused { .. } => "handle_refused",
     }
 }
 

@@ -4,6 +4,8 @@
 //! it when the backend forgot it (404: re-initialize, replay, retry once) or when the request reached
 //! a replica whose upstream is another instance (open one there). Before a call that needs a
 //! project, the backend session gets the work session's selection replayed if it does not have it.
+//! Replays, re-initializations, backend round trips and the upstream status are counted or recorded
+//! here.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
+use tracing::Span;
 
 use crate::app::App;
 use crate::backend::{self, BackendError};
@@ -24,6 +27,7 @@ use crate::body::ProxyBody;
 use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::metrics::{Reinit, StoreOp};
 use crate::relay::{self, Watch};
 
 /// One request on its way to the backend.
@@ -59,17 +63,19 @@ pub async fn forward(
         if let (true, Some(work), Some(session)) = (out.needs_replay, &out.bound, &backend.session)
             && backend.project.as_ref() != Some(&work.project)
         {
-            match backend::replay(
+            let replayed = backend::replay(
                 app,
                 out.caller.own_request_headers(),
                 session,
                 protocol(&out, claims).as_deref(),
                 work,
             )
-            .await
-            {
+            .await;
+            app.metrics.replay(replayed.is_ok());
+            match replayed {
                 Ok(()) => {
                     relay::record_backend_project(
+                        &app.metrics,
                         app.store.as_ref(),
                         work,
                         &backend_ref(app, session),
@@ -79,21 +85,20 @@ pub async fn forward(
                     backend.project = Some(work.project.clone());
                 }
                 Err(error) if error.is_session_gone() && !last => {
-                    backend = reopen(app, out.caller, claims).await?;
+                    backend = reopen(app, out.caller, claims, Reinit::NotFound).await?;
                     continue;
                 }
                 Err(error) => return replay_failed(&out, work, error),
             }
         }
-        let response = app
-            .upstream
-            .send(request_for(app, &out, backend.session.as_ref())?)
-            .await?;
+        let request = request_for(app, &out, backend.session.as_ref())?;
+        let response = app.metrics.upstream(app.upstream.send(request)).await?;
         if response.status() == StatusCode::NOT_FOUND && backend.session.is_some() && !last {
             tracing::info!("the backend forgot its session: re-initializing and retrying once");
-            backend = reopen(app, out.caller, claims).await?;
+            backend = reopen(app, out.caller, claims, Reinit::NotFound).await?;
             continue;
         }
+        Span::current().record("upstream_status", response.status().as_u16());
         if let Some(select) = out.watch.select.as_mut() {
             select.backend = backend.session.as_ref().map(|s| backend_ref(app, s));
         }
@@ -161,7 +166,7 @@ async fn initial_backend(
             session: Some(session),
             project: mcp.backend_project.clone(),
         }),
-        Some(_) => reopen(app, caller, Some(claims)).await,
+        Some(_) => reopen(app, caller, Some(claims), Reinit::OtherInstance).await,
         None => Ok(Backend {
             session: None,
             project: None,
@@ -174,6 +179,7 @@ async fn reopen(
     app: &Arc<App>,
     caller: &Caller,
     claims: Option<&SessionClaims>,
+    reason: Reinit,
 ) -> Result<Backend, ProxyError> {
     let Some(claims) = claims else {
         return Ok(Backend {
@@ -181,16 +187,13 @@ async fn reopen(
             project: None,
         });
     };
+    app.metrics.reinitialization(reason);
     let opened = backend::open(app, caller.own_request_headers(), &claims.ini).await?;
-    if let Err(error) = app
+    let reference = backend_ref(app, &opened.session);
+    let record = app
         .store
-        .set_backend_session(
-            &caller.principal,
-            &claims.sid,
-            &backend_ref(app, &opened.session),
-        )
-        .await
-    {
+        .set_backend_session(&caller.principal, &claims.sid, &reference);
+    if let Err(error) = app.metrics.store(StoreOp::SetBackendSession, record).await {
         tracing::warn!(%error, "could not record the new backend session; the next request may open another");
     }
     Ok(Backend {

@@ -7,6 +7,7 @@
 //! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, graceful shutdown;
 //! - [`routes`]: health, readiness, the MCP path, pass-through of other paths;
 //! - [`mcp_path`]: POST/GET/DELETE on the MCP path, `initialize`;
+//! - [`metrics`]: Prometheus metrics, the per-request timing scope;
 //! - [`caller`]: principal, Origin check, verified session id, surface signals;
 //! - [`call`]: planning a `tools/call` (resolution, guard, select);
 //! - [`forward`]: the right backend session, replay, 404 retry;
@@ -31,6 +32,7 @@ pub mod finalizer;
 pub mod forward;
 pub mod headers;
 pub mod mcp_path;
+pub mod metrics;
 pub mod relay;
 pub mod routes;
 pub mod server;

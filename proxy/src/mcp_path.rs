@@ -1,7 +1,8 @@
 //! Requests on the MCP path: POST (JSON-RPC), GET (the server's SSE stream) and DELETE (end the
 //! session). POST bodies are read with a cap, parsed once, and routed: `initialize` gets a broker
 //! session id, a single `tools/call` is planned by [`crate::call`], everything else passes through
-//! on the right backend session.
+//! on the right backend session. What each request turns out to be (principal hash, MCP method,
+//! tool, surface, work session, project) is recorded in the request span.
 
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use tracing::Span;
+use tracing::field::display;
 
 use crate::app::{App, TOKEN_LIFETIME};
 use crate::body::ProxyBody;
@@ -24,6 +27,7 @@ use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::forward::{Outbound, forward};
 use crate::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::metrics::{self, Rpc, StoreOp};
 use crate::relay::{self, Watch};
 
 /// Handles one request on the MCP path.
@@ -34,6 +38,7 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = request.into_parts();
     let caller = Caller::identify(app, &parts, client_ip)?;
+    Span::current().record("principal", display(&caller.principal));
     match parts.method {
         Method::POST => post(app, &parts, caller, body).await,
         Method::GET => stream_or_delete(app, &parts, caller, false).await,
@@ -63,11 +68,9 @@ async fn session_state(app: &App, caller: &Caller) -> Result<McpState, ProxyErro
     let Some(claims) = &caller.session else {
         return Ok(McpState::default());
     };
-    match app
-        .store
-        .mcp_state(&caller.principal, &mcp_query(app, claims))
-        .await
-    {
+    let query = mcp_query(app, claims);
+    let read = app.store.mcp_state(&caller.principal, &query);
+    match app.metrics.store(StoreOp::McpState, read).await {
         Ok(state) if state.ended => Err(ProxyError::UnknownSession),
         Ok(state) => Ok(state),
         Err(error) => {
@@ -83,11 +86,11 @@ async fn stream_or_delete(
     caller: Caller,
     delete: bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    record_surface(app, &caller, None);
     let state = session_state(app, &caller).await?;
     if delete && let Some(claims) = &caller.session {
-        app.store
-            .end_mcp_session(&caller.principal, &claims.sid)
-            .await?;
+        let end = app.store.end_mcp_session(&caller.principal, &claims.sid);
+        app.metrics.store(StoreOp::EndMcpSession, end).await?;
     }
     let out = Outbound {
         parts,
@@ -116,6 +119,17 @@ async fn post(
         Err(crate::body::ReadError::Unreadable) => return Err(ProxyError::BodyUnreadable),
     };
     let mut parsed = jsonrpc::parse(&bytes).map_err(ProxyError::Parse)?;
+    let rpc = match &parsed {
+        Body::Single(message) => Rpc::of(&message.kind),
+        Body::Batch(_) => Rpc::Other,
+    };
+    metrics::set_method(rpc);
+    Span::current().record("rpc", rpc.as_str());
+    if let Body::Single(message) = &parsed
+        && let Kind::ToolsCall(call) = &message.kind
+    {
+        Span::current().record("tool", call.name.as_str());
+    }
     if parsed.is_initialize() {
         return initialize(app, parts, &caller, bytes, &parsed).await;
     }
@@ -129,7 +143,11 @@ async fn post(
             Outcome::Reply(reply) => return Ok(json_response(StatusCode::OK, &reply)),
             Outcome::Forward(plan) => plan,
         };
-        log_call(&caller, message, &plan);
+        if let Some(work) = &plan.bound {
+            Span::current()
+                .record("work_session", display(&work.id))
+                .record("project", display(&work.project));
+        }
         let body = if plan.body_changed {
             Bytes::from(parsed.to_json())
         } else {
@@ -160,6 +178,7 @@ async fn pass_through(
     bytes: Bytes,
     mut parsed: Body,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    record_surface(app, caller, None);
     let state = session_state(app, caller).await?;
     let mut watch = Watch::default();
     let mut changed = false;
@@ -229,7 +248,9 @@ async fn initialize(
         .map_err(|_| ProxyError::BodyUnreadable)?;
     *request.headers_mut() =
         headers::toward_upstream(&parts.headers, app.upstream.authority(), &caller.origin);
-    let response = app.upstream.send(request).await?;
+    let response = app.metrics.upstream(app.upstream.send(request)).await?;
+    Span::current().record("upstream_status", response.status().as_u16());
+    record_surface(app, caller, mcp::client_name(&ini));
     let backend_session = response
         .headers()
         .get(&MCP_SESSION_ID)
@@ -254,22 +275,11 @@ async fn initialize(
         if let Ok(value) = HeaderValue::from_str(&token) {
             relayed.headers_mut().insert(MCP_SESSION_ID, value);
         }
-        tracing::info!(principal = %caller.principal, surface = %caller.surface(app, mcp::client_name(&claims.ini)), "initialize");
     }
     Ok(relayed)
 }
 
-fn log_call(caller: &Caller, message: &jsonrpc::Message, plan: &Plan) {
-    let tool = match &message.kind {
-        Kind::ToolsCall(call) => call.name.as_str(),
-        _ => "",
-    };
-    tracing::info!(
-        principal = %caller.principal,
-        tool,
-        work_session = plan.bound.as_ref().map(|w| w.id.to_string()).unwrap_or_default(),
-        project = plan.bound.as_ref().map(|w| w.project.to_string()).unwrap_or_default(),
-        resolution = plan.path.map(|p| p.as_str()).unwrap_or("none"),
-        "tools/call"
-    );
+/// Records the request's surface in the span (`tools/call` records its own, which may come from `_meta`).
+fn record_surface(app: &App, caller: &Caller, client_name: Option<&str>) {
+    Span::current().record("surface", display(caller.surface(app, client_name)));
 }

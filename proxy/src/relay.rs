@@ -1,6 +1,7 @@
 //! Relaying the backend's answer to the client. Unwatched answers pass through untouched (SSE
 //! streams are never buffered). Watched ones (`tools/list`, the select tool) go through a task that
 //! rewrites only the JSON-RPC replies it watches: an SSE stream event by event, a JSON body whole.
+//! The task runs in the request's span; a settled select is counted (created or continued).
 
 use std::sync::Arc;
 
@@ -14,9 +15,11 @@ use http::{Response, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::body::{self, ProxyBody};
 use crate::headers;
+use crate::metrics::{Metrics, StoreOp};
 use crate::upstream::content_type_is;
 
 /// Largest JSON body or SSE event the relay rewrites.
@@ -31,6 +34,9 @@ pub struct SelectWatch {
     /// The handle to give the model, already signed for `plan`.
     pub handle: String,
     pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    /// The planned work session is new (not the resolved one): counted as created when bound.
+    pub created: bool,
 }
 
 /// What to rewrite in an answer.
@@ -82,15 +88,23 @@ impl SelectWatch {
             tracing::info!(project = %self.plan.project, "select call failed at the backend: nothing bound");
             return false;
         }
-        if let Err(error) = self.store.bind(&self.plan, &self.links).await {
+        let bind = self.store.bind(&self.plan, &self.links);
+        if let Err(error) = self.metrics.store(StoreOp::Bind, bind).await {
             tracing::error!(%error, "could not record a selection");
             *reply = broker::jsonrpc::tool_error_reply(&self.id, &guidance::store_unavailable());
             return true;
         }
         if let Some(backend) = &self.backend {
-            record_backend_project(self.store.as_ref(), &self.plan, backend, &self.plan.project)
-                .await;
+            record_backend_project(
+                &self.metrics,
+                self.store.as_ref(),
+                &self.plan,
+                backend,
+                &self.plan.project,
+            )
+            .await;
         }
+        self.metrics.selection(self.created);
         tracing::info!(work_session = %self.plan.id, project = %self.plan.project, surface = %self.plan.surface, "bound");
         mcp::append_text(reply, &guidance::handle_item(&self.handle))
     }
@@ -98,15 +112,14 @@ impl SelectWatch {
 
 /// Remembers which project a backend session has selected (best effort: a miss only costs a replay).
 pub async fn record_backend_project(
+    metrics: &Metrics,
     store: &dyn Store,
     work: &WorkSession,
     backend: &BackendRef,
     project: &Project,
 ) {
-    if let Err(error) = store
-        .set_backend_project(&work.principal, backend, project)
-        .await
-    {
+    let record = store.set_backend_project(&work.principal, backend, project);
+    if let Err(error) = metrics.store(StoreOp::SetBackendProject, record).await {
         tracing::warn!(%error, "could not record the backend session's project");
     }
 }
@@ -125,10 +138,11 @@ pub fn relay(response: Response<Incoming>, watch: Watch) -> Response<ProxyBody> 
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     let (tx, out) = body::channel(16);
+    let span = tracing::Span::current();
     if is_sse {
-        tokio::spawn(relay_sse(incoming, watch, tx));
+        tokio::spawn(relay_sse(incoming, watch, tx).instrument(span));
     } else {
-        tokio::spawn(relay_json(incoming, watch, tx));
+        tokio::spawn(relay_json(incoming, watch, tx).instrument(span));
     }
     Response::from_parts(parts, out)
 }

@@ -1,22 +1,33 @@
-//! The front door: health and readiness, the JWKS of the assertion keys, the MCP path, and plain pass-through for every other path
-//! (OAuth metadata and the like reach the backend untouched). One log line per request.
+//! The front door: health and readiness, the JWKS of the assertion keys, Prometheus metrics, the
+//! MCP path, and plain pass-through for every other path (OAuth metadata and the like reach the
+//! backend untouched).
+//!
+//! Every request runs in one `request` span whose fields the handlers fill in as they learn them
+//! (tool, surface, work session, project, resolution path, principal hash, upstream status), and
+//! ends with one `request` event carrying the status and timings.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::app::App;
 use crate::body::{ProxyBody, full};
 use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, Origin};
 use crate::mcp_path;
+use crate::metrics::{self, Rpc, StoreOp};
 use crate::relay::{self, Watch};
 
 /// Where the public keys that verify assertions (EdDSA) are published.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// Where Prometheus scrapes.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// Serves one request.
 pub async fn serve(
@@ -27,23 +38,83 @@ pub async fn serve(
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let result = match (&method, path.as_str()) {
-        (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
-        (&Method::GET, "/readyz") => Ok(ready(&app).await),
-        (&Method::GET, JWKS_PATH) => Ok(json_response(StatusCode::OK, &app.keys.jwks())),
-        (_, p) if p == app.settings.mcp_path() => mcp_path::handle(&app, request, client_ip).await,
-        _ => pass(&app, request, client_ip).await,
-    };
-    let response = result.unwrap_or_else(|error| {
-        tracing::info!(%error, "refused");
-        error.into_response()
-    });
-    tracing::info!(
+    let span = tracing::info_span!(
+        "request",
         %method,
         path,
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
+        rpc = Empty,
+        tool = Empty,
+        surface = Empty,
+        work_session = Empty,
+        project = Empty,
+        resolution = Empty,
+        principal = Empty,
+        upstream_status = Empty,
+        latency_ms = Empty,
+        traceparent = Empty,
+    );
+    if let Some(traceparent) = traceparent(request.headers()) {
+        span.record("traceparent", traceparent);
+    }
+    let handling = async move {
+        let result = match (&method, path.as_str()) {
+            (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
+            (&Method::GET, "/readyz") => Ok(ready(&app).await),
+            (&Method::GET, JWKS_PATH) => Ok(json_response(StatusCode::OK, &app.keys.jwks())),
+            (&Method::GET, METRICS_PATH) => Ok(metrics_response(&app)),
+            (_, p) if p == app.settings.mcp_path() => {
+                metrics::set_method(match method {
+                    Method::GET => Rpc::Get,
+                    Method::DELETE => Rpc::Delete,
+                    _ => Rpc::Other,
+                });
+                mcp_path::handle(&app, request, client_ip).await
+            }
+            _ => {
+                metrics::set_method(Rpc::Passthrough);
+                pass(&app, request, client_ip).await
+            }
+        };
+        let response = result.unwrap_or_else(|error| {
+            tracing::info!(%error, "refused");
+            error.into_response()
+        });
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        let upstream = metrics::upstream_time();
+        if let Some(rpc) = metrics::current_method() {
+            app.metrics.request(rpc, status);
+            if rpc == Rpc::ToolsCall {
+                app.metrics.broker_overhead(elapsed, upstream);
+            }
+        }
+        Span::current().record("latency_ms", millis(elapsed));
+        tracing::info!(status, upstream_ms = millis(upstream), "request");
+        response
+    };
+    metrics::in_request(handling.instrument(span)).await
+}
+
+/// Milliseconds, to the microsecond.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// The W3C `traceparent` header, when it looks like one (hex digits and dashes, bounded): logged as
+/// is, and forwarded to the backend with the other end-to-end headers.
+fn traceparent(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("traceparent")?.to_str().ok()?.trim();
+    let plausible = !value.is_empty()
+        && value.len() <= 128
+        && value.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    plausible.then_some(value)
+}
+
+fn metrics_response(app: &App) -> Response<ProxyBody> {
+    let mut response = Response::new(full(app.metrics.render()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
     );
     response
 }
@@ -55,7 +126,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 }
 
 async fn ready(app: &App) -> Response<ProxyBody> {
-    match app.store.ping().await {
+    match app.metrics.store(StoreOp::Ping, app.store.ping()).await {
         Ok(()) => text(StatusCode::OK, "ready\n"),
         Err(error) => {
             tracing::warn!(%error, "not ready");
@@ -74,11 +145,12 @@ async fn pass(
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = request.into_parts();
-    let bytes = Limited::new(body, app.settings.max_body)
-        .collect()
+    let bytes = crate::body::read_capped(body, app.settings.max_body)
         .await
-        .map_err(|_| ProxyError::BodyTooLarge(app.settings.max_body))?
-        .to_bytes();
+        .map_err(|e| match e {
+            crate::body::ReadError::TooLarge => ProxyError::BodyTooLarge(app.settings.max_body),
+            crate::body::ReadError::Unreadable => ProxyError::BodyUnreadable,
+        })?;
     let origin = Origin {
         client_ip,
         host: parts.headers.get(http::header::HOST).cloned(),
@@ -95,7 +167,8 @@ async fn pass(
         .map_err(|_| ProxyError::BodyUnreadable)?;
     *upstream.headers_mut() =
         headers::toward_upstream(&parts.headers, app.upstream.authority(), &origin);
-    let response = app.upstream.send(upstream).await?;
+    let response = app.metrics.upstream(app.upstream.send(upstream)).await?;
+    Span::current().record("upstream_status", response.status().as_u16());
     let mut relayed = relay::relay(response, Watch::default());
     crate::forward::client_session_header(&mut relayed, &parts.headers);
     Ok(relayed)
