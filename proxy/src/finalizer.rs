@@ -65,8 +65,12 @@ async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         }
         loop {
             match app.store.claim_expired(CLAIM_BATCH).await {
-                Ok(claimed) if claimed == CLAIM_BATCH => continue,
                 Ok(claimed) => {
+                    app.metrics
+                        .work_sessions_finalized(u64::try_from(claimed).unwrap_or(0));
+                    if claimed == CLAIM_BATCH {
+                        continue;
+                    }
                     if claimed > 0 {
                         tracing::info!(claimed, "finalized idle work sessions");
                     }
@@ -77,6 +81,10 @@ async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                     break;
                 }
             }
+        }
+        if let Ok(live) = app.store.live_work_sessions().await {
+            app.metrics
+                .set_work_sessions_live(i64::try_from(live).unwrap_or(i64::MAX));
         }
     }
 }

@@ -289,12 +289,12 @@ impl Metrics {
         result
     }
 
-    /// One work session was finalized (for the finalizer; nothing calls it yet).
-    pub fn work_session_finalized(&self) {
-        self.work_sessions_finalized.inc();
+    /// This replica's sweeper finalized `count` work sessions (summed over replicas: each exactly once).
+    pub fn work_sessions_finalized(&self, count: u64) {
+        self.work_sessions_finalized.inc_by(count);
     }
 
-    /// Sets the number of live work sessions (for the finalizer; nothing calls it yet).
+    /// Sets the number of live work sessions (in Redis mode: across all replicas).
     pub fn set_work_sessions_live(&self, live: i64) {
         self.work_sessions_live.set(live);
     }

@@ -229,7 +229,7 @@ async fn the_methods_the_forwarding_code_calls() {
     m.reinitialization(Reinit::NotFound);
     m.reinitialization(Reinit::OtherInstance);
     m.reinitialization(Reinit::OtherInstance);
-    m.work_session_finalized();
+    m.work_sessions_finalized(1);
     m.set_work_sessions_live(5);
     m.work_sessions_live().dec();
     let failed: Result<(), StoreError> = m

@@ -113,6 +113,22 @@ def stream_entries(redis_url: str) -> list[str]:
     return [lines[i + 1] for i, value in enumerate(lines[:-1]) if value == "ws"]
 
 
+def scrape(base: str) -> dict[str, float]:
+    """A broker's /metrics, parsed: `name{labels}` -> value; every family must declare its TYPE."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    typed = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        family = name.split("{")[0]
+        assert any(family == t or family.startswith(t + "_") for t in typed), f"untyped sample {line}"
+        samples[name] = float(value)
+    assert text.rstrip().endswith("# EOF"), "OpenMetrics text ends with # EOF"
+    return samples
+
+
 async def select_as(http: httpx.AsyncClient, url: str, credential: str, project: str) -> None:
     session_id = await raw_initialize(http, url, credential, "claude-ai")
     body = tools_call_body("select_project_for_session", {"name": project})
@@ -180,6 +196,12 @@ async def test_three_replicas_finalize_each_work_session_exactly_once(
     assert set(keys) == set(events), "the webhook saw other work sessions than the stream"
     if not kill_one:
         assert len(keys) == 200, f"{len(keys) - 200} duplicate deliveries without any failure"
+        metrics = [scrape(replica.base) for replica in replicas]
+        finalized = sum(m.get("session_broker_work_sessions_finalized_total", 0) for m in metrics)
+        assert finalized == 200, f"the replicas' finalized counters add up to {finalized}"
+        assert all(m.get("session_broker_work_sessions_live", -1) == 0 for m in metrics), metrics
+        calls = sum(v for m in metrics for k, v in m.items() if k.startswith("session_broker_requests_total{") and 'tools/call' in k)
+        assert calls == 200, f"{calls} tools/call requests counted"
     bodies = [body for _, body in receiver.deliveries]
     assert all(b["type"] == "work_session.finalized" and b["work_session"]["project"] in PROJECTS for b in bodies)
 

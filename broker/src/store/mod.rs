@@ -198,6 +198,9 @@ pub trait Store: Send + Sync + 'static {
     /// Acknowledges an event whose actions all succeeded.
     async fn ack_finalized(&self, id: &str) -> Result<(), StoreError>;
 
+    /// How many work sessions are live (in Redis: across every replica), for the metrics gauge.
+    async fn live_work_sessions(&self) -> Result<u64, StoreError>;
+
     /// Admin: the principal's work sessions (live, and finalized within the grace period), newest first.
     async fn list_work_sessions(&self, principal: &PrincipalId) -> Result<Vec<Status>, StoreError>;
 

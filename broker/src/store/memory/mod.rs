@@ -387,6 +387,17 @@ impl Store for MemoryStore {
         self.with(|maps, now| maps.take_events(count, stale, now))
     }
 
+    async fn live_work_sessions(&self) -> Result<u64, StoreError> {
+        self.with(|maps, now| {
+            let live = maps
+                .sessions
+                .iter()
+                .filter(|(key, e)| e.live(now) && !maps.finalized.contains(*key))
+                .count();
+            u64::try_from(live).unwrap_or(u64::MAX)
+        })
+    }
+
     async fn list_work_sessions(&self, principal: &PrincipalId) -> Result<Vec<Status>, StoreError> {
         let prefix = Keys::new(PREFIX, principal).work_session_prefix();
         self.with(|maps, now| {

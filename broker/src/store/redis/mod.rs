@@ -434,6 +434,23 @@ impl Store for RedisStore {
         finalize::ack(self, id).await
     }
 
+    async fn live_work_sessions(&self) -> Result<u64, StoreError> {
+        let key = keys::deadlines(&self.settings.prefix);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        self.run(|mut connection| async move {
+            redis::cmd("ZCOUNT")
+                .arg(key)
+                .arg(format!("({now}"))
+                .arg("+inf")
+                .query_async(&mut connection)
+                .await
+        })
+        .await
+    }
+
     async fn list_work_sessions(&self, principal: &PrincipalId) -> Result<Vec<Status>, StoreError> {
         admin::list(self, principal).await
     }
