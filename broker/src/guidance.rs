@@ -40,6 +40,14 @@ pub fn handle_refused(select_tool: &str, reason: &str) -> String {
     )
 }
 
+/// The credential already has as many live work sessions as allowed.
+pub fn too_many(limit: u64) -> String {
+    format!(
+        "session-broker: this credential already has {limit} live work sessions, the most allowed; nothing was run. \
+         Continue one of them by passing its work_session value, or wait until one goes idle."
+    )
+}
+
 /// The store could not be reached, so nothing was decided.
 pub fn store_unavailable() -> String {
     "session-broker: the session store is unavailable, so the project of this conversation cannot be \

@@ -154,6 +154,8 @@ async fn surfaces_list_newest_first(store: &dyn Store) {
     let older = work(&p, "claude-ai", "linkedin", 100);
     let newer = work(&p, "claude-ai", "innkeeper", 200);
     store.bind(&older, &Links::default()).await.expect("bind");
+    // Redis stamps activity with its own millisecond clock: let it tick between the two.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     store.bind(&newer, &Links::default()).await.expect("bind");
     let live = store
         .lookup(&query(&p, "claude-ai"))
@@ -211,6 +213,31 @@ async fn mcp_sessions_end_and_remember_backends(store: &dyn Store) {
     assert_eq!(
         state.backend_project, None,
         "the replacement has selected nothing yet"
+    );
+
+    store
+        .set_backend_project(&p, &replacement_ref, &project)
+        .await
+        .expect("marker");
+    assert_eq!(
+        store
+            .mcp_state(&p, &mcp)
+            .await
+            .expect("state")
+            .backend_project,
+        Some(project.clone())
+    );
+    store
+        .forget_backend_project(&p, &replacement_ref)
+        .await
+        .expect("forget");
+    assert_eq!(
+        store
+            .mcp_state(&p, &mcp)
+            .await
+            .expect("state")
+            .backend_project,
+        None
     );
 
     store.end_mcp_session(&p, &sid).await.expect("end");

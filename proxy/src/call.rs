@@ -162,6 +162,11 @@ pub async fn plan(
         };
         let target = resolve::plan_selection(&resolution, &project, &who);
         let created = resolution.session().is_none_or(|s| s.id != target.id);
+        let cap = app.settings.max_work_sessions;
+        if created && cap > 0 && answer.live_count >= cap {
+            tracing::warn!(principal = %caller.principal, live = answer.live_count, "work-session cap reached");
+            return refuse(Refusal::TooMany, guidance::too_many(cap));
+        }
         let claims = HandleClaims {
             p: caller.principal.clone(),
             ws: target.id.clone(),

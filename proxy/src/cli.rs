@@ -106,6 +106,9 @@ pub struct Args {
     /// Hand a finalized event to another replica when its taker has not acknowledged it by then.
     #[arg(long, env = "BROKER_REDELIVER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub redeliver_after: Duration,
+    /// Most live work sessions one credential may have (0: no limit).
+    #[arg(long, env = "BROKER_MAX_WORK_SESSIONS", default_value_t = 50)]
+    pub max_work_sessions: u64,
     /// How long in-flight requests and open streams get to finish on SIGTERM before the broker exits.
     #[arg(long, env = "BROKER_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -221,6 +224,7 @@ impl Args {
         settings.sweep_interval = self.sweep_interval;
         settings.redeliver_after = self.redeliver_after;
         settings.drain_timeout = self.drain_timeout;
+        settings.max_work_sessions = self.max_work_sessions;
         settings.admin_listen = self.admin_listen.0;
         if let Some(path) = &self.admin_token_file {
             let raw = std::fs::read(path).map_err(|source| CliError::ReadKey {

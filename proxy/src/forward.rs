@@ -91,6 +91,17 @@ pub async fn forward(
                 Err(error) => return replay_failed(&out, work, error),
             }
         }
+        if let (Some(_), Some(session)) = (&out.watch.select, &backend.session) {
+            // The backend session is about to switch projects: if the broker then fails to record
+            // the selection, the next call must replay rather than trust a stale record.
+            let target = backend_ref(app, session);
+            let forget = app
+                .store
+                .forget_backend_project(&out.caller.principal, &target);
+            app.metrics
+                .store(StoreOp::SetBackendProject, forget)
+                .await?;
+        }
         let request = request_for(app, &out, backend.session.as_ref())?;
         let response = app.metrics.upstream(app.upstream.send(request)).await?;
         if response.status() == StatusCode::NOT_FOUND && backend.session.is_some() && !last {

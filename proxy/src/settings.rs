@@ -46,6 +46,9 @@ pub struct Settings {
     pub assertion_audience: String,
     /// How long in-flight requests get to finish on shutdown.
     pub drain_timeout: Duration,
+    /// Most live work sessions one principal may have (0: no limit), so one credential cannot flood
+    /// the store. A select that would start one more is refused before it reaches the backend.
+    pub max_work_sessions: u64,
     /// POSTed a JSON event for each finalized work session (at least once, `Idempotency-Key` set).
     pub on_expire_webhook: Option<Uri>,
     /// Backend tool called for each finalized work session, on a fresh backend session with the
@@ -87,6 +90,7 @@ impl Settings {
             surface_rules: Vec::new(),
             assertion_audience: "mcp-backend".into(),
             drain_timeout: Duration::from_secs(10),
+            max_work_sessions: 50,
             on_expire_webhook: None,
             on_expire_tool: None,
             finalize_grace: Duration::from_secs(10 * 60),

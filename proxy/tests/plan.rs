@@ -13,9 +13,14 @@ use proxy::{App, Settings};
 use serde_json::Value;
 
 fn app(policy: UnkeyedPolicy) -> Arc<App> {
+    app_with(policy, 50)
+}
+
+fn app_with(policy: UnkeyedPolicy, max_work_sessions: u64) -> Arc<App> {
     let mut settings = Settings::new("http://127.0.0.1:9/mcp".parse().expect("uri"));
     settings.signing_key = Some(b"service-test-signing-key-0123456789abcdef".to_vec());
     settings.unkeyed_policy = policy;
+    settings.max_work_sessions = max_work_sessions;
     Arc::new(App::new(settings).expect("app"))
 }
 
@@ -291,4 +296,35 @@ async fn strict_policy_never_uses_the_surface_and_surface_policy_takes_the_newes
         plan.bound.as_ref().map(|b| b.project.as_str()),
         Some("innkeeper")
     );
+}
+
+#[tokio::test]
+async fn a_credential_cannot_start_more_work_sessions_than_the_cap() {
+    let app = app_with(UnkeyedPolicy::Guarded, 2);
+    let linkedin = select(&app, "k", "ClaudeAI", "linkedin").await;
+    select(&app, "k", "Cowork", "innkeeper").await;
+    let text = refusal(
+        run_plan(
+            &app,
+            "k",
+            "ClaudeAI",
+            "select_project_for_session",
+            serde_json::json!({"name": "atlas"}),
+        )
+        .await,
+    );
+    assert!(text.contains("already has 2 live work sessions"), "{text}");
+    // Continuing one of them is not a new work session; another credential has its own budget.
+    let plan = forward(
+        run_plan(
+            &app,
+            "k",
+            "ClaudeAI",
+            "select_project_for_session",
+            serde_json::json!({"name": "linkedin", "work_session": linkedin}),
+        )
+        .await,
+    );
+    assert!(plan.watch.select.is_some_and(|s| !s.created));
+    select(&app, "other", "ClaudeAI", "atlas").await;
 }

@@ -97,6 +97,8 @@ pub struct McpState {
 pub struct Answer {
     pub found: Found,
     pub mcp: McpState,
+    /// How many work sessions of the principal were active within the idle TTL (for the cap).
+    pub live_count: u64,
 }
 
 /// A backend session on one upstream instance.
@@ -160,6 +162,14 @@ pub trait Store: Send + Sync + 'static {
         principal: &PrincipalId,
         backend: &BackendRef,
         project: &Project,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets which project a backend session has selected (before a select is sent to it, so a
+    /// selection the broker fails to record is replayed rather than trusted).
+    async fn forget_backend_project(
+        &self,
+        principal: &PrincipalId,
+        backend: &BackendRef,
     ) -> Result<(), StoreError>;
 
     /// Records the backend session now serving a client MCP session on an upstream.

@@ -52,6 +52,8 @@ pub enum Refusal {
     Ambiguous,
     HandleRefused,
     StoreUnavailable,
+    /// The principal's cap on live work sessions was reached.
+    TooMany,
 }
 
 impl Refusal {
@@ -61,6 +63,7 @@ impl Refusal {
             Refusal::Ambiguous => "ambiguous",
             Refusal::HandleRefused => "handle_refused",
             Refusal::StoreUnavailable => "store_unavailable",
+            Refusal::TooMany => "too_many",
         }
     }
 }

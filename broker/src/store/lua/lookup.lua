@@ -1,10 +1,12 @@
 -- Everything one request needs, read in one round trip (all keys share the principal's slot).
 -- KEYS: 1 ended marker, 2 MCP-session link, 3 conversation link, 4 surface index, 5 recent projects,
---       6 backend-session override          (absent ones are the principal's never-written placeholder)
+--       6 backend-session override, 7 the principal's index of work sessions
+--       (absent ones are the principal's never-written placeholder)
 -- ARGV: 1 work-session key prefix, 2 handle's work-session id or '', 3 backend session from the
 --       session id or '', 4 backend-project marker prefix, 5 surface limit, 6 recent limit,
 --       7 '1' when the request has an MCP session, 8 idle TTL (ms)
--- Returns {ended, handle, linked, conversation, {live...}, {recent...}, override, backend project};
+-- Returns {ended, handle, linked, conversation, {live...}, {recent...}, override, backend project,
+-- work sessions of the principal active within the idle TTL};
 -- a work session is its HGETALL array; one that is missing, idle past its deadline or finalized is
 -- nil (its data outlives the deadline for the finalizer). Dead surface entries are removed.
 local clock = redis.call('TIME')
@@ -48,4 +50,5 @@ for _, id in ipairs(redis.call('ZREVRANGE', KEYS[4], 0, 49)) do
   end
 end
 local recent = redis.call('ZREVRANGE', KEYS[5], 0, tonumber(ARGV[6]) - 1)
-return {ended, work_session(ARGV[2]), linked, conversation, live, recent, override, marker}
+local active = redis.call('ZCOUNT', KEYS[7], '(' .. (now - idle), '+inf')
+return {ended, work_session(ARGV[2]), linked, conversation, live, recent, override, marker, active}

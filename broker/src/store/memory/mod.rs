@@ -248,7 +248,16 @@ impl Store for MemoryStore {
                 .as_ref()
                 .map(|mcp| maps.mcp_state(&keys, mcp, now))
                 .unwrap_or_default();
+            let prefix = keys.work_session_prefix();
+            let live_count = maps
+                .sessions
+                .iter()
+                .filter(|(key, e)| {
+                    key.starts_with(&prefix) && e.live(now) && !maps.finalized.contains(*key)
+                })
+                .count();
             Answer {
+                live_count: u64::try_from(live_count).unwrap_or(u64::MAX),
                 found: Found {
                     handle,
                     linked,
@@ -333,6 +342,17 @@ impl Store for MemoryStore {
         let key = Keys::new(PREFIX, principal).backend_project(&backend.upstream, &backend.session);
         let ttl = self.lifetimes.idle;
         self.with(|maps, now| maps.set_string(key, project.to_string(), ttl, now))
+    }
+
+    async fn forget_backend_project(
+        &self,
+        principal: &PrincipalId,
+        backend: &BackendRef,
+    ) -> Result<(), StoreError> {
+        let key = Keys::new(PREFIX, principal).backend_project(&backend.upstream, &backend.session);
+        self.with(|maps, _| {
+            maps.strings.remove(&key);
+        })
     }
 
     async fn set_backend_session(

@@ -165,7 +165,8 @@ fn decode_answer(reply: Value) -> Result<Answer, StoreError> {
         recent,
         override_,
         marker,
-    ] = <[Value; 8]>::try_from(items)
+        active,
+    ] = <[Value; 9]>::try_from(items)
         .map_err(|_| StoreError::Corrupt("lookup returned a wrong arity".into()))?;
     let ended: i64 =
         redis::from_redis_value_ref(&ended).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -195,6 +196,7 @@ fn decode_answer(reply: Value) -> Result<Answer, StoreError> {
                 .and_then(|s| BackendSessionId::parse(s).ok()),
             backend_project: optional_string(&marker)?.and_then(|s| Project::parse(s).ok()),
         },
+        live_count: redis::from_redis_value_ref::<u64>(&active).unwrap_or(0),
     })
 }
 
@@ -247,6 +249,7 @@ impl Store for RedisStore {
                 mcp.map(|m| keys.backend_session(&m.session, &m.upstream))
                     .unwrap_or_else(|| unused.clone()),
             )
+            .key(keys.index())
             .arg(keys.work_session_prefix())
             .arg(
                 query
@@ -370,6 +373,24 @@ impl Store for RedisStore {
                 .await
         })
         .await
+    }
+
+    async fn forget_backend_project(
+        &self,
+        principal: &PrincipalId,
+        backend: &BackendRef,
+    ) -> Result<(), StoreError> {
+        let key = self
+            .keys(principal)
+            .backend_project(&backend.upstream, &backend.session);
+        self.run(|mut connection| async move {
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async::<i64>(&mut connection)
+                .await
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn set_backend_session(
