@@ -73,6 +73,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             }
         });
     }
+    // Stop accepting at once: a listening socket left open during the drain would let the kernel
+    // queue connections nobody serves.
+    drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
