@@ -124,8 +124,22 @@ impl Parser {
     /// Feeds a chunk and returns every block it completed.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Block>, TooLarge> {
         self.buf.extend_from_slice(chunk);
+        let blocks = self.drain(false);
+        if self.buf.len() > self.limit {
+            return Err(TooLarge { limit: self.limit });
+        }
+        Ok(blocks)
+    }
+
+    /// The stream has ended: a `\r` that was the last byte is a line end after all (no `\n` can
+    /// follow), so the block it completes is dispatched. Call before [`Parser::finish`].
+    pub fn end(&mut self) -> Vec<Block> {
+        self.drain(true)
+    }
+
+    fn drain(&mut self, at_end: bool) -> Vec<Block> {
         let mut blocks = Vec::new();
-        while let Some((line_end, next)) = self.next_line_end() {
+        while let Some((line_end, next)) = self.next_line_end(at_end) {
             let line_start = self.scan;
             self.scan = next;
             if line_end == line_start {
@@ -140,10 +154,7 @@ impl Parser {
                 self.pending.field(&line);
             }
         }
-        if self.buf.len() > self.limit {
-            return Err(TooLarge { limit: self.limit });
-        }
-        Ok(blocks)
+        blocks
     }
 
     /// Ends the stream: whatever is left (an unterminated block) as raw bytes, with no event, since
@@ -153,8 +164,9 @@ impl Parser {
     }
 
     /// Finds the end of the next line from `scan`: (index of the terminator, index after it).
-    /// A `\r` at the very end of the buffer waits for the next chunk, which may start with `\n`.
-    fn next_line_end(&self) -> Option<(usize, usize)> {
+    /// A `\r` at the very end of the buffer waits for the next chunk, which may start with `\n`,
+    /// unless the stream has ended.
+    fn next_line_end(&self, at_end: bool) -> Option<(usize, usize)> {
         let rest = &self.buf[self.scan..];
         let at = rest.iter().position(|b| *b == b'\n' || *b == b'\r')?;
         let index = self.scan + at;
@@ -162,6 +174,7 @@ impl Parser {
             return Some((index, index + 1));
         }
         match self.buf.get(index + 1) {
+            None if at_end => Some((index, index + 1)),
             None => None,
             Some(b'\n') => Some((index, index + 2)),
             Some(_) => Some((index, index + 1)),
@@ -223,6 +236,17 @@ mod tests {
         let (blocks, _) = feed_all(&[b"data: a\r\rdata: b\r", b"\r", b"data: c\n\n"]);
         assert_eq!(blocks.len(), 3);
         assert_eq!(blocks[1].event.as_ref().map(|e| e.data.as_str()), Some("b"));
+    }
+
+    #[test]
+    fn a_final_cr_ends_its_line_when_the_stream_ends() {
+        let mut parser = Parser::new(1 << 20);
+        assert!(parser.push(b"data: x\r\r").expect("push").is_empty());
+        let blocks = parser.end();
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].raw.as_ref(), b"data: x\r\r");
+        assert_eq!(blocks[0].event.as_ref().map(|e| e.data.as_str()), Some("x"));
+        assert_eq!(parser.finish(), None);
     }
 
     #[test]

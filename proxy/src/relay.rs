@@ -169,21 +169,33 @@ async fn relay_sse(mut incoming: Incoming, mut watch: Watch, tx: Sender) {
                 return;
             }
         };
-        for block in blocks {
-            let out = match block.event {
-                Some(event) if !watch.is_empty() => {
-                    rewrite_event(&mut watch, event).await.unwrap_or(block.raw)
-                }
-                _ => block.raw,
-            };
-            if tx.send(Ok(out)).await.is_err() {
-                return; // the client went away
-            }
+        if !forward_blocks(&mut watch, blocks, &tx).await {
+            return; // the client went away
         }
+    }
+    let ended = parser.end();
+    if !forward_blocks(&mut watch, ended, &tx).await {
+        return;
     }
     if let Some(rest) = parser.finish() {
         let _ = tx.send(Ok(rest)).await;
     }
+}
+
+/// Sends blocks on, rewriting the watched replies among them. `false` when the client went away.
+async fn forward_blocks(watch: &mut Watch, blocks: Vec<sse::Block>, tx: &Sender) -> bool {
+    for block in blocks {
+        let out = match block.event {
+            Some(event) if !watch.is_empty() => {
+                rewrite_event(watch, event).await.unwrap_or(block.raw)
+            }
+            _ => block.raw,
+        };
+        if tx.send(Ok(out)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 async fn rewrite_event(watch: &mut Watch, mut event: sse::Event) -> Option<Bytes> {

@@ -178,15 +178,20 @@ async fn read_sse_reply(
         let blocks = parser
             .push(&data)
             .map_err(|e| UpstreamError::Malformed(e.to_string()))?;
-        for event in blocks.into_iter().filter_map(|b| b.event) {
-            if let Ok(value) = serde_json::from_str::<Value>(&event.data)
-                && let Some(reply) = find_reply(value, id)
-            {
-                return Ok(reply);
-            }
+        if let Some(reply) = reply_in(blocks, id) {
+            return Ok(reply);
         }
     }
-    Err(UpstreamError::NoReply)
+    reply_in(parser.end(), id).ok_or(UpstreamError::NoReply)
+}
+
+/// The reply with `id` among the events of some SSE blocks.
+fn reply_in(blocks: Vec<sse::Block>, id: &str) -> Option<Value> {
+    blocks
+        .into_iter()
+        .filter_map(|b| b.event)
+        .filter_map(|event| serde_json::from_str::<Value>(&event.data).ok())
+        .find_map(|value| find_reply(value, id))
 }
 
 /// The reply with `id` in a message or batch.
