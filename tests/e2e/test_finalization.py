@@ -19,6 +19,7 @@ import pytest
 
 from conftest import free_port
 from e2e_helpers import (
+    BROKER_HANDLE_REFUSED,
     BROKER_NONE_SELECTED,
     assert_broker_error,
     assert_on_project,
@@ -141,7 +142,7 @@ async def test_handover_tool_is_called_on_expiry_with_the_right_project(backend_
     backend = backend_factory()
     broker = broker_factory(backend, redis=redis_server, extra_args=(*FAST, "--on-expire-tool", "write_handover"))
     token = "e2e-finalize-handover"
-    assert_selected(
+    handle = assert_selected(
         await reconnecting_reply(broker.url, token, "claude-ai", "select_project_for_session", {"name": "innkeeper"}),
         "innkeeper",
     )
@@ -159,6 +160,9 @@ async def test_handover_tool_is_called_on_expiry_with_the_right_project(backend_
     # After finalization the next call starts over: the model is asked to select, nothing is guessed.
     reply = await reconnecting_reply(broker.url, token, "claude-ai", "get_last_handover")
     assert_broker_error(reply, BROKER_NONE_SELECTED)
+    # The handle of the finalized work session is refused, not revived.
+    reply = await reconnecting_reply(broker.url, token, "claude-ai", "get_last_handover", {"work_session": handle})
+    assert_broker_error(reply, BROKER_HANDLE_REFUSED, "ended")
     await anyio.sleep(2.5)
     assert len([e for e in backend.audit() if e["tool"] == "write_handover"]) == 1, "finalized twice"
 

@@ -98,6 +98,10 @@ async def test_handle_is_stripped_and_nothing_secret_is_stored(make_stack) -> No
     unknown = await reconnecting_reply(stack.url, "another-credential", "claude-ai", "get_last_handover")
     assert_broker_error(unknown, BROKER_NONE_SELECTED)
 
+    log = stack.broker.log_text()
+    for secret in (TOKEN, "another-credential", handle, handle.split(".")[2]):
+        assert secret not in log, f"found a secret in the broker's log: {secret[:12]}..."
+
     dump = redis_dump(stack.redis.url)
     assert dump, "the broker stored nothing in Redis"
     for secret in (TOKEN, "another-credential", handle, handle.split(".")[2]):
