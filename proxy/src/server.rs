@@ -26,16 +26,23 @@ fn header_bytes(headers: &http::HeaderMap) -> usize {
         .sum()
 }
 
-/// Serves until `shutdown` completes, then drains for at most the configured drain timeout.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let graceful = GracefulShutdown::new();
+/// How every listener of the broker (main and admin) serves a connection: HTTP/1.1 or HTTP/2, a
+/// 10 s header read timeout against slow clients, headers bounded.
+pub fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
-        .max_buf_size(64 * 1024);
+        .max_buf_size(MAX_HEADER_BYTES);
     builder.http2().max_header_list_size(64 * 1024);
+    builder
+}
+
+/// Serves until `shutdown` completes, then drains for at most the configured drain timeout.
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let builder = connection_builder();
     let drain = app.settings.drain_timeout;
     tokio::pin!(shutdown);
     loop {

@@ -125,6 +125,21 @@ impl RedisStore {
             .map_err(|_| StoreError::Timeout(limit))?
     }
 
+    /// `SET key value PX <idle TTL>`.
+    async fn set_for_idle_ttl(&self, key: String, value: String) -> Result<(), StoreError> {
+        let ttl = Self::ms(self.lifetimes.idle);
+        self.run(|mut connection| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
     fn ms(duration: Duration) -> u64 {
         u64::try_from(duration.as_millis())
             .unwrap_or(u64::MAX)
@@ -361,18 +376,7 @@ impl Store for RedisStore {
         let key = self
             .keys(principal)
             .backend_project(&backend.upstream, &backend.session);
-        let ttl = Self::ms(self.lifetimes.idle);
-        let project = project.to_string();
-        self.run(|mut connection| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(project)
-                .arg("PX")
-                .arg(ttl)
-                .query_async::<()>(&mut connection)
-                .await
-        })
-        .await
+        self.set_for_idle_ttl(key, project.to_string()).await
     }
 
     async fn forget_backend_project(
@@ -402,18 +406,8 @@ impl Store for RedisStore {
         let key = self
             .keys(principal)
             .backend_session(session, &backend.upstream);
-        let ttl = Self::ms(self.lifetimes.idle);
-        let value = backend.session.to_string();
-        self.run(|mut connection| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl)
-                .query_async::<()>(&mut connection)
-                .await
-        })
-        .await
+        self.set_for_idle_ttl(key, backend.session.to_string())
+            .await
     }
 
     async fn end_mcp_session(
