@@ -67,6 +67,7 @@ pub struct Metrics {
     store_latency: Histograms<StoreLabels>,
     work_sessions_finalized: Counter,
     work_sessions_live: Gauge,
+    runtime_tasks: Gauge,
 }
 
 impl Default for Metrics {
@@ -98,6 +99,7 @@ impl Metrics {
         let store_latency = Family::new_with_constructor(fast_histogram as fn() -> Histogram);
         let work_sessions_finalized = Counter::default();
         let work_sessions_live = Gauge::default();
+        let runtime_tasks = Gauge::default();
         let r = &mut registry;
         r.register(
             "requests",
@@ -162,6 +164,11 @@ impl Metrics {
             "Work sessions live in the store",
             work_sessions_live.clone(),
         );
+        r.register(
+            "runtime_tasks_alive",
+            "Tokio tasks alive in this process (read at scrape time): a leak shows as growth",
+            runtime_tasks.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -176,11 +183,17 @@ impl Metrics {
             store_latency,
             work_sessions_finalized,
             work_sessions_live,
+            runtime_tasks,
         }
     }
 
     /// The OpenMetrics text exposition (ends with `# EOF`), served with [`CONTENT_TYPE`].
     pub fn render(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let alive = runtime.metrics().num_alive_tasks();
+            self.runtime_tasks
+                .set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         if let Err(error) = encode(&mut text, &self.registry) {
             tracing::error!(%error, "could not encode the metrics");

@@ -39,6 +39,13 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def tasks_alive(http_base: str) -> float:
+    for line in httpx.get(f"{http_base}/metrics", timeout=5).text.splitlines():
+        if line.startswith("session_broker_runtime_tasks_alive "):
+            return float(line.split()[1])
+    raise AssertionError("no session_broker_runtime_tasks_alive in /metrics")
+
+
 async def set_mode(http: httpx.AsyncClient, backend_base: str, mode: str) -> None:
     (await http.post(f"{backend_base}/mode", json={"mode": mode})).raise_for_status()
 
@@ -59,6 +66,7 @@ async def test_each_backend_fault_gets_a_clear_answer_and_nothing_leaks(fault_st
         await asyncio.gather(*(probe(http, broker.url, session, 2) for _ in range(20)))
         await asyncio.sleep(0.5)
         baseline = open_fds(pid)
+        tasks_before = tasks_alive(broker.base)
 
         for round_ in range(3):
             await set_mode(http, backend_base, "5xx")
@@ -98,8 +106,11 @@ async def test_each_backend_fault_gets_a_clear_answer_and_nothing_leaks(fault_st
 
         await asyncio.sleep(0.5)
         after = open_fds(pid)
-        print(f"broker fds: baseline {baseline}, after 3 rounds of faults {after}")
+        tasks_after = tasks_alive(broker.base)
+        print(f"broker fds: baseline {baseline}, after 3 rounds of faults {after}; "
+              f"tasks: {tasks_before:.0f} -> {tasks_after:.0f}")
         assert after <= baseline + 8, f"file descriptors grew from {baseline} to {after}"
+        assert tasks_after <= tasks_before + 4, f"tasks grew from {tasks_before} to {tasks_after}"
 
         backend.stop()
         started = time.monotonic()
