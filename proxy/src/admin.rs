@@ -199,6 +199,8 @@ async fn serve(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<b
             }
         });
     }
+    // Stop accepting at once, as the main listener does (server.rs).
+    drop(listener);
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
         .is_err()
