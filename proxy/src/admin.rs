@@ -23,9 +23,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -162,51 +159,18 @@ pub async fn start(
 }
 
 async fn serve(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
-    let builder = crate::server::connection_builder();
-    loop {
-        if *stop.borrow() {
-            break;
+    let stopped = async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
         }
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                continue;
-            }
-        };
+    };
+    crate::server::accept_until(listener, stopped, DRAIN, "admin", move |request, _| {
         let app = app.clone();
-        let service = service_fn(move |request| {
-            let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(api::serve(&app, request).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %crate::upstream::error_chain(error.as_ref()), "admin connection ended with an error");
-            }
-        });
-    }
-    // Stop accepting at once, as the main listener does (server.rs).
-    drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("admin API: drain timeout, closing the remaining connections");
-    }
+        async move { api::serve(&app, request).await }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
-//! Accepting connections: HTTP/1.1 and HTTP/2 (prior knowledge) on one listener, a header read
-//! timeout against slow clients, and a graceful shutdown that lets in-flight requests finish.
+//! Accepting connections, for the main and the admin listener alike: HTTP/1.1 and HTTP/2 (prior
+//! knowledge), a header read timeout against slow clients, and a graceful shutdown that stops
+//! accepting at once and lets in-flight requests finish within a bound.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +14,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
+
 use crate::app::App;
+use crate::body::ProxyBody;
 use crate::errors::ProxyError;
 use crate::routes;
 
@@ -39,36 +46,54 @@ pub fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves until `shutdown` completes, then drains for at most the configured drain timeout.
+/// Serves the main listener until `shutdown` completes, then drains for at most `--drain-timeout`.
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let drain = app.settings.drain_timeout;
+    accept_until(listener, shutdown, drain, "main", move |request, peer| {
+        let app = app.clone();
+        async move {
+            if header_bytes(request.headers()) > MAX_HEADER_BYTES {
+                return ProxyError::HeadersTooLarge(MAX_HEADER_BYTES).into_response();
+            }
+            routes::serve(app, request, Some(peer.ip())).await
+        }
+    })
+    .await;
+}
+
+/// The accept loop of every listener: serves each connection with `handle` until `stop` completes,
+/// then stops accepting at once (a listening socket left open during the drain would let the kernel
+/// queue connections nobody serves) and lets open connections finish for at most `drain`.
+pub async fn accept_until<H, R>(
+    listener: TcpListener,
+    stop: impl Future<Output = ()>,
+    drain: Duration,
+    name: &'static str,
+    handle: H,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> R + Clone + Send + Sync + 'static,
+    R: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let builder = connection_builder();
-    let drain = app.settings.drain_timeout;
-    tokio::pin!(shutdown);
+    tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    tracing::warn!(listener = name, %error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let handle = handle.clone();
         let service = service_fn(move |request| {
-            let app = app.clone();
-            async move {
-                if header_bytes(request.headers()) > MAX_HEADER_BYTES {
-                    return Ok(ProxyError::HeadersTooLarge(MAX_HEADER_BYTES).into_response());
-                }
-                Ok::<_, std::convert::Infallible>(
-                    routes::serve(app, request, Some(peer.ip())).await,
-                )
-            }
+            let reply = handle(request, peer);
+            async move { Ok::<_, Infallible>(reply.await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -76,18 +101,23 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::debug!(error = %crate::upstream::error_chain(error.as_ref()), "connection ended with an error");
+                tracing::debug!(listener = name, error = %crate::upstream::error_chain(error.as_ref()), "connection ended with an error");
             }
         });
     }
-    // Stop accepting at once: a listening socket left open during the drain would let the kernel
-    // queue connections nobody serves.
     drop(listener);
-    tracing::info!("shutting down: draining in-flight requests");
+    tracing::info!(
+        listener = name,
+        "shutting down: draining in-flight requests"
+    );
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!(?drain, "drain timeout: closing the remaining connections");
+        tracing::warn!(
+            listener = name,
+            ?drain,
+            "drain timeout: closing the remaining connections"
+        );
     }
 }
