@@ -48,6 +48,21 @@ pub fn too_many(limit: u64) -> String {
     )
 }
 
+/// The select's project argument cannot be bound as sent, so it was not run.
+pub fn bad_select(select_tool: &str, reason: &str) -> String {
+    format!(
+        "session-broker: {select_tool} was not run: {reason}. Call it again with the project's name exactly as listed."
+    )
+}
+
+/// The backend ran the select but the broker could not record it: say so, honestly.
+pub fn select_not_recorded(project: &Project) -> String {
+    format!(
+        "session-broker: the server selected {project}, but the session store could not record it, so later \
+         calls cannot be tied to it. Call the select tool again in a moment."
+    )
+}
+
 /// The store could not be reached, so nothing was decided.
 pub fn store_unavailable() -> String {
     "session-broker: the session store is unavailable, so the project of this conversation cannot be \

@@ -11,9 +11,11 @@
 //! - [`tokens`]: signed session ids, handles and backend assertions (JWT, `kid` rotation);
 //! - [`session`]: the work session record; [`finalize`]: what is recorded when it idles out;
 //! - [`resolve`]: which work session a request belongs to (a pure function), and what a select binds;
+//! - [`decide`]: what to do with one `tools/call` (refuse, or forward how), from the facts gathered;
 //! - [`guidance`]: the texts a model reads when a call cannot go through;
 //! - [`store`]: the store trait, its key schema, the in-memory and Redis stores.
 
+pub mod decide;
 pub mod finalize;
 pub mod guidance;
 pub mod identity;

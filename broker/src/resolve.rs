@@ -1,9 +1,11 @@
 //! Which work session a request belongs to: a pure function of what the store found.
 //!
-//! Order: a valid handle (the `work_session` argument) > the MCP session's own link (it selected a
-//! project earlier) > the conversation key > the principal's live work sessions on this surface, as
-//! the unkeyed policy allows. Nothing is ever inherited across principals (every lookup is scoped to
-//! one) or across surfaces (only the request's own surface index is read).
+//! Order: a valid handle (the `work_session` argument) > the conversation key, when the request
+//! carries one (then it is authoritative: an unknown key is unbound, never the surface's or the MCP
+//! session's project) > the MCP session's own link (it selected a project earlier) > the principal's
+//! live work sessions on this surface, as the unkeyed policy allows and only within the continuity
+//! window after that work session's last call. Nothing is ever inherited across principals (every
+//! lookup is scoped to one) or across surfaces (only the request's own surface index is read).
 
 use crate::ids::{ConversationKey, PrincipalId, Project, Surface};
 use crate::session::WorkSession;
@@ -100,10 +102,38 @@ impl Resolution {
     }
 }
 
-/// Resolves a request. `handle_presented` says a verified handle was sent (its work session is then
-/// `found.handle`, or it has ended).
-pub fn resolve(found: &Found, handle_presented: bool, policy: UnkeyedPolicy) -> Resolution {
-    if handle_presented {
+/// What the request itself says about which work session it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Asked {
+    /// A verified handle was sent: its work session is `found.handle`, or it has ended.
+    pub handle: bool,
+    /// A conversation key was sent: its work session is `found.conversation`, or there is none.
+    pub keyed: bool,
+}
+
+/// The rules for requests that name no work session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unkeyed {
+    pub policy: UnkeyedPolicy,
+    /// How long after a work session's last call an unkeyed request on its surface may still
+    /// continue it (a connector reconnects every 15-60 s; a new conversation hours later must ask).
+    pub window_ms: u64,
+    /// Unix milliseconds now.
+    pub now_ms: u64,
+}
+
+impl Unkeyed {
+    fn within_window(&self, session: &WorkSession) -> bool {
+        session.last_active_ms.saturating_add(self.window_ms) >= self.now_ms
+    }
+}
+
+/// Resolves a request from what it asked and what the store found.
+pub fn resolve(found: &Found, asked: Asked, unkeyed: Unkeyed) -> Resolution {
+    let unbound = || Resolution::Unbound {
+        recent: found.recent_projects.clone(),
+    };
+    if asked.handle {
         return match &found.handle {
             Some(session) => bound(session, Path::Handle),
             None => Resolution::HandleRefused {
@@ -111,27 +141,33 @@ pub fn resolve(found: &Found, handle_presented: bool, policy: UnkeyedPolicy) -> 
             },
         };
     }
+    if asked.keyed {
+        // A conversation that carries its own key has chosen nothing until it selects.
+        return match &found.conversation {
+            Some(session) => bound(session, Path::Conversation),
+            None => unbound(),
+        };
+    }
     if let Some(session) = &found.linked {
         return bound(session, Path::McpSession);
     }
-    if let Some(session) = &found.conversation {
-        return bound(session, Path::Conversation);
-    }
-    let unbound = || Resolution::Unbound {
-        recent: found.recent_projects.clone(),
-    };
     let Some(newest) = found.surface_live.first() else {
         return unbound();
     };
-    match policy {
+    match unkeyed.policy {
         UnkeyedPolicy::Strict => unbound(),
-        UnkeyedPolicy::Surface => bound(newest, Path::Surface),
+        UnkeyedPolicy::Surface if unkeyed.within_window(newest) => bound(newest, Path::Surface),
+        UnkeyedPolicy::Surface => unbound(),
         UnkeyedPolicy::Guarded => {
+            // Every live project counts, even one outside the window: a stale conversation on
+            // another project makes the surface ambiguous, it does not make the newest one right.
             let projects = distinct_projects(&found.surface_live);
-            if projects.len() == 1 {
+            if projects.len() > 1 {
+                Resolution::Ambiguous { projects }
+            } else if unkeyed.within_window(newest) {
                 bound(newest, Path::Surface)
             } else {
-                Resolution::Ambiguous { projects }
+                unbound()
             }
         }
     }
@@ -182,6 +218,7 @@ pub fn plan_selection(resolution: &Resolution, project: &Project, who: &Selector
         created_ms: who.now_ms,
         last_active_ms: who.now_ms,
         calls: 0,
+        backends: Default::default(),
     }
 }
 
@@ -189,6 +226,9 @@ pub fn plan_selection(resolution: &Resolution, project: &Project, who: &Selector
 mod tests {
     use super::*;
     use crate::ids::WorkSessionId;
+
+    const NOW: u64 = 10_000_000;
+    const WINDOW: u64 = 600_000;
 
     fn ws(project: &str, last: u64) -> WorkSession {
         WorkSession {
@@ -200,101 +240,119 @@ mod tests {
             created_ms: 0,
             last_active_ms: last,
             calls: 0,
+            backends: Default::default(),
         }
     }
 
-    fn path_of(r: &Resolution) -> Option<Path> {
+    fn rules(policy: UnkeyedPolicy) -> Unkeyed {
+        Unkeyed {
+            policy,
+            window_ms: WINDOW,
+            now_ms: NOW,
+        }
+    }
+
+    /// What a resolution comes to, in one word and a project, for the table.
+    fn outcome(r: &Resolution) -> String {
         match r {
-            Resolution::Bound { path, .. } => Some(*path),
-            _ => None,
+            Resolution::Bound { session, path } => format!("{}:{}", path.as_str(), session.project),
+            Resolution::Unbound { .. } => "unbound".into(),
+            Resolution::Ambiguous { projects } => format!(
+                "ambiguous:{}",
+                projects
+                    .iter()
+                    .map(Project::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Resolution::HandleRefused { .. } => "handle_refused".into(),
+        }
+    }
+
+    /// Every row of the resolution table in docs/design.md.
+    #[test]
+    fn the_resolution_table() {
+        let recent = NOW - 1_000;
+        let stale = NOW - WINDOW - 1;
+        let full = || Found {
+            handle: Some(ws("h", recent)),
+            linked: Some(ws("m", recent)),
+            conversation: Some(ws("c", recent)),
+            surface_live: vec![ws("s", recent)],
+            ..Default::default()
+        };
+        let only_surface = |live: Vec<WorkSession>| Found {
+            surface_live: live,
+            ..Default::default()
+        };
+        use UnkeyedPolicy::{Guarded, Strict, Surface as Newest};
+        let handle = Asked {
+            handle: true,
+            keyed: false,
+        };
+        let keyed = Asked {
+            handle: false,
+            keyed: true,
+        };
+        let plain = Asked::default();
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Found, Asked, UnkeyedPolicy, &str)> = vec![
+            ("a live handle beats everything", full(), handle, Guarded, "handle:h"),
+            ("an ended handle is refused, nothing else is tried", Found { handle: None, ..full() }, handle, Newest, "handle_refused"),
+            ("a handle beats a key", full(), Asked { handle: true, keyed: true }, Guarded, "handle:h"),
+            ("a known key is its conversation", full(), keyed, Guarded, "conversation:c"),
+            ("an unknown key is unbound: never the MCP link", Found { conversation: None, ..full() }, keyed, Guarded, "unbound"),
+            ("an unknown key is unbound: never the surface", Found { conversation: None, linked: None, ..full() }, keyed, Newest, "unbound"),
+            ("unkeyed: the MCP session's link", full(), plain, Guarded, "mcp_session:m"),
+            ("unkeyed: the link even under strict", full(), plain, Strict, "mcp_session:m"),
+            ("guarded: one live project within the window", only_surface(vec![ws("a", recent), ws("a", stale)]), plain, Guarded, "surface:a"),
+            ("guarded: one project, last call past the window", only_surface(vec![ws("a", stale)]), plain, Guarded, "unbound"),
+            ("guarded: two live projects", only_surface(vec![ws("b", recent), ws("a", recent)]), plain, Guarded, "ambiguous:a,b"),
+            ("guarded: a stale second project still makes it ambiguous", only_surface(vec![ws("b", recent), ws("a", stale)]), plain, Guarded, "ambiguous:a,b"),
+            ("surface: the newest within the window wins", only_surface(vec![ws("b", recent), ws("a", recent)]), plain, Newest, "surface:b"),
+            ("surface: the newest past the window is unbound", only_surface(vec![ws("b", stale)]), plain, Newest, "unbound"),
+            ("strict: never the surface", only_surface(vec![ws("a", recent)]), plain, Strict, "unbound"),
+            ("nothing live", Found::default(), plain, Guarded, "unbound"),
+        ];
+        for (what, found, asked, policy, want) in rows {
+            assert_eq!(
+                outcome(&resolve(&found, asked, rules(policy))),
+                want,
+                "{what}"
+            );
         }
     }
 
     #[test]
-    fn handle_beats_everything_and_an_ended_handle_is_refused() {
-        let found = Found {
-            handle: Some(ws("a", 1)),
-            linked: Some(ws("b", 2)),
-            conversation: Some(ws("c", 3)),
-            surface_live: vec![ws("d", 4)],
+    fn the_window_edge_is_inclusive() {
+        let edge = Found {
+            surface_live: vec![ws("a", NOW - WINDOW)],
             ..Default::default()
         };
-        let r = resolve(&found, true, UnkeyedPolicy::Guarded);
-        assert_eq!(path_of(&r), Some(Path::Handle));
-        assert_eq!(r.session().map(|s| s.project.as_str()), Some("a"));
-        let ended = Found {
-            handle: None,
-            ..found
+        let r = resolve(&edge, Asked::default(), rules(UnkeyedPolicy::Guarded));
+        assert_eq!(outcome(&r), "surface:a");
+        let zero = Unkeyed {
+            window_ms: 0,
+            ..rules(UnkeyedPolicy::Guarded)
         };
-        assert!(matches!(
-            resolve(&ended, true, UnkeyedPolicy::Surface),
-            Resolution::HandleRefused { .. }
-        ));
+        assert_eq!(outcome(&resolve(&edge, Asked::default(), zero)), "unbound");
     }
 
     #[test]
-    fn mcp_session_then_conversation_then_surface() {
-        let mut found = Found {
-            linked: Some(ws("b", 2)),
-            conversation: Some(ws("c", 3)),
-            surface_live: vec![ws("d", 4)],
-            ..Default::default()
-        };
-        assert_eq!(
-            path_of(&resolve(&found, false, UnkeyedPolicy::Guarded)),
-            Some(Path::McpSession)
-        );
-        found.linked = None;
-        assert_eq!(
-            path_of(&resolve(&found, false, UnkeyedPolicy::Guarded)),
-            Some(Path::Conversation)
-        );
-        found.conversation = None;
-        assert_eq!(
-            path_of(&resolve(&found, false, UnkeyedPolicy::Guarded)),
-            Some(Path::Surface)
-        );
-    }
-
-    #[test]
-    fn guarded_uses_the_surface_only_with_one_distinct_project() {
-        let one_project = Found {
-            surface_live: vec![ws("a", 5), ws("a", 3)],
-            ..Default::default()
-        };
-        assert_eq!(
-            path_of(&resolve(&one_project, false, UnkeyedPolicy::Guarded)),
-            Some(Path::Surface)
-        );
-        let two = Found {
-            surface_live: vec![ws("b", 5), ws("a", 3)],
-            ..Default::default()
-        };
-        match resolve(&two, false, UnkeyedPolicy::Guarded) {
-            Resolution::Ambiguous { projects } => {
-                assert_eq!(
-                    projects.iter().map(Project::as_str).collect::<Vec<_>>(),
-                    ["a", "b"]
-                )
-            }
-            other => panic!("{other:?}"),
-        }
-        let r = resolve(&two, false, UnkeyedPolicy::Surface);
-        assert_eq!(r.session().map(|s| s.project.as_str()), Some("b"));
-        assert!(matches!(
-            resolve(&two, false, UnkeyedPolicy::Strict),
-            Resolution::Unbound { .. }
-        ));
-    }
-
-    #[test]
-    fn nothing_live_is_unbound_with_recent_projects() {
+    fn unbound_lists_recent_projects() {
         let found = Found {
             recent_projects: vec![Project::parse("x").expect("p")],
             ..Default::default()
         };
         assert_eq!(
-            resolve(&found, false, UnkeyedPolicy::Guarded),
+            resolve(
+                &found,
+                Asked {
+                    handle: false,
+                    keyed: true
+                },
+                rules(UnkeyedPolicy::Guarded)
+            ),
             Resolution::Unbound {
                 recent: found.recent_projects.clone()
             }

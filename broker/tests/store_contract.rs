@@ -33,6 +33,7 @@ fn work(p: &PrincipalId, s: &str, project: &str, at: u64) -> WorkSession {
         created_ms: at,
         last_active_ms: at,
         calls: 0,
+        backends: Default::default(),
     }
 }
 
@@ -182,24 +183,6 @@ async fn mcp_sessions_end_and_remember_backends(store: &dyn Store) {
         Default::default()
     );
 
-    let project = Project::parse("zephyr").expect("p");
-    let own_ref = BackendRef {
-        upstream: upstream(),
-        session: own.clone(),
-    };
-    store
-        .set_backend_project(&p, &own_ref, &project)
-        .await
-        .expect("marker");
-    assert_eq!(
-        store
-            .mcp_state(&p, &mcp)
-            .await
-            .expect("state")
-            .backend_project,
-        Some(project.clone())
-    );
-
     let replacement_ref = BackendRef {
         upstream: upstream(),
         session: replacement.clone(),
@@ -210,35 +193,6 @@ async fn mcp_sessions_end_and_remember_backends(store: &dyn Store) {
         .expect("override");
     let state = store.mcp_state(&p, &mcp).await.expect("state");
     assert_eq!(state.backend_override, Some(replacement));
-    assert_eq!(
-        state.backend_project, None,
-        "the replacement has selected nothing yet"
-    );
-
-    store
-        .set_backend_project(&p, &replacement_ref, &project)
-        .await
-        .expect("marker");
-    assert_eq!(
-        store
-            .mcp_state(&p, &mcp)
-            .await
-            .expect("state")
-            .backend_project,
-        Some(project.clone())
-    );
-    store
-        .forget_backend_project(&p, &replacement_ref)
-        .await
-        .expect("forget");
-    assert_eq!(
-        store
-            .mcp_state(&p, &mcp)
-            .await
-            .expect("state")
-            .backend_project,
-        None
-    );
 
     store.end_mcp_session(&p, &sid).await.expect("end");
     assert!(store.mcp_state(&p, &mcp).await.expect("state").ended);
@@ -249,6 +203,83 @@ async fn mcp_sessions_end_and_remember_backends(store: &dyn Store) {
             .expect("state")
             .ended
     );
+}
+
+async fn work_sessions_remember_their_backend_sessions(store: &dyn Store) {
+    let p = principal(12);
+    let mut session = work(&p, "claude-ai", "atlas", 1000);
+    let sid = McpSessionId::random();
+    let links = Links {
+        mcp_session: Some(sid.clone()),
+        conversation: None,
+    };
+    let first = BackendRef {
+        upstream: upstream(),
+        session: BackendSessionId::parse("backend-on-atlas").expect("bs"),
+    };
+    assert!(
+        !store
+            .set_work_backend(&session, &first)
+            .await
+            .expect("record"),
+        "nothing is recorded for a work session that does not exist"
+    );
+    store.bind(&session, &links).await.expect("bind");
+    assert!(
+        store
+            .set_work_backend(&session, &first)
+            .await
+            .expect("record")
+    );
+    let mut q = query(&p, "claude-ai");
+    q.handle = Some(session.id.clone());
+    let found = store
+        .lookup(&q)
+        .await
+        .expect("lookup")
+        .found
+        .handle
+        .expect("live");
+    let atlas = Project::parse("atlas").expect("p");
+    assert_eq!(
+        found.backends.get(&upstream(), &atlas),
+        Some(&first.session)
+    );
+    let other_upstream = UpstreamId::parse("cd".repeat(8)).expect("up");
+    assert_eq!(found.backends.get(&other_upstream, &atlas), None);
+
+    // A later bind of the same work session (a select that continues it) keeps the record.
+    session.last_active_ms = 2000;
+    store.bind(&session, &links).await.expect("bind again");
+    let found = store
+        .lookup(&q)
+        .await
+        .expect("lookup")
+        .found
+        .handle
+        .expect("live");
+    assert_eq!(
+        found.backends.get(&upstream(), &atlas),
+        Some(&first.session)
+    );
+
+    // After an operator's rebind, the new project has no backend session yet.
+    let zephyr = Project::parse("zephyr").expect("p");
+    assert!(
+        store
+            .admin(&p, &session.id, &AdminAction::Rebind(zephyr.clone()))
+            .await
+            .expect("rebind")
+    );
+    let found = store
+        .lookup(&q)
+        .await
+        .expect("lookup")
+        .found
+        .handle
+        .expect("live");
+    assert_eq!(found.project, zephyr);
+    assert_eq!(found.backends.get(&upstream(), &zephyr), None);
 }
 
 async fn idle_sessions_are_finalized_once_and_delivered_until_acknowledged(store: &dyn Store) {
@@ -416,6 +447,7 @@ async fn contract(store: Arc<dyn Store>) {
     binding_is_found_by_every_key_and_nowhere_else(store.as_ref()).await;
     surfaces_list_newest_first(store.as_ref()).await;
     mcp_sessions_end_and_remember_backends(store.as_ref()).await;
+    work_sessions_remember_their_backend_sessions(store.as_ref()).await;
     touch_slides_the_idle_ttl(store.as_ref()).await;
     idle_sessions_are_finalized_once_and_delivered_until_acknowledged(store.as_ref()).await;
     operators_list_rebind_and_end_work_sessions(store.as_ref()).await;

@@ -47,6 +47,8 @@ pub struct App {
     pub upstream_id: UpstreamId,
     /// Prometheus metrics (served at `/metrics`).
     pub metrics: Metrics,
+    /// Backend sessions being opened for work sessions right now (one opening per work session).
+    pub openings: crate::work_backend::Openings,
 }
 
 impl App {
@@ -80,6 +82,7 @@ impl App {
             upstream: Upstream::new(&settings),
             upstream_id: upstream_id(&settings),
             metrics: Metrics::new(),
+            openings: Default::default(),
             store,
             keys,
             principals,

@@ -116,7 +116,7 @@ pub async fn replay(
     if let Some(version) = protocol_version {
         headers.insert(MCP_PROTOCOL_VERSION, header_value(version));
     }
-    set_trusted(app, &mut headers, Some(work));
+    set_trusted(app, &mut headers, Some(work), Some("replay"));
     let request = mcp::select_request(
         &id,
         &app.settings.select_tool,
@@ -141,7 +141,12 @@ pub async fn replay(
 
 /// Sets `X-MCP-Project` and the signed `X-MCP-Work-Session` assertion for a bound work session.
 /// Client-sent copies were stripped before; with no work session neither is set.
-pub fn set_trusted(app: &App, headers: &mut HeaderMap, work: Option<&WorkSession>) {
+pub fn set_trusted(
+    app: &App,
+    headers: &mut HeaderMap,
+    work: Option<&WorkSession>,
+    via: Option<&str>,
+) {
     headers.remove(X_MCP_PROJECT);
     headers.remove(X_MCP_WORK_SESSION);
     let Some(work) = work else { return };
@@ -150,6 +155,7 @@ pub fn set_trusted(app: &App, headers: &mut HeaderMap, work: Option<&WorkSession
         ws: work.id.clone(),
         surface: work.surface.clone(),
         project: work.project.clone(),
+        via: via.map(str::to_owned),
     };
     match app.keys.sign(
         &app.settings.assertion_audience,

@@ -3,6 +3,7 @@
 
 use broker::identity::IdentityError;
 use broker::ids::{ConversationKey, PrincipalId, Surface};
+use broker::jsonrpc::Message;
 use broker::surface::SurfaceSignals;
 use broker::tokens::{SESSION_AUDIENCE, SessionClaims};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -107,10 +108,16 @@ impl Caller {
         app.surfaces.classify(&signals)
     }
 
-    /// The conversation key: `_meta["openai/session"]`, else the configured header.
-    pub fn conversation(&self, openai_session: Option<&str>) -> Option<ConversationKey> {
-        openai_session
-            .and_then(|s| broker::identity::conversation_key("openai", s))
+    /// The conversation key: the first configured `_meta` key the call carries (by default
+    /// `openai/session`, then OpenTelemetry's `gen_ai.conversation.id`), else the configured header.
+    pub fn conversation(&self, app: &App, call: &Message) -> Option<ConversationKey> {
+        app.settings
+            .conversation_meta_keys
+            .iter()
+            .find_map(|key| {
+                call.meta_str(key)
+                    .and_then(|id| broker::identity::conversation_key(source_of(key), id))
+            })
             .or_else(|| {
                 self.conversation_header
                     .as_deref()
@@ -125,6 +132,16 @@ impl Caller {
             headers.insert(header::AUTHORIZATION, authorization.clone());
         }
         headers
+    }
+}
+
+/// The source a conversation id is hashed under: `openai` for `openai/session` (as before the
+/// keys were configurable, so stored conversations keep their keys), else the `_meta` key itself.
+fn source_of(meta_key: &str) -> &str {
+    if meta_key == "openai/session" {
+        "openai"
+    } else {
+        meta_key
     }
 }
 

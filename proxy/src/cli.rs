@@ -62,9 +62,21 @@ pub struct Args {
     /// How calls with no handle and no conversation key use the surface's binding.
     #[arg(long, env = "BROKER_UNKEYED_POLICY", default_value = "guarded")]
     pub unkeyed_policy: UnkeyedPolicy,
+    /// How long after a work session's last call an unkeyed call on the same surface may still
+    /// continue it (guarded and surface policies); past it the call is asked to select (0: never).
+    #[arg(long, env = "BROKER_SURFACE_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub surface_window: Duration,
     /// A request header that carries a conversation id.
     #[arg(long, env = "BROKER_CONVERSATION_HEADER")]
     pub conversation_header: Option<HeaderName>,
+    /// `_meta` keys of a tools/call that carry a conversation id (first present wins).
+    #[arg(
+        long = "conversation-meta-key",
+        env = "BROKER_CONVERSATION_META_KEYS",
+        value_delimiter = ',',
+        default_value = "openai/session,gen_ai.conversation.id"
+    )]
+    pub conversation_meta_keys: Vec<String>,
     /// Let requests without a credential in, all as one anonymous principal.
     #[arg(long, env = "BROKER_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -203,6 +215,12 @@ impl Args {
             .collect();
         settings.unkeyed_policy = self.unkeyed_policy;
         settings.conversation_header = self.conversation_header;
+        settings.surface_window = self.surface_window;
+        settings.conversation_meta_keys = self
+            .conversation_meta_keys
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .collect();
         settings.allow_anonymous = self.allow_anonymous;
         settings.upstream_instance = self.upstream_instance;
         settings.max_body = self.max_body;

@@ -35,6 +35,12 @@ pub enum ProxyError {
     Backend(#[from] BackendError),
     #[error("the session store is unavailable")]
     Store(#[from] StoreError),
+    #[error("session-broker: a token could not be signed")]
+    Signing,
+    #[error(
+        "session-broker: a batch cannot carry the select tool or a tool that needs a project; send such calls one at a time"
+    )]
+    BatchedProjectCall,
 }
 
 impl ProxyError {
@@ -60,6 +66,8 @@ impl ProxyError {
                 (StatusCode::BAD_GATEWAY, codes::INTERNAL_ERROR)
             }
             ProxyError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::INTERNAL_ERROR),
+            ProxyError::Signing => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL_ERROR),
+            ProxyError::BatchedProjectCall => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
         }
     }
 

@@ -227,6 +227,7 @@ async fn call_tool(app: &App, tool: &str, event: &Finalized) -> Result<(), Strin
         created_ms: event.started_ms,
         last_active_ms: event.last_active_ms,
         calls: event.calls,
+        backends: Default::default(),
     };
     let ini = json!({
         "protocolVersion": "2025-06-18",
@@ -252,7 +253,7 @@ async fn call_tool(app: &App, tool: &str, event: &Finalized) -> Result<(), Strin
     if let Some(value) = version.and_then(|v| HeaderValue::from_str(v).ok()) {
         headers.insert(MCP_PROTOCOL_VERSION, value);
     }
-    backend::set_trusted(app, &mut headers, Some(&work));
+    backend::set_trusted(app, &mut headers, Some(&work), Some("finalizer"));
     let request = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
     let response = app
         .upstream

@@ -1,15 +1,19 @@
-//! Sending a client request on to the backend, on the right backend session.
+//! Sending a client request on to the backend, on the backend session its route names
+//! ([`broker::decide::Route`]):
+//! - `Own`: the client's own backend session (its `initialize`'s, or a replacement recorded when the
+//!   backend forgot it or the id came from another replica's upstream). It never has a project
+//!   selected: it carries `tools/list`, notifications, GET streams and exempt tools;
+//! - `Work`: the bound work session's backend session for its project ([`crate::work_backend`]),
+//!   opened and replayed once when there is none;
+//! - `None`: no backend session (a stateless backend, or a sessionless client).
 //!
-//! The client's session id names the backend session its `initialize` created. A later one replaces
-//! it when the backend forgot it (404: re-initialize, replay, retry once) or when the request reached
-//! a replica whose upstream is another instance (open one there). Before a call that needs a
-//! project, the backend session gets the work session's selection replayed if it does not have it.
-//! Replays, re-initializations, backend round trips and the upstream status are counted or recorded
-//! here.
+//! A backend 404 for its session: re-open (and for `Work`, replay), retry once. Replays,
+//! re-initializations, backend round trips and the upstream status are counted or recorded here.
 
 use std::sync::Arc;
 
-use broker::ids::{BackendSessionId, Project};
+use broker::decide::Route;
+use broker::ids::BackendSessionId;
 use broker::session::WorkSession;
 use broker::store::{BackendRef, McpState};
 use broker::tokens::SessionClaims;
@@ -29,6 +33,7 @@ use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::metrics::{Reinit, StoreOp};
 use crate::relay::{self, Watch};
+use crate::work_backend;
 
 /// One request on its way to the backend.
 pub struct Outbound<'a> {
@@ -36,7 +41,9 @@ pub struct Outbound<'a> {
     pub caller: &'a Caller,
     pub body: Bytes,
     pub bound: Option<WorkSession>,
-    pub needs_replay: bool,
+    /// How `bound` was found, for the assertion (`via`).
+    pub via: Option<&'static str>,
+    pub route: Route,
     pub mcp: McpState,
     pub watch: Watch,
     /// The JSON-RPC id to answer with a tool error if the replay fails (a `tools/call`).
@@ -45,79 +52,88 @@ pub struct Outbound<'a> {
     pub retry_on_404: bool,
 }
 
-/// The backend session state while forwarding.
-struct Backend {
-    session: Option<BackendSessionId>,
-    project: Option<Project>,
-}
-
 /// Forwards and relays the answer.
 pub async fn forward(
     app: &Arc<App>,
     mut out: Outbound<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let claims = out.caller.session.as_ref();
-    let mut backend = initial_backend(app, out.caller, claims, &out.mcp).await?;
+    let mut session = match choose(app, &out, claims, false).await {
+        Ok(session) => session,
+        Err(Chosen::Replay(work, error)) => return replay_failed(&out, &work, error),
+        Err(Chosen::Failed(error)) => return Err(error),
+    };
     for attempt in 0..2 {
         let last = attempt == 1 || !out.retry_on_404;
-        if let (true, Some(work), Some(session)) = (out.needs_replay, &out.bound, &backend.session)
-            && backend.project.as_ref() != Some(&work.project)
-        {
-            let replayed = backend::replay(
-                app,
-                out.caller.own_request_headers(),
-                session,
-                protocol(&out, claims).as_deref(),
-                work,
-            )
-            .await;
-            app.metrics.replay(replayed.is_ok());
-            match replayed {
-                Ok(()) => {
-                    relay::record_backend_project(
-                        &app.metrics,
-                        app.store.as_ref(),
-                        work,
-                        &backend_ref(app, session),
-                        &work.project,
-                    )
-                    .await;
-                    backend.project = Some(work.project.clone());
-                }
-                Err(error) if error.is_session_gone() && !last => {
-                    backend = reopen(app, out.caller, claims, Reinit::NotFound).await?;
-                    continue;
-                }
-                Err(error) => return replay_failed(&out, work, error),
-            }
-        }
-        if let (Some(_), Some(session)) = (&out.watch.select, &backend.session) {
-            // The backend session is about to switch projects: if the broker then fails to record
-            // the selection, the next call must replay rather than trust a stale record.
-            let target = backend_ref(app, session);
-            let forget = app
-                .store
-                .forget_backend_project(&out.caller.principal, &target);
-            app.metrics
-                .store(StoreOp::SetBackendProject, forget)
-                .await?;
-        }
-        let request = request_for(app, &out, backend.session.as_ref())?;
+        let request = request_for(app, &out, session.as_ref())?;
         let response = app.metrics.upstream(app.upstream.send(request)).await?;
-        if response.status() == StatusCode::NOT_FOUND && backend.session.is_some() && !last {
+        if response.status() == StatusCode::NOT_FOUND && session.is_some() && !last {
             tracing::info!("the backend forgot its session: re-initializing and retrying once");
-            backend = reopen(app, out.caller, claims, Reinit::NotFound).await?;
+            session = match choose(app, &out, claims, true).await {
+                Ok(session) => session,
+                Err(Chosen::Replay(work, error)) => return replay_failed(&out, &work, error),
+                Err(Chosen::Failed(error)) => return Err(error),
+            };
             continue;
         }
         Span::current().record("upstream_status", response.status().as_u16());
         if let Some(select) = out.watch.select.as_mut() {
-            select.backend = backend.session.as_ref().map(|s| backend_ref(app, s));
+            select.backend = session.as_ref().map(|s| backend_ref(app, s));
         }
         let mut relayed = relay::relay(response, std::mem::take(&mut out.watch));
         client_session_header(&mut relayed, &out.parts.headers);
         return Ok(relayed);
     }
     Err(ProxyError::Backend(BackendError::NoSession))
+}
+
+/// Why no backend session could be chosen.
+enum Chosen {
+    /// The selection could not be replayed on a fresh backend session for this work session.
+    Replay(WorkSession, BackendError),
+    Failed(ProxyError),
+}
+
+/// The backend session for the request's route; `forgotten`: the one used before answered 404.
+async fn choose(
+    app: &Arc<App>,
+    out: &Outbound<'_>,
+    claims: Option<&SessionClaims>,
+    forgotten: bool,
+) -> Result<Option<BackendSessionId>, Chosen> {
+    let Some(claims) = claims.filter(|c| c.bs.is_some()) else {
+        return Ok(None);
+    };
+    match (out.route, &out.bound) {
+        (Route::None, _) => Ok(None),
+        (Route::Work { replay }, Some(work)) => {
+            let protocol = protocol(out, Some(claims));
+            work_backend::session_for(
+                app,
+                out.caller,
+                claims,
+                work,
+                replay,
+                forgotten,
+                protocol.as_deref(),
+            )
+            .await
+            .map(Some)
+            .map_err(|error| match error {
+                work_backend::Error::Replay(error) => Chosen::Replay(work.clone(), error),
+                work_backend::Error::Open(error) => Chosen::Failed(ProxyError::Backend(error)),
+            })
+        }
+        (Route::Own | Route::Work { .. }, _) if forgotten => {
+            reopen_own(app, out.caller, claims, Reinit::NotFound)
+                .await
+                .map(Some)
+                .map_err(Chosen::Failed)
+        }
+        (Route::Own | Route::Work { .. }, _) => own_backend(app, out.caller, claims, &out.mcp)
+            .await
+            .map_err(Chosen::Failed),
+    }
 }
 
 /// The backend's own session id never reaches the client (some SDK clients adopt any session id a
@@ -129,7 +145,7 @@ pub fn client_session_header(response: &mut Response<ProxyBody>, request: &Heade
     }
 }
 
-fn backend_ref(app: &App, session: &BackendSessionId) -> BackendRef {
+pub fn backend_ref(app: &App, session: &BackendSessionId) -> BackendRef {
     BackendRef {
         upstream: app.upstream_id.clone(),
         session: session.clone(),
@@ -148,56 +164,37 @@ fn protocol(out: &Outbound<'_>, claims: Option<&SessionClaims>) -> Option<String
         })
 }
 
-/// The backend session to use first: one recorded for this upstream, else the session id's own
+/// The client's own backend session: one recorded for this upstream, else the session id's own
 /// when it lives here, else a new one (the id came from another replica's backend).
-async fn initial_backend(
+async fn own_backend(
     app: &Arc<App>,
     caller: &Caller,
-    claims: Option<&SessionClaims>,
+    claims: &SessionClaims,
     mcp: &McpState,
-) -> Result<Backend, ProxyError> {
-    let Some(claims) = claims else {
-        return Ok(Backend {
-            session: None,
-            project: None,
-        });
-    };
+) -> Result<Option<BackendSessionId>, ProxyError> {
     if let Some(session) = &mcp.backend_override {
-        return Ok(Backend {
-            session: Some(session.clone()),
-            project: mcp.backend_project.clone(),
-        });
+        return Ok(Some(session.clone()));
     }
     let own = claims
         .bs
         .as_deref()
         .and_then(|s| BackendSessionId::parse(s).ok());
     match own {
-        Some(session) if claims.up == app.upstream_id => Ok(Backend {
-            session: Some(session),
-            project: mcp.backend_project.clone(),
-        }),
-        Some(_) => reopen(app, caller, Some(claims), Reinit::OtherInstance).await,
-        None => Ok(Backend {
-            session: None,
-            project: None,
-        }),
+        Some(session) if claims.up == app.upstream_id => Ok(Some(session)),
+        Some(_) => reopen_own(app, caller, claims, Reinit::OtherInstance)
+            .await
+            .map(Some),
+        None => Ok(None),
     }
 }
 
-/// Opens a new backend session for the client's MCP session and records it.
-async fn reopen(
+/// Opens a new own backend session for the client's MCP session and records it.
+async fn reopen_own(
     app: &Arc<App>,
     caller: &Caller,
-    claims: Option<&SessionClaims>,
+    claims: &SessionClaims,
     reason: Reinit,
-) -> Result<Backend, ProxyError> {
-    let Some(claims) = claims else {
-        return Ok(Backend {
-            session: None,
-            project: None,
-        });
-    };
+) -> Result<BackendSessionId, ProxyError> {
     app.metrics.reinitialization(reason);
     let opened = backend::open(app, caller.own_request_headers(), &claims.ini).await?;
     let reference = backend_ref(app, &opened.session);
@@ -207,10 +204,7 @@ async fn reopen(
     if let Err(error) = app.metrics.store(StoreOp::SetBackendSession, record).await {
         tracing::warn!(%error, "could not record the new backend session; the next request may open another");
     }
-    Ok(Backend {
-        session: Some(opened.session),
-        project: None,
-    })
+    Ok(opened.session)
 }
 
 fn request_for(
@@ -239,7 +233,7 @@ fn request_for(
     {
         headers.insert(MCP_SESSION_ID, value);
     }
-    backend::set_trusted(app, &mut headers, out.bound.as_ref());
+    backend::set_trusted(app, &mut headers, out.bound.as_ref(), out.via);
     *request.headers_mut() = headers;
     Ok(request)
 }

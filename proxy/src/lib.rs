@@ -38,6 +38,7 @@ pub mod routes;
 pub mod server;
 pub mod settings;
 pub mod upstream;
+pub mod work_backend;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use broker::decide::Route;
 use broker::ids::{BackendSessionId, McpSessionId};
 use broker::jsonrpc::{self, Body, Kind};
 use broker::mcp::{self, WORK_SESSION_ARG};
@@ -22,7 +23,7 @@ use tracing::field::display;
 
 use crate::app::{App, TOKEN_LIFETIME};
 use crate::body::ProxyBody;
-use crate::call::{self, Outcome, Plan};
+use crate::call::{self, Outcome};
 use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::forward::{Outbound, forward};
@@ -97,7 +98,8 @@ async fn stream_or_delete(
         caller: &caller,
         body: Bytes::new(),
         bound: None,
-        needs_replay: false,
+        via: None,
+        route: Route::Own,
         mcp: state,
         watch: Watch::default(),
         call_id: None,
@@ -143,7 +145,7 @@ async fn post(
             Outcome::Reply(reply) => return Ok(json_response(StatusCode::OK, &reply)),
             Outcome::Forward(plan) => plan,
         };
-        if let Some(work) = &plan.bound {
+        if let Some(work) = plan.bound() {
             Span::current()
                 .record("work_session", display(&work.id))
                 .record("project", display(&work.project));
@@ -153,12 +155,19 @@ async fn post(
         } else {
             bytes
         };
+        let plan = *plan;
+        let via = match (plan.forward.path, &plan.forward.select) {
+            (Some(path), _) => Some(path.as_str()),
+            (None, Some(_)) => Some("select"),
+            (None, None) => None,
+        };
         let out = Outbound {
             parts,
             caller: &caller,
             body,
-            bound: plan.bound,
-            needs_replay: plan.needs_replay,
+            bound: plan.forward.bound,
+            via,
+            route: plan.forward.route,
             mcp: plan.mcp,
             watch: plan.watch,
             call_id: id,
@@ -179,6 +188,16 @@ async fn pass_through(
     mut parsed: Body,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     record_surface(app, caller, None);
+    // A batched call is not resolved or guarded, so only tools that need no project may be in one:
+    // a select or a project tool there would run on whatever the backend session has.
+    if parsed.messages().iter().any(|m| match &m.kind {
+        Kind::ToolsCall(call) => {
+            call.name == app.settings.select_tool || app.settings.needs_project(&call.name)
+        }
+        _ => false,
+    }) {
+        return Err(ProxyError::BatchedProjectCall);
+    }
     let state = session_state(app, caller).await?;
     let mut watch = Watch::default();
     let mut changed = false;
@@ -196,14 +215,14 @@ async fn pass_through(
     } else {
         bytes
     };
-    let plan = Plan::pass(state);
     let out = Outbound {
         parts,
         caller,
         body,
-        bound: plan.bound,
-        needs_replay: false,
-        mcp: plan.mcp,
+        bound: None,
+        via: None,
+        route: Route::Own,
+        mcp: state,
         watch,
         call_id: None,
         retry_on_404: true,
@@ -215,15 +234,18 @@ async fn pass_through(
 /// header and carries no session id. Older clients without a session id are passed through untouched
 /// so the backend answers them as it would.
 fn is_sessionless_protocol(parts: &Parts, message: &jsonrpc::Message) -> bool {
-    let declared = message
-        .meta_str("io.modelcontextprotocol/protocolVersion")
-        .or_else(|| headers::text(&parts.headers, &MCP_PROTOCOL_VERSION));
-    declared.is_some_and(|v| v >= "2026-07-28")
+    broker::decide::is_sessionless(
+        message
+            .meta_str("io.modelcontextprotocol/protocolVersion")
+            .or_else(|| headers::text(&parts.headers, &MCP_PROTOCOL_VERSION)),
+    )
 }
 
 /// Forwards `initialize` and gives the client the broker's own session id, which records the
 /// backend session and the `initialize` params. Nothing is stored: Claude's connectors send one
-/// `initialize` per tool call.
+/// `initialize` per tool call. A stateless backend (its reply carries no session id) still gets
+/// the client a broker session id, without a backend session in it, so its calls are resolved,
+/// guarded and told the project like any other; the client cannot tell.
 async fn initialize(
     app: &Arc<App>,
     parts: &Parts,
@@ -258,20 +280,18 @@ async fn initialize(
         .and_then(|v| BackendSessionId::parse(v).ok());
     let mut relayed = relay::relay(response, Watch::default());
     relayed.headers_mut().remove(&MCP_SESSION_ID);
-    if let Some(backend_session) = backend_session
-        && relayed.status().is_success()
-    {
+    if relayed.status().is_success() {
         let claims = SessionClaims {
             p: caller.principal.clone(),
             sid: McpSessionId::random(),
             up: app.upstream_id.clone(),
-            bs: Some(backend_session.to_string()),
+            bs: backend_session.map(|s| s.to_string()),
             ini,
         };
         let token = app
             .keys
             .sign(SESSION_AUDIENCE, TOKEN_LIFETIME, app.now_secs(), &claims)
-            .map_err(|_| ProxyError::BodyUnreadable)?;
+            .map_err(|_| ProxyError::Signing)?;
         if let Ok(value) = HeaderValue::from_str(&token) {
             relayed.headers_mut().insert(MCP_SESSION_ID, value);
         }

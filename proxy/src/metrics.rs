@@ -259,11 +259,9 @@ impl Metrics {
     }
 
     /// A `tools/call` was refused with a tool error.
-    pub fn refusal(&self, kind: Refusal) {
+    pub fn refusal(&self, kind: &Refusal) {
         self.refusals
-            .get_or_create(&KindLabels {
-                kind: kind.as_str(),
-            })
+            .get_or_create(&KindLabels { kind: kind.label() })
             .inc();
     }
 

@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 
-use broker::ids::Project;
 use broker::jsonrpc::RequestId;
-use broker::session::{Links, WorkSession};
+use broker::session::{BackendSessions, Links, WorkSession};
 use broker::store::{BackendRef, Store};
 use broker::{guidance, mcp, sse};
 use bytes::Bytes;
@@ -51,9 +50,17 @@ impl Watch {
         self.tools_list.is_empty() && self.select.is_none()
     }
 
-    /// Rewrites one JSON-RPC message if it is a watched reply. Returns whether it changed.
+    /// Rewrites one JSON-RPC message if it is a watched reply. Returns whether it changed. Only a
+    /// response counts (no `method`, a `result` or an `error`): a server's own request that happens
+    /// to reuse the id is not the reply.
     async fn apply(&mut self, message: &mut Value) -> bool {
-        let Some(id) = message.get("id").and_then(RequestId::from_value) else {
+        let is_response = message.get("method").is_none()
+            && (message.get("result").is_some() || message.get("error").is_some());
+        let Some(id) = message
+            .get("id")
+            .and_then(RequestId::from_value)
+            .filter(|_| is_response)
+        else {
             return false;
         };
         if self.tools_list.contains(&id) {
@@ -82,45 +89,29 @@ impl Watch {
 }
 
 impl SelectWatch {
-    /// The select reply arrived: bind on success and hand the model its handle.
-    async fn settle(self, reply: &mut Value) -> bool {
+    /// The select reply arrived: bind on success (with the backend session that selected, which
+    /// from now on serves this work session's project) and hand the model its handle.
+    async fn settle(mut self, reply: &mut Value) -> bool {
         if !mcp::call_succeeded(reply) {
             tracing::info!(project = %self.plan.project, "select call failed at the backend: nothing bound");
             return false;
         }
+        if let Some(backend) = &self.backend {
+            let field = BackendSessions::field(&backend.upstream, &self.plan.project);
+            self.plan
+                .backends
+                .insert_field(field, backend.session.clone());
+        }
         let bind = self.store.bind(&self.plan, &self.links);
         if let Err(error) = self.metrics.store(StoreOp::Bind, bind).await {
-            tracing::error!(%error, "could not record a selection");
-            *reply = broker::jsonrpc::tool_error_reply(&self.id, &guidance::store_unavailable());
+            tracing::error!(%error, "the backend selected a project but the broker could not record it");
+            let text = guidance::select_not_recorded(&self.plan.project);
+            *reply = broker::jsonrpc::tool_error_reply(&self.id, &text);
             return true;
-        }
-        if let Some(backend) = &self.backend {
-            record_backend_project(
-                &self.metrics,
-                self.store.as_ref(),
-                &self.plan,
-                backend,
-                &self.plan.project,
-            )
-            .await;
         }
         self.metrics.selection(self.created);
         tracing::info!(work_session = %self.plan.id, project = %self.plan.project, surface = %self.plan.surface, "bound");
         mcp::append_text(reply, &guidance::handle_item(&self.handle))
-    }
-}
-
-/// Remembers which project a backend session has selected (best effort: a miss only costs a replay).
-pub async fn record_backend_project(
-    metrics: &Metrics,
-    store: &dyn Store,
-    work: &WorkSession,
-    backend: &BackendRef,
-    project: &Project,
-) {
-    let record = store.set_backend_project(&work.principal, backend, project);
-    if let Err(error) = metrics.store(StoreOp::SetBackendProject, record).await {
-        tracing::warn!(%error, "could not record the backend session's project");
     }
 }
 

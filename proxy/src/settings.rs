@@ -30,8 +30,12 @@ pub struct Settings {
     /// Tools that need no project (the select tool always needs none).
     pub exempt_tools: Vec<String>,
     pub unkeyed_policy: UnkeyedPolicy,
+    /// How long after a work session's last call an unkeyed call on its surface may continue it.
+    pub surface_window: Duration,
     /// A header that carries a conversation id.
     pub conversation_header: Option<HeaderName>,
+    /// `_meta` keys of a `tools/call` that carry a conversation id, first found wins.
+    pub conversation_meta_keys: Vec<String>,
     pub allow_anonymous: bool,
     /// Id of the upstream instance; derived from the host name and upstream when absent.
     pub upstream_instance: Option<String>,
@@ -81,7 +85,9 @@ impl Settings {
             select_arg: "name".into(),
             exempt_tools: vec!["list_projects".into()],
             unkeyed_policy: UnkeyedPolicy::Guarded,
+            surface_window: Duration::from_secs(10 * 60),
             conversation_header: None,
+            conversation_meta_keys: vec!["openai/session".into(), "gen_ai.conversation.id".into()],
             allow_anonymous: false,
             upstream_instance: None,
             max_body: 4 * 1024 * 1024,

@@ -75,6 +75,7 @@ impl Harness {
             created_ms: now,
             last_active_ms: now,
             calls: 0,
+            backends: Default::default(),
         };
         let links = Links {
             mcp_session: Some(McpSessionId::random()),

@@ -141,7 +141,7 @@ async fn refusals_resumes_and_selections_are_counted() {
     assert!(created, "the first select creates a work session");
     // The surface resolves it now.
     let resumed = forward(plan(&app, "get_last_handover", json!({})).await);
-    assert_eq!(resumed.path, Some(Path::Surface));
+    assert_eq!(resumed.path(), Some(Path::Surface));
     // Selecting the same project again continues the same work session.
     let (again, created) = select(&app, "linkedin").await;
     assert!(!created, "selecting the live project continues it");
@@ -152,7 +152,7 @@ async fn refusals_resumes_and_selections_are_counted() {
     refused(plan(&app, "get_last_handover", json!({})).await);
     // The handle wins; a malformed one is refused.
     let by_handle = forward(plan(&app, "get_last_handover", json!({"work_session": first})).await);
-    assert_eq!(by_handle.path, Some(Path::Handle));
+    assert_eq!(by_handle.path(), Some(Path::Handle));
     refused(
         plan(
             &app,
@@ -223,7 +223,7 @@ async fn the_methods_the_forwarding_code_calls() {
     m.request(Rpc::ToolsCall, 200);
     m.request(Rpc::Notification, 202);
     m.request(Rpc::Get, 405);
-    m.refusal(Refusal::StoreUnavailable);
+    m.refusal(&Refusal::StoreUnavailable);
     m.replay(true);
     m.replay(false);
     m.reinitialization(Reinit::NotFound);

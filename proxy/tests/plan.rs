@@ -67,7 +67,7 @@ fn refusal(outcome: Outcome) -> String {
         }
         Outcome::Forward(plan) => panic!(
             "expected a refusal, got a forward bound to {:?}",
-            plan.bound.map(|b| b.project)
+            plan.bound().map(|b| b.project.clone())
         ),
     }
 }
@@ -127,7 +127,7 @@ async fn nothing_selected_is_refused_with_guidance_and_exempt_tools_pass() {
         )
         .await,
     );
-    assert!(plan.bound.is_none());
+    assert!(plan.bound().is_none());
 }
 
 #[tokio::test]
@@ -144,12 +144,9 @@ async fn a_selection_carries_over_reconnects_on_its_surface_only() {
         )
         .await,
     );
-    assert_eq!(
-        plan.bound.as_ref().map(|b| b.project.as_str()),
-        Some("linkedin")
-    );
-    assert!(plan.needs_replay);
-    assert_eq!(plan.path, Some(Path::Surface));
+    assert_eq!(plan.bound().map(|b| b.project.as_str()), Some("linkedin"));
+    assert_eq!(plan.forward.route, broker::decide::Route::None);
+    assert_eq!(plan.path(), Some(Path::Surface));
     // Same credential, another UI: nothing inherited.
     let text = refusal(run_plan(&app, "k", "Cowork", "lock_context", serde_json::json!({})).await);
     assert!(
@@ -200,11 +197,8 @@ async fn two_live_projects_need_a_handle_and_the_handle_wins() {
             )
             .await,
         );
-        assert_eq!(
-            plan.bound.as_ref().map(|b| b.project.as_str()),
-            Some(project)
-        );
-        assert_eq!(plan.path, Some(Path::Handle));
+        assert_eq!(plan.bound().map(|b| b.project.as_str()), Some(project));
+        assert_eq!(plan.path(), Some(Path::Handle));
         assert!(
             plan.body_changed,
             "the handle is stripped before forwarding"
@@ -292,10 +286,7 @@ async fn strict_policy_never_uses_the_surface_and_surface_policy_takes_the_newes
         )
         .await,
     );
-    assert_eq!(
-        plan.bound.as_ref().map(|b| b.project.as_str()),
-        Some("innkeeper")
-    );
+    assert_eq!(plan.bound().map(|b| b.project.as_str()), Some("innkeeper"));
 }
 
 #[tokio::test]

@@ -3,22 +3,25 @@
 use std::collections::HashMap;
 
 use super::StoreError;
-use crate::ids::{ConversationKey, PrincipalId, Project, Surface, WorkSessionId};
-use crate::session::WorkSession;
+use crate::ids::{BackendSessionId, ConversationKey, PrincipalId, Project, Surface, WorkSessionId};
+use crate::session::{BackendSessions, WorkSession};
 
-/// Field/value pairs for `HSET`.
-pub fn to_fields(session: &WorkSession) -> Vec<(&'static str, String)> {
+/// Field/value pairs for `HSET`, the backend sessions included.
+pub fn to_fields(session: &WorkSession) -> Vec<(String, String)> {
     let mut fields = vec![
-        ("id", session.id.to_string()),
-        ("p", session.principal.to_string()),
-        ("sf", session.surface.to_string()),
-        ("pj", session.project.to_string()),
-        ("cr", session.created_ms.to_string()),
-        ("la", session.last_active_ms.to_string()),
-        ("n", session.calls.to_string()),
+        ("id".to_owned(), session.id.to_string()),
+        ("p".to_owned(), session.principal.to_string()),
+        ("sf".to_owned(), session.surface.to_string()),
+        ("pj".to_owned(), session.project.to_string()),
+        ("cr".to_owned(), session.created_ms.to_string()),
+        ("la".to_owned(), session.last_active_ms.to_string()),
+        ("n".to_owned(), session.calls.to_string()),
     ];
     if let Some(conversation) = &session.conversation {
-        fields.push(("cv", conversation.to_string()));
+        fields.push(("cv".to_owned(), conversation.to_string()));
+    }
+    for (field, backend) in session.backends.fields() {
+        fields.push((field.to_owned(), backend.to_string()));
     }
     fields
 }
@@ -66,6 +69,13 @@ fn from_map(map: &HashMap<String, String>) -> Result<WorkSession, StoreError> {
             .map_err(|_| StoreError::Corrupt(format!("work session field {name} is not a number")))
     };
     let corrupt = |e: crate::ids::IdError| StoreError::Corrupt(e.to_string());
+    let mut backends = BackendSessions::default();
+    for (field, value) in map {
+        if field.starts_with(BackendSessions::FIELD_PREFIX) {
+            let session = BackendSessionId::parse(value.clone()).map_err(corrupt)?;
+            backends.insert_field(field.clone(), session);
+        }
+    }
     Ok(WorkSession {
         id: WorkSessionId::parse(get("id")?).map_err(corrupt)?,
         principal: PrincipalId::parse(get("p")?).map_err(corrupt)?,
@@ -79,6 +89,7 @@ fn from_map(map: &HashMap<String, String>) -> Result<WorkSession, StoreError> {
         created_ms: number("cr")?,
         last_active_ms: number("la")?,
         calls: number("n")?,
+        backends,
     })
 }
 
@@ -97,10 +108,19 @@ mod tests {
             created_ms: 1,
             last_active_ms: 2,
             calls: 3,
+            backends: Default::default(),
         };
+        let mut session = session;
+        session.backends.insert_field(
+            BackendSessions::field(
+                &crate::ids::UpstreamId::parse("ab".repeat(8)).expect("u"),
+                &session.project,
+            ),
+            BackendSessionId::parse("backend-1").expect("b"),
+        );
         let flat: Vec<String> = to_fields(&session)
             .into_iter()
-            .flat_map(|(f, v)| [f.to_owned(), v])
+            .flat_map(|(f, v)| [f, v])
             .collect();
         assert_eq!(from_flat(flat.clone()).expect("decodes"), session);
         let broken: Vec<String> = flat.into_iter().take(4).collect();

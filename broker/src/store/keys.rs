@@ -6,13 +6,12 @@
 //!
 //! | key | type | holds | TTL |
 //! |---|---|---|---|
-//! | `msb:{p:P}:ws:<ws>` | hash | one work session | idle, sliding |
+//! | `msb:{p:P}:ws:<ws>` | hash | one work session, with its backend sessions (`b:<upstream>:<project>`) | idle, sliding |
 //! | `msb:{p:P}:surf:<surface>` | zset | live work sessions on a surface, by last activity | idle, sliding |
 //! | `msb:{p:P}:conv:<conversation>` | string | the conversation's work session | idle, sliding |
 //! | `msb:{p:P}:mcp:<sid>` | string | the work session a client MCP session selected | idle, sliding |
 //! | `msb:{p:P}:end:<sid>` | string | a client MCP session that was ended (DELETE) | session-id life |
-//! | `msb:{p:P}:bk:<sid>:<upstream>` | string | backend session serving that MCP session there | idle |
-//! | `msb:{p:P}:bp:<upstream>:<backend session>` | string | project selected on that backend session | idle |
+//! | `msb:{p:P}:bk:<sid>:<upstream>` | string | the backend session replacing that MCP session's own there (never has a project) | idle |
 //! | `msb:{p:P}:recent` | zset | recently used projects | 30 days |
 //! | `msb:{p:P}:index` | zset | every work session of the principal, by last activity | idle + grace |
 //! | `msb:deadlines` | zset | `<principal>:<ws>` by idle deadline (ms) | none |
@@ -21,10 +20,7 @@
 //! A work-session hash lives for its idle TTL plus a grace period, so the sweeper can still read it
 //! after its deadline; it counts as live only while `la + idle > now` and it has no `f` field.
 
-use crate::ids::{
-    BackendSessionId, ConversationKey, McpSessionId, PrincipalId, Surface, UpstreamId,
-    WorkSessionId,
-};
+use crate::ids::{ConversationKey, McpSessionId, PrincipalId, Surface, UpstreamId, WorkSessionId};
 
 /// The sorted set of idle deadlines of every work session (member `<principal>:<work session>`).
 /// Not hash-tagged by principal: Redis Cluster would need it sharded (not supported yet).
@@ -84,15 +80,6 @@ impl Keys {
         format!("{}:bk:{sid}:{upstream}", self.tag)
     }
 
-    /// Prefix of backend-project markers on one upstream (the backend session id follows).
-    pub fn backend_project_prefix(&self, upstream: &UpstreamId) -> String {
-        format!("{}:bp:{upstream}:", self.tag)
-    }
-
-    pub fn backend_project(&self, upstream: &UpstreamId, backend: &BackendSessionId) -> String {
-        format!("{}{backend}", self.backend_project_prefix(upstream))
-    }
-
     /// Every work session of the principal, by last activity (for the admin API).
     pub fn index(&self) -> String {
         format!("{}:index", self.tag)
@@ -126,7 +113,6 @@ mod tests {
             keys.mcp_link(&sid),
             keys.mcp_ended(&sid),
             keys.backend_session(&sid, &up),
-            keys.backend_project(&up, &BackendSessionId::parse("b{x}").expect("b")),
             keys.recent(),
             keys.unused(),
         ];

@@ -86,10 +86,9 @@ pub struct McpState {
     /// The client ended it (DELETE): its id is refused from now on.
     pub ended: bool,
     /// A backend session opened for it on this upstream after the one in its id (backend restarted,
-    /// or the id came from another replica's upstream).
+    /// or the id came from another replica's upstream). Like the one in its id, it carries the
+    /// traffic that needs no project and never has a project selected.
     pub backend_override: Option<BackendSessionId>,
-    /// The project last selected on the backend session in use (override, else the id's own).
-    pub backend_project: Option<Project>,
 }
 
 /// The answer to a [`Query`].
@@ -156,23 +155,17 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or updates a work session after a successful select, with its links.
     async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError>;
 
-    /// Records which project a backend session has selected.
-    async fn set_backend_project(
+    /// Records the backend session that serves `session`'s project on `backend.upstream` (it was
+    /// opened for that project and had it selected: see [`crate::session::BackendSessions`]).
+    /// Returns `false` when the work session is gone or finalized: nothing is written then.
+    async fn set_work_backend(
         &self,
-        principal: &PrincipalId,
+        session: &WorkSession,
         backend: &BackendRef,
-        project: &Project,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
-    /// Forgets which project a backend session has selected (before a select is sent to it, so a
-    /// selection the broker fails to record is replayed rather than trusted).
-    async fn forget_backend_project(
-        &self,
-        principal: &PrincipalId,
-        backend: &BackendRef,
-    ) -> Result<(), StoreError>;
-
-    /// Records the backend session now serving a client MCP session on an upstream.
+    /// Records the backend session now carrying a client MCP session's unbound traffic on an
+    /// upstream (a replacement of the one in its session id).
     async fn set_backend_session(
         &self,
         principal: &PrincipalId,

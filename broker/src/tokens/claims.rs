@@ -35,4 +35,9 @@ pub struct AssertionClaims {
     pub ws: WorkSessionId,
     pub surface: Surface,
     pub project: Project,
+    /// How the broker found the work session: `handle`, `conversation`, `mcp_session`, `surface`
+    /// (inherited by an unkeyed call on the same UI: a backend may want to treat it with care) or
+    /// `select`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }

@@ -45,28 +45,9 @@ impl Rpc {
     }
 }
 
-/// Why a `tools/call` was answered by the broker instead of the backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    NoProject,
-    Ambiguous,
-    HandleRefused,
-    StoreUnavailable,
-    /// The principal's cap on live work sessions was reached.
-    TooMany,
-}
-
-impl Refusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::NoProject => "no_project",
-            Refusal::Ambiguous => "ambiguous",
-            Refusal::HandleRefused => "handle_refused",
-            Refusal::StoreUnavailable => "store_unavailable",
-            Refusal::TooMany => "too_many",
-        }
-    }
-}
+/// Why a `tools/call` was answered by the broker instead of the backend (labelled by
+/// [`Refusal::label`]).
+pub use broker::decide::Refusal;
 
 /// Why the broker opened a backend session on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +56,8 @@ pub enum Reinit {
     NotFound,
     /// The client's session id names a backend session of another upstream instance.
     OtherInstance,
+    /// A work session needed its own backend session for its project on this upstream.
+    WorkSession,
 }
 
 impl Reinit {
@@ -82,6 +65,7 @@ impl Reinit {
         match self {
             Reinit::NotFound => "not_found",
             Reinit::OtherInstance => "other_instance",
+            Reinit::WorkSession => "work_session",
         }
     }
 }
@@ -93,7 +77,7 @@ pub enum StoreOp {
     McpState,
     Touch,
     Bind,
-    SetBackendProject,
+    SetWorkBackend,
     SetBackendSession,
     EndMcpSession,
     Ping,
@@ -106,7 +90,7 @@ impl StoreOp {
             StoreOp::McpState => "mcp_state",
             StoreOp::Touch => "touch",
             StoreOp::Bind => "bind",
-            StoreOp::SetBackendProject => "set_backend_project",
+            StoreOp::SetWorkBackend => "set_work_backend",
             StoreOp::SetBackendSession => "set_backend_session",
             StoreOp::EndMcpSession => "end_mcp_session",
             StoreOp::Ping => "ping",

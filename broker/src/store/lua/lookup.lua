@@ -2,16 +2,15 @@
 -- KEYS: 1 ended marker, 2 MCP-session link, 3 conversation link, 4 surface index, 5 recent projects,
 --       6 backend-session override, 7 the principal's index of work sessions
 --       (absent ones are the principal's never-written placeholder)
--- ARGV: 1 work-session key prefix, 2 handle's work-session id or '', 3 backend session from the
---       session id or '', 4 backend-project marker prefix, 5 surface limit, 6 recent limit,
---       7 '1' when the request has an MCP session, 8 idle TTL (ms)
--- Returns {ended, handle, linked, conversation, {live...}, {recent...}, override, backend project,
+-- ARGV: 1 work-session key prefix, 2 handle's work-session id or '', 3 surface limit,
+--       4 recent limit, 5 '1' when the request has an MCP session, 6 idle TTL (ms)
+-- Returns {ended, handle, linked, conversation, {live...}, {recent...}, override,
 -- work sessions of the principal active within the idle TTL};
 -- a work session is its HGETALL array; one that is missing, idle past its deadline or finalized is
 -- nil (its data outlives the deadline for the finalizer). Dead surface entries are removed.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local idle = tonumber(ARGV[8])
+local idle = tonumber(ARGV[6])
 
 local function work_session(id)
   if not id or id == '' then return false end
@@ -26,21 +25,17 @@ local function work_session(id)
   return fields
 end
 
-local has_mcp = ARGV[7] == '1'
-local ended, override, marker, linked = 0, false, false, false
+local has_mcp = ARGV[5] == '1'
+local ended, override, linked = 0, false, false
 if has_mcp then
   ended = redis.call('EXISTS', KEYS[1])
   override = redis.call('GET', KEYS[6])
-  local effective = override or ARGV[3]
-  if effective and effective ~= '' then
-    marker = redis.call('GET', ARGV[4] .. effective)
-  end
   linked = work_session(redis.call('GET', KEYS[2]))
 end
 local conversation = work_session(redis.call('GET', KEYS[3]))
 
 local live = {}
-local limit = tonumber(ARGV[5])
+local limit = tonumber(ARGV[3])
 for _, id in ipairs(redis.call('ZREVRANGE', KEYS[4], 0, 49)) do
   local fields = work_session(id)
   if fields then
@@ -49,6 +44,6 @@ for _, id in ipairs(redis.call('ZREVRANGE', KEYS[4], 0, 49)) do
     redis.call('ZREM', KEYS[4], id)
   end
 end
-local recent = redis.call('ZREVRANGE', KEYS[5], 0, tonumber(ARGV[6]) - 1)
+local recent = redis.call('ZREVRANGE', KEYS[5], 0, tonumber(ARGV[4]) - 1)
 local active = redis.call('ZCOUNT', KEYS[7], '(' .. (now - idle), '+inf')
-return {ended, work_session(ARGV[2]), linked, conversation, live, recent, override, marker, active}
+return {ended, work_session(ARGV[2]), linked, conversation, live, recent, override, active}

@@ -17,7 +17,7 @@ use super::{
 use crate::finalize::Delivery;
 use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project, WorkSessionId};
 use crate::resolve::Found;
-use crate::session::{Links, WorkSession};
+use crate::session::{BackendSessions, Links, WorkSession};
 
 mod events;
 
@@ -171,14 +171,9 @@ impl Maps {
         let backend_override = self
             .string(&keys.backend_session(&mcp.session, &mcp.upstream), now)
             .and_then(|s| BackendSessionId::parse(s).ok());
-        let effective = backend_override.clone().or_else(|| mcp.backend.clone());
-        let backend_project = effective
-            .and_then(|bs| self.string(&keys.backend_project(&mcp.upstream, &bs), now))
-            .and_then(|p| Project::parse(p).ok());
         McpState {
             ended,
             backend_override,
-            backend_project,
         }
     }
 
@@ -315,6 +310,16 @@ impl Store for MemoryStore {
         self.with(|maps, now| {
             let mut stored = session.clone();
             stored.calls += 1;
+            // Like Redis's HSET, a bind keeps the backend sessions recorded meanwhile.
+            if let Some(existing) = maps.sessions.get(&keys.work_session(&session.id)) {
+                for (field, backend) in existing.value.backends.fields() {
+                    if stored.backends.get_field(field).is_none() {
+                        stored
+                            .backends
+                            .insert_field(field.to_owned(), backend.clone());
+                    }
+                }
+            }
             maps.sessions.insert(
                 keys.work_session(&session.id),
                 Entry {
@@ -333,25 +338,25 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn set_backend_project(
+    async fn set_work_backend(
         &self,
-        principal: &PrincipalId,
+        session: &WorkSession,
         backend: &BackendRef,
-        project: &Project,
-    ) -> Result<(), StoreError> {
-        let key = Keys::new(PREFIX, principal).backend_project(&backend.upstream, &backend.session);
-        let ttl = self.lifetimes.idle;
-        self.with(|maps, now| maps.set_string(key, project.to_string(), ttl, now))
-    }
-
-    async fn forget_backend_project(
-        &self,
-        principal: &PrincipalId,
-        backend: &BackendRef,
-    ) -> Result<(), StoreError> {
-        let key = Keys::new(PREFIX, principal).backend_project(&backend.upstream, &backend.session);
+    ) -> Result<bool, StoreError> {
+        let key = Keys::new(PREFIX, &session.principal).work_session(&session.id);
+        let field = BackendSessions::field(&backend.upstream, &session.project);
         self.with(|maps, _| {
-            maps.strings.remove(&key);
+            if maps.finalized.contains(&key) {
+                return false;
+            }
+            let Some(entry) = maps.sessions.get_mut(&key) else {
+                return false;
+            };
+            entry
+                .value
+                .backends
+                .insert_field(field, backend.session.clone());
+            true
         })
     }
 

@@ -18,7 +18,7 @@ use super::{
 use crate::finalize::Delivery;
 use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project};
 use crate::resolve::Found;
-use crate::session::{Links, WorkSession};
+use crate::session::{BackendSessions, Links, WorkSession};
 
 const SURFACE_LIMIT: usize = 20;
 const RECENT_LIMIT: usize = 10;
@@ -55,6 +55,7 @@ pub struct RedisStore {
     bind: Script,
     claim: Script,
     admin: Script,
+    backend: Script,
     group_ready: std::sync::atomic::AtomicBool,
 }
 
@@ -93,6 +94,7 @@ impl RedisStore {
             bind: Script::new(include_str!("../lua/bind.lua")),
             claim: Script::new(include_str!("../lua/claim.lua")),
             admin: Script::new(include_str!("../lua/admin.lua")),
+            backend: Script::new(include_str!("../lua/backend.lua")),
             group_ready: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -179,9 +181,8 @@ fn decode_answer(reply: Value) -> Result<Answer, StoreError> {
         live,
         recent,
         override_,
-        marker,
         active,
-    ] = <[Value; 9]>::try_from(items)
+    ] = <[Value; 8]>::try_from(items)
         .map_err(|_| StoreError::Corrupt("lookup returned a wrong arity".into()))?;
     let ended: i64 =
         redis::from_redis_value_ref(&ended).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -209,7 +210,6 @@ fn decode_answer(reply: Value) -> Result<Answer, StoreError> {
             ended: ended == 1,
             backend_override: optional_string(&override_)?
                 .and_then(|s| BackendSessionId::parse(s).ok()),
-            backend_project: optional_string(&marker)?.and_then(|s| Project::parse(s).ok()),
         },
         live_count: redis::from_redis_value_ref::<u64>(&active).unwrap_or(0),
     })
@@ -271,15 +271,6 @@ impl Store for RedisStore {
                     .handle
                     .as_ref()
                     .map(ToString::to_string)
-                    .unwrap_or_default(),
-            )
-            .arg(
-                mcp.and_then(|m| m.backend.as_ref())
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            )
-            .arg(
-                mcp.map(|m| keys.backend_project_prefix(&m.upstream))
                     .unwrap_or_default(),
             )
             .arg(SURFACE_LIMIT)
@@ -367,34 +358,21 @@ impl Store for RedisStore {
         }
     }
 
-    async fn set_backend_project(
+    async fn set_work_backend(
         &self,
-        principal: &PrincipalId,
+        session: &WorkSession,
         backend: &BackendRef,
-        project: &Project,
-    ) -> Result<(), StoreError> {
-        let key = self
-            .keys(principal)
-            .backend_project(&backend.upstream, &backend.session);
-        self.set_for_idle_ttl(key, project.to_string()).await
-    }
-
-    async fn forget_backend_project(
-        &self,
-        principal: &PrincipalId,
-        backend: &BackendRef,
-    ) -> Result<(), StoreError> {
-        let key = self
-            .keys(principal)
-            .backend_project(&backend.upstream, &backend.session);
-        self.run(|mut connection| async move {
-            redis::cmd("DEL")
-                .arg(key)
-                .query_async::<i64>(&mut connection)
-                .await
-        })
-        .await
-        .map(|_| ())
+    ) -> Result<bool, StoreError> {
+        let keys = self.keys(&session.principal);
+        let mut invocation = self.backend.prepare_invoke();
+        invocation
+            .key(keys.work_session(&session.id))
+            .arg(BackendSessions::field(&backend.upstream, &session.project))
+            .arg(backend.session.to_string());
+        let recorded: i64 = self
+            .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await?;
+        Ok(recorded == 1)
     }
 
     async fn set_backend_session(
