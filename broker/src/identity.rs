@@ -60,6 +60,21 @@ impl PrincipalHasher {
         }
     }
 
+    /// The principal of an identity established elsewhere: a verified token's issuer and subject,
+    /// or a trusted proxy's header. `kind` keeps the sources apart (the same text from two sources
+    /// is two principals).
+    pub fn of_identity(&self, kind: &str, parts: &[&str]) -> PrincipalId {
+        let mut message = Vec::new();
+        message.extend_from_slice(b"\0identity\0");
+        message.extend_from_slice(kind.as_bytes());
+        for part in parts {
+            message.push(0);
+            message.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            message.extend_from_slice(part.as_bytes());
+        }
+        self.hash(&message)
+    }
+
     fn hash(&self, credential: &[u8]) -> PrincipalId {
         let digest = hmac_bytes(&self.key, credential);
         // 128 bits are plenty to tell credentials apart; the id is hex, so it always validates.

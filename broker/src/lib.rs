@@ -9,6 +9,7 @@
 //! - [`mcp`]: the edits the broker makes to MCP messages and the messages it sends itself;
 //! - [`keys`]: reading HMAC secrets and Ed25519 keys, JWKS;
 //! - [`tokens`]: signed session ids, handles and backend assertions (JWT, `kid` rotation);
+//! - [`oauth`]: OAuth access tokens (JWT, verified against a JWKS) as identity: `iss` + `sub`;
 //! - [`session`]: the work session record; [`finalize`]: what is recorded when it idles out;
 //! - [`resolve`]: which work session a request belongs to (a pure function), and what a select binds;
 //! - [`decide`]: what to do with one `tools/call` (refuse, or forward how), from the facts gathered;
@@ -23,6 +24,7 @@ pub mod ids;
 pub mod jsonrpc;
 pub mod keys;
 pub mod mcp;
+pub mod oauth;
 pub mod resolve;
 pub mod session;
 pub mod sse;

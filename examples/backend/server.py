@@ -16,7 +16,14 @@ explore_context_tree, write_handover. Project-scoped replies contain
 Extra HTTP routes: ``GET /audit`` (JSON list of every tool call: tool, mcp_session, session_project,
 header_project, has_assertion, args as received), ``DELETE /audit`` (clear it), ``GET /health`` ("ok").
 
-Usage: ``python server.py --port 8001 [--host 127.0.0.1] [--json-response]``
+Stateless mode (``--stateless``): the server keeps no MCP sessions at all (its ``initialize`` reply
+carries no session id, as serverless deployments do). It then takes the project from the broker:
+the ``X-MCP-Work-Session`` assertion, verified with the broker's key (``--assertion-key-file`` for a
+shared HS256 key, or ``--jwks-url`` for the broker's EdDSA public keys), must name the same project
+as ``X-MCP-Project``. This is how a backend built to trust the broker works; see the README.
+
+Usage: ``python server.py --port 8001 [--host 127.0.0.1] [--json-response]
+[--stateless [--assertion-key-file F | --jwks-url URL] [--assertion-audience mcp-backend]]``
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ SESSION_PROJECTS: dict[str, str] = {}
 LOCKED: dict[str, dict[str, str]] = {}  # project -> topic -> content
 HANDOVERS: dict[str, list[dict[str, Any]]] = {}  # project -> handovers, oldest first
 AUDIT: list[dict[str, Any]] = []
+# Stateless mode: how to verify the broker's assertion (set by main()).
+STATELESS: dict[str, Any] = {"on": False, "key": None, "jwks": None, "audience": "mcp-backend"}
 # The arguments of the current tools/call exactly as received (before FastMCP validates them), so the
 # audit log shows whether a proxy forwarded anything extra (e.g. an unstripped work_session).
 _RAW_ARGS: ContextVar[dict[str, Any]] = ContextVar("raw_args", default={})
@@ -69,11 +78,40 @@ def _headers(ctx: Context) -> dict[str, str]:
     return {k.lower(): v for k, v in request.headers.items()}
 
 
+def _asserted_project(headers: dict[str, str]) -> str | None:
+    """Stateless mode: the project of the broker's verified assertion, if it matches X-MCP-Project."""
+    token = headers.get(ASSERTION_HEADER)
+    if token is None:
+        return None
+    import jwt  # PyJWT, a dependency of the mcp SDK
+
+    options = {"require": ["exp", "iss", "aud"]}
+    try:
+        if STATELESS["jwks"] is not None:
+            key = STATELESS["jwks"].get_signing_key_from_jwt(token).key
+            claims = jwt.decode(token, key, algorithms=["EdDSA"], audience=STATELESS["audience"], options=options)
+        elif STATELESS["key"] is not None:
+            claims = jwt.decode(token, STATELESS["key"], algorithms=["HS256"], audience=STATELESS["audience"], options=options)
+        else:
+            return None
+    except jwt.PyJWTError as error:
+        log.warning("assertion refused: %s", error)
+        return None
+    project = claims.get("project")
+    if project != headers.get(PROJECT_HEADER):
+        log.warning("assertion project %r differs from the header", project)
+        return None
+    return project
+
+
 def _record(ctx: Context, tool: str) -> tuple[str, str | None, str | None]:
     """Append one audit entry; return (mcp session id, session project, header project)."""
     headers = _headers(ctx)
     session_id = headers.get(SESSION_HEADER, "")
-    session_project = SESSION_PROJECTS.get(session_id)
+    if STATELESS["on"]:
+        session_project = _asserted_project(headers)
+    else:
+        session_project = SESSION_PROJECTS.get(session_id)
     header_project = headers.get(PROJECT_HEADER)
     AUDIT.append(
         {
@@ -115,7 +153,8 @@ def select_project_for_session(name: str, ctx: Context) -> str:
     session_id, _, _ = _record(ctx, "select_project_for_session")
     if name not in PROJECTS:
         raise ToolError(f"Unknown project {name!r}; known projects: {', '.join(PROJECTS)}")
-    SESSION_PROJECTS[session_id] = name
+    if not STATELESS["on"]:
+        SESSION_PROJECTS[session_id] = name
     return f"Selected project {name}"
 
 
@@ -162,8 +201,8 @@ async def health(_request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
-def build_server(host: str, port: int, json_response: bool) -> FastMCP:
-    """Create the FastMCP app: stateful Streamable HTTP at /mcp, plus /audit and /health."""
+def build_server(host: str, port: int, json_response: bool, stateless: bool = False) -> FastMCP:
+    """Create the FastMCP app: Streamable HTTP at /mcp (stateful unless `stateless`), plus /audit and /health."""
     # host/port/json_response/stateless_http are FastMCP constructor settings (mcp 1.30); passing the
     # host here also turns on the SDK's DNS-rebinding protection when it is a loopback address.
     server = AuditedFastMCP(
@@ -171,7 +210,7 @@ def build_server(host: str, port: int, json_response: bool) -> FastMCP:
         host=host,
         port=port,
         json_response=json_response,
-        stateless_http=False,
+        stateless_http=stateless,
         streamable_http_path="/mcp",
     )
     for tool in (
@@ -197,10 +236,26 @@ def main() -> None:
         action="store_true",
         help="answer POSTs with application/json instead of a text/event-stream",
     )
+    parser.add_argument("--stateless", action="store_true", help="keep no MCP sessions; take the project from the broker")
+    parser.add_argument("--assertion-key-file", help="stateless: the broker's HS256 signing key, to verify its assertion")
+    parser.add_argument("--jwks-url", help="stateless: the broker's JWKS URL (EdDSA), to verify its assertion")
+    parser.add_argument("--assertion-audience", default="mcp-backend")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    server = build_server(args.host, args.port, args.json_response)
-    log.info("serving http://%s:%d/mcp (json_response=%s)", args.host, args.port, args.json_response)
+    if args.stateless:
+        STATELESS["on"] = True
+        STATELESS["audience"] = args.assertion_audience
+        if args.assertion_key_file:
+            with open(args.assertion_key_file, "rb") as key_file:
+                STATELESS["key"] = key_file.read().strip()
+        if args.jwks_url:
+            import jwt
+
+            STATELESS["jwks"] = jwt.PyJWKClient(args.jwks_url)
+    server = build_server(args.host, args.port, args.json_response, args.stateless)
+    log.info(
+        "serving http://%s:%d/mcp (json_response=%s, stateless=%s)", args.host, args.port, args.json_response, args.stateless
+    )
     server.run(transport="streamable-http")
 
 

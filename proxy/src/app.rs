@@ -14,6 +14,7 @@ use broker::surface::SurfaceRules;
 use broker::tokens::{KeyRing, TokenError};
 use sha2::{Digest, Sha256};
 
+use crate::identify::{Identities, ResourceMetadata};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::upstream::Upstream;
@@ -42,6 +43,10 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub keys: KeyRing,
     pub principals: PrincipalHasher,
+    /// Who a request is from, by the configured principal source.
+    pub identities: Identities,
+    /// The backend's `resource_metadata` for 401s (principal source `jwt`), learned once.
+    pub resource_metadata: ResourceMetadata,
     pub surfaces: SurfaceRules,
     pub upstream: Upstream,
     pub upstream_id: UpstreamId,
@@ -77,7 +82,14 @@ impl App {
             Some(url) => Arc::new(RedisStore::new(RedisSettings::new(url.clone()), lifetimes)?),
             None => Arc::new(MemoryStore::new(lifetimes)),
         };
+        let identities = Identities::new(
+            settings.principal_source.clone(),
+            principals.clone(),
+            settings.allow_anonymous,
+        );
         Ok(Self {
+            identities,
+            resource_metadata: ResourceMetadata::default(),
             surfaces: SurfaceRules::new(settings.surface_rules.clone()),
             upstream: Upstream::new(&settings),
             upstream_id: upstream_id(&settings),

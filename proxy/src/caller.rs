@@ -1,7 +1,6 @@
 //! Who is calling: the principal, the client MCP session (verified), the Origin check and what the
 //! request says about its UI. Everything here is read from headers before the body is touched.
 
-use broker::identity::IdentityError;
 use broker::ids::{ConversationKey, PrincipalId, Surface};
 use broker::jsonrpc::Message;
 use broker::surface::SurfaceSignals;
@@ -31,7 +30,7 @@ pub struct Caller {
 impl Caller {
     /// Identifies the caller. Refuses a foreign Origin (403), a missing credential (401), and a session
     /// id that is malformed, forged or another principal's (404, as for any unknown session).
-    pub fn identify(
+    pub async fn identify(
         app: &App,
         parts: &Parts,
         client_ip: Option<std::net::IpAddr>,
@@ -39,17 +38,11 @@ impl Caller {
         let headers = &parts.headers;
         check_origin(app, headers)?;
         let authorization = headers.get(header::AUTHORIZATION).cloned();
-        let credential = authorization
-            .as_ref()
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| ProxyError::Identity(IdentityError::MalformedCredential))
-            })
-            .transpose()?;
         let principal = app
-            .principals
-            .principal(credential, app.settings.allow_anonymous)
-            .map_err(ProxyError::Identity)?;
+            .identities
+            .principal(headers, client_ip)
+            .await
+            .map_err(ProxyError::Refused)?;
         let session = match headers.get(&names::MCP_SESSION_ID) {
             None => None,
             Some(value) => {

@@ -12,6 +12,10 @@ use http::{HeaderName, Uri};
 use crate::admin::{self, AdminError, AdminListen, AdminToken};
 use crate::settings::Settings;
 
+mod principal;
+
+pub use principal::{PrincipalArgs, PrincipalError, Source as PrincipalSourceArg};
+
 /// A session-broker proxy in front of an MCP server.
 #[derive(Debug, Parser)]
 #[command(name = "session-broker", version, about)]
@@ -80,6 +84,8 @@ pub struct Args {
     /// Let requests without a credential in, all as one anonymous principal.
     #[arg(long, env = "BROKER_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+    #[command(flatten)]
+    pub principal: PrincipalArgs,
     /// Id of the backend instance behind this replica (default: host name + upstream).
     #[arg(long, env = "BROKER_UPSTREAM_INSTANCE")]
     pub upstream_instance: Option<String>,
@@ -158,6 +164,8 @@ pub enum CliError {
     WeakAdminToken(String),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    Principal(#[from] PrincipalError),
 }
 
 fn read_secret(path: &PathBuf) -> Result<Vec<u8>, CliError> {
@@ -222,6 +230,7 @@ impl Args {
             .filter(|k| !k.is_empty())
             .collect();
         settings.allow_anonymous = self.allow_anonymous;
+        settings.principal_source = self.principal.into_source()?;
         settings.upstream_instance = self.upstream_instance;
         settings.max_body = self.max_body;
         settings.upstream_timeout = self.upstream_timeout;

@@ -8,6 +8,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::backend::BackendError;
 use crate::body::{ProxyBody, full};
+use crate::identify::Refused;
 use crate::upstream::UpstreamError;
 
 /// Why a request was not forwarded (or its answer not relayed).
@@ -17,6 +18,8 @@ pub enum ProxyError {
     ForbiddenOrigin,
     #[error("{0}")]
     Identity(IdentityError),
+    #[error("{0}")]
+    Refused(crate::identify::Refused),
     #[error("Session not found")]
     UnknownSession,
     #[error("the request body is larger than {0} bytes")]
@@ -48,6 +51,13 @@ impl ProxyError {
         match self {
             ProxyError::ForbiddenOrigin => (StatusCode::FORBIDDEN, codes::INVALID_REQUEST),
             ProxyError::Identity(_) => (StatusCode::UNAUTHORIZED, codes::INVALID_REQUEST),
+            ProxyError::Refused(Refused::TwoCredentials) => {
+                (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST)
+            }
+            ProxyError::Refused(Refused::KeySet(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, codes::INTERNAL_ERROR)
+            }
+            ProxyError::Refused(_) => (StatusCode::UNAUTHORIZED, codes::INVALID_REQUEST),
             ProxyError::UnknownSession => (StatusCode::NOT_FOUND, codes::SESSION_NOT_FOUND),
             ProxyError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, codes::INVALID_REQUEST),
             ProxyError::BodyUnreadable => (StatusCode::BAD_REQUEST, codes::PARSE_ERROR),
@@ -78,6 +88,10 @@ impl ProxyError {
                 "session-broker: the session store is unavailable; try again in a moment".into()
             }
             ProxyError::Backend(_) | ProxyError::Upstream(_) => format!("session-broker: {self}"),
+            ProxyError::Refused(Refused::KeySet(_)) => {
+                "session-broker: the identity provider's keys are unavailable; try again in a moment"
+                    .into()
+            }
             other => other.to_string(),
         }
     }
@@ -96,7 +110,11 @@ impl ProxyError {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if matches!(self, ProxyError::Identity(_)) {
+        if matches!(
+            self,
+            ProxyError::Identity(_)
+                | ProxyError::Refused(Refused::Credential(_) | Refused::Token(_))
+        ) {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -31,6 +31,7 @@ pub mod errors;
 pub mod finalizer;
 pub mod forward;
 pub mod headers;
+pub mod identify;
 pub mod mcp_path;
 pub mod metrics;
 pub mod relay;

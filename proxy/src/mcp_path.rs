@@ -38,7 +38,13 @@ pub async fn handle(
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = request.into_parts();
-    let caller = Caller::identify(app, &parts, client_ip)?;
+    let caller = match Caller::identify(app, &parts, client_ip).await {
+        Ok(caller) => caller,
+        Err(error @ ProxyError::Refused(_)) => {
+            return Ok(crate::identify::unauthorized(app, error).await);
+        }
+        Err(error) => return Err(error),
+    };
     Span::current().record("principal", display(&caller.principal));
     match parts.method {
         Method::POST => post(app, &parts, caller, body).await,

@@ -167,6 +167,8 @@ async fn pass(
         .map_err(|_| ProxyError::BodyUnreadable)?;
     *upstream.headers_mut() =
         headers::toward_upstream(&parts.headers, app.upstream.authority(), &origin);
+    app.identities
+        .strip_untrusted(upstream.headers_mut(), client_ip);
     let response = app.metrics.upstream(app.upstream.send(upstream)).await?;
     Span::current().record("upstream_status", response.status().as_u16());
     let mut relayed = relay::relay(response, Watch::default());

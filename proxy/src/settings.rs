@@ -37,6 +37,9 @@ pub struct Settings {
     /// `_meta` keys of a `tools/call` that carry a conversation id, first found wins.
     pub conversation_meta_keys: Vec<String>,
     pub allow_anonymous: bool,
+    /// Where the principal comes from: the bearer credential's hash, a verified OAuth access
+    /// token's issuer and subject, or a trusted proxy's header.
+    pub principal_source: crate::identify::PrincipalSource,
     /// Id of the upstream instance; derived from the host name and upstream when absent.
     pub upstream_instance: Option<String>,
     /// Largest request body accepted.
@@ -89,6 +92,7 @@ impl Settings {
             conversation_header: None,
             conversation_meta_keys: vec!["openai/session".into(), "gen_ai.conversation.id".into()],
             allow_anonymous: false,
+            principal_source: Default::default(),
             upstream_instance: None,
             max_body: 4 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(60),

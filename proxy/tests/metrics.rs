@@ -49,7 +49,9 @@ fn call_message(tool: &str, arguments: Value) -> Message {
 }
 
 async fn plan(app: &Arc<App>, tool: &str, arguments: Value) -> Outcome {
-    let caller = Caller::identify(app, &parts("k"), None).expect("caller");
+    let caller = Caller::identify(app, &parts("k"), None)
+        .await
+        .expect("caller");
     let mut message = call_message(tool, arguments);
     call::plan(app, &caller, &mut message, None)
         .await

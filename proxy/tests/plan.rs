@@ -49,7 +49,9 @@ async fn run_plan(
     tool: &str,
     arguments: Value,
 ) -> Outcome {
-    let caller = Caller::identify(app, &parts(credential, client), None).expect("caller");
+    let caller = Caller::identify(app, &parts(credential, client), None)
+        .await
+        .expect("caller");
     let mut message = call_message(tool, arguments);
     call::plan(app, &caller, &mut message, None)
         .await

@@ -221,13 +221,14 @@ class Backend:
 def backend_factory(processes: ProcessRegistry):
     """backend_factory(json_response=False) -> Backend, on a fresh port; Backend.restart() keeps it."""
 
-    def make(json_response: bool = False) -> Backend:
+    def make(json_response: bool = False, extra_args: tuple[str, ...] = ()) -> Backend:
         if not BACKEND_SCRIPT.is_file():
             pytest.fail(f"example backend missing: {BACKEND_SCRIPT}")
         port = free_port()
         argv = [sys.executable, str(BACKEND_SCRIPT), "--host", "127.0.0.1", "--port", str(port)]
         if json_response:
             argv.append("--json-response")
+        argv += list(extra_args)
         proc = processes.spawn("backend", argv, port, env={"PYTHONUNBUFFERED": "1"})
         return Backend(proc, json_response)
 
@@ -312,10 +313,15 @@ class Stack:
 def make_stack(request: pytest.FixtureRequest, backend_factory, broker_factory):
     """make_stack(json_response=False, redis=True) -> Stack: backend + broker (+ a real redis)."""
 
-    def make(json_response: bool = False, redis: bool = True) -> Stack:
+    def make(
+        json_response: bool = False,
+        redis: bool = True,
+        broker_args: tuple[str, ...] = (),
+        backend_args: tuple[str, ...] = (),
+    ) -> Stack:
         redis_proc = request.getfixturevalue("redis_server") if redis else None
-        backend = backend_factory(json_response=json_response)
-        broker = broker_factory(backend, redis=redis_proc)
+        backend = backend_factory(json_response=json_response, extra_args=backend_args)
+        broker = broker_factory(backend, redis=redis_proc, extra_args=broker_args)
         return Stack(backend, broker, redis_proc)
 
     return make
