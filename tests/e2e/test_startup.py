@@ -1,0 +1,53 @@
+"""What a newcomer meets first: a port already in use.
+
+A port in use (main or admin) stops the broker with exit status 2 and one line on stderr naming the
+flag, before anything logs `listening`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+from conftest import broker_binary, free_port
+
+UPSTREAM = "http://127.0.0.1:9/mcp"  # never contacted: the broker stops before, or only health is asked
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs `session-broker <args>` to completion, with no BROKER_* variable from the test's environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env.update({"RUST_LOG": "info", "NO_COLOR": "1"})
+    return subprocess.run([broker_binary(), *args], capture_output=True, text=True, timeout=30, env=env)
+
+
+def taken_port() -> socket.socket:
+    """A listening socket on a free loopback port (close it when done)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def test_main_port_in_use_exits_2_with_one_line_before_listening():
+    with taken_port() as taken:
+        port = taken.getsockname()[1]
+        clash = run("--listen", f"127.0.0.1:{port}", "--upstream", UPSTREAM, "--admin-listen", f"127.0.0.1:{free_port()}")
+    assert clash.returncode == 2, clash
+    lines = clash.stderr.strip().splitlines()
+    assert len(lines) == 1, clash.stderr
+    assert lines[0].startswith(f"session-broker: --listen 127.0.0.1:{port}: cannot listen: "), clash.stderr
+    assert "Os {" not in clash.stderr and "kind:" not in clash.stderr, clash.stderr  # not debug-quoted
+    assert "listening" not in clash.stdout + clash.stderr, clash
+
+
+def test_admin_port_in_use_exits_2_before_listening():
+    with taken_port() as taken:
+        port = taken.getsockname()[1]
+        clash = run("--listen", f"127.0.0.1:{free_port()}", "--upstream", UPSTREAM, "--admin-listen", f"127.0.0.1:{port}")
+    assert clash.returncode == 2, clash
+    lines = clash.stderr.strip().splitlines()
+    assert len(lines) == 1, clash.stderr
+    assert lines[0].startswith(f"session-broker: --admin-listen 127.0.0.1:{port}: cannot listen: "), clash.stderr
+    assert "listening" not in clash.stdout + clash.stderr, clash
