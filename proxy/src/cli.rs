@@ -12,9 +12,12 @@ use http::{HeaderName, Uri};
 use crate::admin::{self, AdminError, AdminListen, AdminToken};
 use crate::settings::Settings;
 
-/// A session-broker proxy in front of an MCP server.
+/// Keeps MCP work sessions alive across client reconnects.
+///
+/// A reverse proxy in front of one MCP server (Streamable HTTP): it remembers the project each
+/// conversation selected, replays it onto every new MCP session and tells the backend on every call.
 #[derive(Debug, Parser)]
-#[command(name = "session-broker", version, about)]
+#[command(name = "session-broker", version, after_help = crate::admin_cli::HELP_SUBCOMMANDS)]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:8080")]

@@ -1,7 +1,7 @@
-"""What a newcomer meets first: a port already in use.
+"""What a newcomer meets first: `--help` and a port already in use.
 
-A port in use (main or admin) stops the broker with exit status 2 and one line on stderr naming the
-flag, before anything logs `listening`.
+`--help` speaks to users and lists the operator subcommands. A port in use (main or admin) stops the
+broker with exit status 2 and one line on stderr naming the flag, before anything logs `listening`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,16 @@ def taken_port() -> socket.socket:
     sock.bind(("127.0.0.1", 0))
     sock.listen()
     return sock
+
+
+def test_help_is_for_users_and_lists_the_subcommands():
+    shown = run("--help")
+    assert shown.returncode == 0, shown
+    text = shown.stdout
+    assert "hyper" not in text and "interception" not in text, text
+    for command in ("sessions", "token inspect", "keygen"):
+        assert f"session-broker {command}" in text, f"--help does not show `session-broker {command}`:\n{text}"
+    assert "docs/operations.md" in text, text
 
 
 def test_main_port_in_use_exits_2_with_one_line_before_listening():
