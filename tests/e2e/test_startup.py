@@ -1,7 +1,8 @@
-"""What a newcomer meets first: `--help` and a port already in use.
+"""What a newcomer meets first: `--help`, a port already in use, and the health endpoints.
 
-`--help` speaks to users and lists the operator subcommands. A port in use (main or admin) stops the
-broker with exit status 2 and one line on stderr naming the flag, before anything logs `listening`.
+A port in use (main or admin) stops the broker with exit status 2 and one line on stderr naming the
+flag, before anything logs `listening`. The main listener's `/healthz` and `/readyz` answer plain
+text with a content type; the admin API's `/healthz` answers JSON like the rest of that API.
 """
 
 from __future__ import annotations
@@ -9,10 +10,14 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from types import SimpleNamespace
+
+import httpx
 
 from conftest import broker_binary, free_port
 
 UPSTREAM = "http://127.0.0.1:9/mcp"  # never contacted: the broker stops before, or only health is asked
+TEXT_PLAIN = "text/plain; charset=utf-8"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -61,3 +66,15 @@ def test_admin_port_in_use_exits_2_before_listening():
     assert len(lines) == 1, clash.stderr
     assert lines[0].startswith(f"session-broker: --admin-listen 127.0.0.1:{port}: cannot listen: "), clash.stderr
     assert "listening" not in clash.stdout + clash.stderr, clash
+
+
+def test_health_endpoints_say_what_they_answer(broker_factory):
+    broker = broker_factory(SimpleNamespace(url=UPSTREAM))
+    with httpx.Client(timeout=10) as http:
+        healthz = http.get(f"{broker.base}/healthz")
+        assert (healthz.status_code, healthz.headers.get("content-type"), healthz.text) == (200, TEXT_PLAIN, "ok\n")
+        readyz = http.get(f"{broker.base}/readyz")
+        assert (readyz.status_code, readyz.headers.get("content-type"), readyz.text) == (200, TEXT_PLAIN, "ready\n")
+        admin = http.get(f"{broker.admin_url}/healthz")
+        assert admin.status_code == 200 and admin.headers.get("content-type") == "application/json", admin.headers
+        assert admin.json() == {"status": "ok"}
