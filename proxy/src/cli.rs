@@ -16,9 +16,12 @@ mod principal;
 
 pub use principal::{PrincipalArgs, PrincipalError, Source as PrincipalSourceArg};
 
-/// A session-broker proxy in front of an MCP server.
+/// Keeps MCP work sessions alive across client reconnects.
+///
+/// A reverse proxy in front of one MCP server (Streamable HTTP): it remembers the project each
+/// conversation selected, replays it onto every new MCP session and tells the backend on every call.
 #[derive(Debug, Parser)]
-#[command(name = "session-broker", version, about)]
+#[command(name = "session-broker", version, after_help = crate::admin_cli::HELP_SUBCOMMANDS)]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:8080")]

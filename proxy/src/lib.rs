@@ -58,7 +58,8 @@ pub enum RunError {
     Admin(#[from] admin::AdminError),
 }
 
-/// Runs a broker on `listener` until `shutdown` completes.
+/// Runs a broker on `listener` (already bound) until `shutdown` completes. The admin listener is bound
+/// first: when it cannot be, this returns before anything is served or logged as `listening`.
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
@@ -66,11 +67,13 @@ pub async fn run(
 ) -> Result<(), RunError> {
     admin::check(&settings)?;
     let app = Arc::new(App::new(settings)?);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Both listeners are bound before the broker announces `listening`: a taken admin port stops it
+    // before anything says it serves.
+    let admin = admin::start(app.clone(), stopped.clone()).await?;
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, upstream = %app.settings.upstream, store = if app.settings.redis_url.is_some() { "redis" } else { "memory" }, "listening");
     }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let admin = admin::start(app.clone(), stopped.clone()).await?;
     let finalizer = finalizer::spawn(app.clone(), stopped);
     server::serve(app, listener, shutdown).await;
     let _ = stop.send(true);

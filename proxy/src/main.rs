@@ -2,16 +2,11 @@
 //! runs until SIGTERM/Ctrl-C. With `sessions`, `token` or `keygen` first, it runs that operator
 //! subcommand instead ([`proxy::admin_cli`]), parsed on its own.
 
-use anyhow_free::Result;
 use proxy::config_file::{self, ConfigError};
 use tracing_subscriber::EnvFilter;
 
-mod anyhow_free {
-    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-}
-
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if proxy::admin_cli::is_subcommand(&argv) {
         std::process::exit(proxy::admin_cli::main(argv).await);
@@ -41,15 +36,18 @@ async fn main() -> Result<()> {
             std::process::exit(2);
         }
     };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("session-broker: --listen {listen}: cannot listen: {error}");
+            std::process::exit(2);
+        }
+    };
     if let Err(error) = proxy::run(settings, listener, shutdown_signal()).await {
         tracing::error!(%error, "cannot start");
         eprintln!("session-broker: {error}");
         std::process::exit(2);
     }
-    Ok(())
 }
 
 async fn shutdown_signal() {

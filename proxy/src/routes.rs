@@ -119,9 +119,15 @@ fn metrics_response(app: &App) -> Response<ProxyBody> {
     response
 }
 
+/// The health endpoints' answers: plain text, said so (the admin API's `/healthz` answers JSON, like
+/// the rest of that API).
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -130,9 +136,9 @@ async fn ready(app: &App) -> Response<ProxyBody> {
         Ok(()) => text(StatusCode::OK, "ready\n"),
         Err(error) => {
             tracing::warn!(%error, "not ready");
-            json_response(
+            text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"ready": false, "reason": "the session store is unreachable"}),
+                "not ready: the session store is unreachable\n",
             )
         }
     }
