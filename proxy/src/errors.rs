@@ -103,9 +103,14 @@ impl ProxyError {
         let mut response = json_response(status, &body);
         if matches!(
             self,
-            ProxyError::BodyTooLarge(_) | ProxyError::HeadersTooLarge(_)
+            ProxyError::BodyTooLarge(_)
+                | ProxyError::HeadersTooLarge(_)
+                | ProxyError::ForbiddenOrigin
+                | ProxyError::Identity(_)
+                | ProxyError::Refused(_)
         ) {
-            // Part of the request may be unread: this connection must not carry another one.
+            // Part of the request may be unread (these are refused before the body is read): this
+            // connection must not carry another one, and the client must know it before it tries.
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
