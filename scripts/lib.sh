@@ -1,12 +1,15 @@
 # shellcheck shell=bash
 # Shared helpers for scripts/test and scripts/quickstart. Source it; do not run it.
 #
-# Provides: REPO_ROOT, VENV, stage, die, require_tools, ensure_redis, ensure_venv, ensure_node_modules.
+# Provides: REPO_ROOT, VENV, MODERN_VENV, stage, die, require_tools, ensure_redis, ensure_venv,
+# ensure_modern_venv, ensure_node_modules.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO_ROOT/.venv"
 E2E_REQUIREMENTS="$REPO_ROOT/tests/e2e/requirements.txt"
 BACKEND_REQUIREMENTS="$REPO_ROOT/examples/backend/requirements.txt"
+MODERN_VENV="$REPO_ROOT/.venv-modern"
+MODERN_REQUIREMENTS="$REPO_ROOT/examples/backend/requirements-modern.txt"
 TS_DIR="$REPO_ROOT/tests/e2e/ts"
 
 stage() {
@@ -69,6 +72,25 @@ ensure_venv() {
     rm -f "$stamp"
     "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet \
         -r "$E2E_REQUIREMENTS" -r "$BACKEND_REQUIREMENTS"
+    echo "$want" >"$stamp"
+}
+
+# ensure_modern_venv: create/refresh $MODERN_VENV (the Python SDK 2.x line) from its pinned requirements.
+ensure_modern_venv() {
+    local stamp="$MODERN_VENV/.requirements.sha256" want have=""
+    want="$(_sha256_of "$MODERN_REQUIREMENTS")"
+    if [[ ! -x "$MODERN_VENV/bin/python" ]]; then
+        echo "creating $MODERN_VENV"
+        python3 -m venv "$MODERN_VENV" || die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
+    fi
+    [[ -f "$stamp" ]] && have="$(cat "$stamp")"
+    if [[ "$want" == "$have" ]]; then
+        echo "modern venv up to date ($MODERN_VENV)"
+        return 0
+    fi
+    echo "installing pinned Python requirements (mcp 2.x) into $MODERN_VENV"
+    rm -f "$stamp"
+    "$MODERN_VENV/bin/python" -m pip install --disable-pip-version-check --quiet -r "$MODERN_REQUIREMENTS"
     echo "$want" >"$stamp"
 }
 

@@ -42,7 +42,9 @@ pub fn add_work_session_argument(reply: &mut Value) -> bool {
                 json!({
                     "type": "string",
                     "description": "Optional. The work_session value returned when the project was selected; \
-                                    pass it to keep working on that project."
+                                    pass it to keep working on that project.",
+                    // Modern clients mirror it into `Mcp-Param-Work-Session`.
+                    "x-mcp-header": crate::modern::WORK_SESSION_HEADER_TOKEN,
                 })
             });
             changed = true;

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
+from assertion import Verifier
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from starlette.requests import Request
@@ -52,8 +53,8 @@ SESSION_PROJECTS: dict[str, str] = {}
 LOCKED: dict[str, dict[str, str]] = {}  # project -> topic -> content
 HANDOVERS: dict[str, list[dict[str, Any]]] = {}  # project -> handovers, oldest first
 AUDIT: list[dict[str, Any]] = []
-# Stateless mode: how to verify the broker's assertion (set by main()).
-STATELESS: dict[str, Any] = {"on": False, "key": None, "jwks": None, "audience": "mcp-backend"}
+# Stateless mode: whether it is on, and how to verify the broker's assertion (set by main()).
+STATELESS: dict[str, Any] = {"on": False, "verifier": Verifier()}
 # The arguments of the current tools/call exactly as received (before FastMCP validates them), so the
 # audit log shows whether a proxy forwarded anything extra (e.g. an unstripped work_session).
 _RAW_ARGS: ContextVar[dict[str, Any]] = ContextVar("raw_args", default={})
@@ -78,38 +79,12 @@ def _headers(ctx: Context) -> dict[str, str]:
     return {k.lower(): v for k, v in request.headers.items()}
 
 
-def _asserted_project(headers: dict[str, str]) -> str | None:
-    """Stateless mode: the project of the broker's verified assertion, if it matches X-MCP-Project."""
-    token = headers.get(ASSERTION_HEADER)
-    if token is None:
-        return None
-    import jwt  # PyJWT, a dependency of the mcp SDK
-
-    options = {"require": ["exp", "iss", "aud"]}
-    try:
-        if STATELESS["jwks"] is not None:
-            key = STATELESS["jwks"].get_signing_key_from_jwt(token).key
-            claims = jwt.decode(token, key, algorithms=["EdDSA"], audience=STATELESS["audience"], options=options)
-        elif STATELESS["key"] is not None:
-            claims = jwt.decode(token, STATELESS["key"], algorithms=["HS256"], audience=STATELESS["audience"], options=options)
-        else:
-            return None
-    except jwt.PyJWTError as error:
-        log.warning("assertion refused: %s", error)
-        return None
-    project = claims.get("project")
-    if project != headers.get(PROJECT_HEADER):
-        log.warning("assertion project %r differs from the header", project)
-        return None
-    return project
-
-
 def _record(ctx: Context, tool: str) -> tuple[str, str | None, str | None]:
     """Append one audit entry; return (mcp session id, session project, header project)."""
     headers = _headers(ctx)
     session_id = headers.get(SESSION_HEADER, "")
     if STATELESS["on"]:
-        session_project = _asserted_project(headers)
+        session_project = STATELESS["verifier"].project(headers)
     else:
         session_project = SESSION_PROJECTS.get(session_id)
     header_project = headers.get(PROJECT_HEADER)
@@ -227,6 +202,15 @@ def build_server(host: str, port: int, json_response: bool, stateless: bool = Fa
     return server
 
 
+def verifier_from(args: argparse.Namespace) -> Verifier:
+    """The assertion verifier the command line asks for."""
+    key = None
+    if args.assertion_key_file:
+        with open(args.assertion_key_file, "rb") as key_file:
+            key = key_file.read().strip()
+    return Verifier(key=key, jwks_url=args.jwks_url, audience=args.assertion_audience)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Example MCP backend (project stored per MCP session).")
     parser.add_argument("--host", default="127.0.0.1")
@@ -244,14 +228,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.stateless:
         STATELESS["on"] = True
-        STATELESS["audience"] = args.assertion_audience
-        if args.assertion_key_file:
-            with open(args.assertion_key_file, "rb") as key_file:
-                STATELESS["key"] = key_file.read().strip()
-        if args.jwks_url:
-            import jwt
-
-            STATELESS["jwks"] = jwt.PyJWKClient(args.jwks_url)
+        STATELESS["verifier"] = verifier_from(args)
     server = build_server(args.host, args.port, args.json_response, args.stateless)
     log.info(
         "serving http://%s:%d/mcp (json_response=%s, stateless=%s)", args.host, args.port, args.json_response, args.stateless

@@ -54,6 +54,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Backend sessions being opened for work sessions right now (one opening per work session).
     pub openings: crate::work_backend::Openings,
+    /// Modern clients in front of a legacy or stateful backend.
+    pub bridge: crate::bridge::Bridge,
 }
 
 impl App {
@@ -95,6 +97,7 @@ impl App {
             upstream_id: upstream_id(&settings),
             metrics: Metrics::new(),
             openings: Default::default(),
+            bridge: Default::default(),
             store,
             keys,
             principals,

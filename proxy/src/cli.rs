@@ -84,6 +84,10 @@ pub struct Args {
         default_value = "openai/session,gen_ai.conversation.id"
     )]
     pub conversation_meta_keys: Vec<String>,
+    /// Modern (2026-07-28, sessionless) clients: `auto` bridges them onto legacy backend sessions
+    /// when the backend is legacy or stateful; `off` passes their requests through.
+    #[arg(long, env = "BROKER_BRIDGE", default_value = "auto")]
+    pub bridge: broker::modern::BridgeMode,
     /// Let requests without a credential in, all as one anonymous principal.
     #[arg(long, env = "BROKER_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -227,6 +231,7 @@ impl Args {
         settings.unkeyed_policy = self.unkeyed_policy;
         settings.conversation_header = self.conversation_header;
         settings.surface_window = self.surface_window;
+        settings.bridge = self.bridge;
         settings.conversation_meta_keys = self
             .conversation_meta_keys
             .into_iter()

@@ -15,6 +15,11 @@ pub const X_ANTHROPIC_CLIENT: HeaderName = HeaderName::from_static("x-anthropic-
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Protocol 2026-07-28 routing headers.
+pub const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+pub const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+/// The `work_session` argument mirrored into a header by modern clients (its `x-mcp-header`).
+pub const MCP_PARAM_WORK_SESSION: HeaderName = HeaderName::from_static("mcp-param-work-session");
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -65,6 +70,7 @@ pub fn toward_upstream(
         MCP_SESSION_ID,
         X_MCP_PROJECT,
         X_MCP_WORK_SESSION,
+        MCP_PARAM_WORK_SESSION,
     ] {
         headers.remove(name);
     }

@@ -126,7 +126,7 @@ async fn post(
         Err(crate::body::ReadError::TooLarge) => return Err(ProxyError::BodyTooLarge(limit)),
         Err(crate::body::ReadError::Unreadable) => return Err(ProxyError::BodyUnreadable),
     };
-    let mut parsed = jsonrpc::parse(&bytes).map_err(ProxyError::Parse)?;
+    let parsed = jsonrpc::parse(&bytes).map_err(ProxyError::Parse)?;
     let rpc = match &parsed {
         Body::Single(message) => Rpc::of(&message.kind),
         Body::Batch(_) => Rpc::Other,
@@ -141,57 +141,98 @@ async fn post(
     if parsed.is_initialize() {
         return initialize(app, parts, &caller, bytes, &parsed).await;
     }
-    if let Body::Single(message) = &mut parsed
-        && matches!(message.kind, Kind::ToolsCall(_))
-        && (caller.session.is_some() || is_sessionless_protocol(parts, message))
+    if caller.session.is_none()
+        && let Body::Single(message) = &parsed
+        && is_sessionless_protocol(parts, message)
     {
-        let id = message.id.clone();
-        let mcp = caller.session.as_ref().map(|c| mcp_query(app, c));
-        let plan = match call::plan(app, &caller, message, mcp).await? {
-            Outcome::Reply(reply) => return Ok(json_response(StatusCode::OK, &reply)),
-            Outcome::Forward(plan) => plan,
-        };
-        if let Some(work) = plan.bound() {
-            Span::current()
-                .record("work_session", display(&work.id))
-                .record("project", display(&work.project));
-        }
-        let body = if plan.body_changed {
-            Bytes::from(parsed.to_json())
-        } else {
-            bytes
-        };
-        let plan = *plan;
-        let via = match (plan.forward.path, &plan.forward.select) {
-            (Some(path), _) => Some(path.as_str()),
-            (None, Some(_)) => Some("select"),
-            (None, None) => None,
-        };
-        let out = Outbound {
-            parts,
-            caller: &caller,
-            body,
-            bound: plan.forward.bound,
-            via,
-            route: plan.forward.route,
-            mcp: plan.mcp,
-            watch: plan.watch,
-            call_id: id,
-            retry_on_404: true,
-        };
-        return forward(app, out).await;
+        return crate::modern_path::post(app, parts, caller, bytes, parsed).await;
     }
-    pass_through(app, parts, &caller, bytes, parsed).await
+    if matches!(&parsed, Body::Single(m) if matches!(m.kind, Kind::ToolsCall(_)))
+        && caller.session.is_some()
+    {
+        let mcp = caller.session.as_ref().map(|c| mcp_query(app, c));
+        return tool_call(app, parts, &caller, bytes, parsed, mcp, Modern::No).await;
+    }
+    pass_through(app, parts, &caller, bytes, parsed, Modern::No).await
 }
 
-/// Batches, notifications, `tools/list` and other requests: forwarded on the right backend session;
-/// `tools/list` replies gain the `work_session` argument; handles inside batched calls are removed.
-async fn pass_through(
+/// Whether a request is a modern client's, and so how its replies are marked complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modern {
+    No,
+    /// Replies the broker writes itself gain `resultType`.
+    Direct,
+    /// Bridged onto a legacy backend: the backend's replies gain `resultType` too.
+    Bridged,
+}
+
+/// A single `tools/call`: planned by [`crate::call`], then forwarded (or answered by the broker).
+pub async fn tool_call(
     app: &Arc<App>,
     parts: &Parts,
     caller: &Caller,
     bytes: Bytes,
     mut parsed: Body,
+    mcp: Option<McpQuery>,
+    modern: Modern,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Body::Single(message) = &mut parsed else {
+        return pass_through(app, parts, caller, bytes, parsed, modern).await;
+    };
+    let id = message.id.clone();
+    let plan = match call::plan(app, caller, message, mcp).await? {
+        Outcome::Reply(mut reply) => {
+            if modern != Modern::No {
+                broker::modern::mark_complete(&mut reply, false);
+            }
+            return Ok(json_response(StatusCode::OK, &reply));
+        }
+        Outcome::Forward(plan) => plan,
+    };
+    if let Some(work) = plan.bound() {
+        Span::current()
+            .record("work_session", display(&work.id))
+            .record("project", display(&work.project));
+    }
+    let body = if plan.body_changed {
+        Bytes::from(parsed.to_json())
+    } else {
+        bytes
+    };
+    let mut plan = *plan;
+    let via = match (plan.forward.path, &plan.forward.select) {
+        (Some(path), _) => Some(path.as_str()),
+        (None, Some(_)) => Some("select"),
+        (None, None) => None,
+    };
+    if modern == Modern::Bridged || (modern == Modern::Direct && plan.forward.select.is_some()) {
+        // A select's reply may be replaced by the broker's own tool error: mark it either way.
+        plan.watch.complete.extend(id.clone().map(|id| (id, false)));
+    }
+    let out = Outbound {
+        parts,
+        caller,
+        body,
+        bound: plan.forward.bound,
+        via,
+        route: plan.forward.route,
+        mcp: plan.mcp,
+        watch: plan.watch,
+        call_id: id,
+        retry_on_404: true,
+    };
+    forward(app, out).await
+}
+
+/// Batches, notifications, `tools/list` and other requests: forwarded on the right backend session;
+/// `tools/list` replies gain the `work_session` argument; handles inside batched calls are removed.
+pub async fn pass_through(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: &Caller,
+    bytes: Bytes,
+    mut parsed: Body,
+    modern: Modern,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     record_surface(app, caller, None);
     // A batched call is not resolved or guarded, so only tools that need no project may be in one:
@@ -214,6 +255,16 @@ async fn pass_through(
                 changed |= jsonrpc::take_argument(message, WORK_SESSION_ARG).changed()
             }
             _ => {}
+        }
+        if modern == Modern::Bridged
+            && let Some(id) = message.id.clone()
+        {
+            let method = message
+                .value
+                .get("method")
+                .and_then(serde_json::Value::as_str);
+            let cacheable = method.is_some_and(broker::modern::is_cacheable);
+            watch.complete.push((id, cacheable));
         }
     }
     let body = if changed {

@@ -43,11 +43,14 @@ pub struct SelectWatch {
 pub struct Watch {
     pub tools_list: Vec<RequestId>,
     pub select: Option<SelectWatch>,
+    /// Replies to a modern client from a legacy backend: results gain `resultType` (and caching
+    /// directives when the method's results are cacheable: the `bool`).
+    pub complete: Vec<(RequestId, bool)>,
 }
 
 impl Watch {
     pub fn is_empty(&self) -> bool {
-        self.tools_list.is_empty() && self.select.is_none()
+        self.tools_list.is_empty() && self.select.is_none() && self.complete.is_empty()
     }
 
     /// Rewrites one JSON-RPC message if it is a watched reply. Returns whether it changed. Only a
@@ -63,15 +66,19 @@ impl Watch {
         else {
             return false;
         };
+        let mut changed = false;
         if self.tools_list.contains(&id) {
-            return mcp::add_work_session_argument(message);
+            changed |= mcp::add_work_session_argument(message);
         }
-        if self.select.as_ref().is_some_and(|s| s.id == id) {
-            if let Some(select) = self.select.take() {
-                return select.settle(message).await;
-            }
+        if self.select.as_ref().is_some_and(|s| s.id == id)
+            && let Some(select) = self.select.take()
+        {
+            changed |= select.settle(message).await;
         }
-        false
+        if let Some((_, cacheable)) = self.complete.iter().find(|(c, _)| *c == id) {
+            changed |= broker::modern::mark_complete(message, *cacheable);
+        }
+        changed
     }
 
     async fn apply_value(&mut self, value: &mut Value) -> bool {

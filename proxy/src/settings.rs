@@ -36,6 +36,9 @@ pub struct Settings {
     pub conversation_header: Option<HeaderName>,
     /// `_meta` keys of a `tools/call` that carry a conversation id, first found wins.
     pub conversation_meta_keys: Vec<String>,
+    /// Modern (2026-07-28) clients: bridged onto legacy backend sessions (`auto`: when the backend
+    /// is legacy or stateful), or passed through (`off`).
+    pub bridge: broker::modern::BridgeMode,
     pub allow_anonymous: bool,
     /// Where the principal comes from: the bearer credential's hash, a verified OAuth access
     /// token's issuer and subject, or a trusted proxy's header.
@@ -90,6 +93,7 @@ impl Settings {
             unkeyed_policy: UnkeyedPolicy::Guarded,
             surface_window: Duration::from_secs(10 * 60),
             conversation_header: None,
+            bridge: Default::default(),
             conversation_meta_keys: vec!["openai/session".into(), "gen_ai.conversation.id".into()],
             allow_anonymous: false,
             principal_source: Default::default(),

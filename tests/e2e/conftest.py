@@ -23,6 +23,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACKEND_SCRIPT = REPO_ROOT / "examples" / "backend" / "server.py"
+MODERN_BACKEND_SCRIPT = REPO_ROOT / "examples" / "backend" / "modern_server.py"
 SIGNING_KEY = "e2e-test-signing-key-0123456789abcdef-not-a-secret"
 START_TIMEOUT = 30.0
 LOG_TAIL = 12_000  # characters of each log attached to a failure report
@@ -230,6 +231,32 @@ def backend_factory(processes: ProcessRegistry):
             argv.append("--json-response")
         argv += list(extra_args)
         proc = processes.spawn("backend", argv, port, env={"PYTHONUNBUFFERED": "1"})
+        return Backend(proc, json_response)
+
+    return make
+
+
+def modern_python() -> str:
+    """The interpreter of .venv-modern (the Python SDK 2.x line), for the modern backend and client."""
+    path = os.environ.get("MODERN_PYTHON") or str(REPO_ROOT / ".venv-modern" / "bin" / "python")
+    if not Path(path).is_file():
+        pytest.fail(f"{path} is missing: scripts/test creates .venv-modern from examples/backend/requirements-modern.txt")
+    return path
+
+
+@pytest.fixture
+def modern_backend_factory(processes: ProcessRegistry, tmp_path: Path):
+    """modern_backend_factory(json_response=False) -> Backend: examples/backend/modern_server.py (SDK 2.x,
+    stateless), verifying the broker's assertions with the e2e signing key."""
+
+    def make(json_response: bool = False) -> Backend:
+        key_file = tmp_path / "modern-backend-assertion.key"
+        key_file.write_text(SIGNING_KEY)
+        port = free_port()
+        argv = [modern_python(), str(MODERN_BACKEND_SCRIPT), "--port", str(port), "--assertion-key-file", str(key_file)]
+        if json_response:
+            argv.append("--json-response")
+        proc = processes.spawn("modern-backend", argv, port, env={"PYTHONUNBUFFERED": "1"})
         return Backend(proc, json_response)
 
     return make

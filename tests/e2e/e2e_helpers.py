@@ -190,6 +190,26 @@ async def run_ts_client_async(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     return await anyio.to_thread.run_sync(run_ts_client, scenario)
 
 
+async def run_modern_client(scenario: dict[str, Any], timeout: float = 90.0) -> list[dict[str, Any]]:
+    """Run modern_client.py (the Python SDK 2.x ``mcp.Client``) under .venv-modern with `scenario`."""
+    from conftest import modern_python
+
+    script = Path(__file__).resolve().parent / "modern_client.py"
+    with anyio.fail_after(timeout):
+        done = await anyio.run_process([modern_python(), str(script)], input=json.dumps(scenario).encode(), check=False)
+    lines = [json.loads(line) for line in done.stdout.decode().splitlines() if line.strip()]
+    assert done.returncode == 0 and len(lines) == len(scenario["steps"]), (
+        f"modern client exited {done.returncode} with {len(lines)} of {len(scenario['steps'])} lines:\n"
+        f"{done.stdout.decode()}\n{done.stderr.decode()[-4000:]}"
+    )
+    return lines
+
+
+def modern_reply(line: dict[str, Any]) -> ToolReply:
+    assert "error" not in line, f"modern client step failed: {line['error']}"
+    return ToolReply(bool(line["is_error"]), list(line["texts"]))
+
+
 def ts_reply(line: dict[str, Any]) -> ToolReply:
     assert "error" not in line, f"TypeScript client step failed: {line}"
     return ToolReply(bool(line["isError"]), list(line["texts"]))
