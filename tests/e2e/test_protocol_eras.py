@@ -1,5 +1,5 @@
-"""Both protocol eras, every pairing, with the official SDK clients (Python 2.x ``mcp.Client`` in auto and
-legacy mode, Python 1.x ``ClientSession``): a modern (2026-07-28, sessionless) client in front of the
+"""Both protocol eras, every pairing, with the official SDK clients (Python 2.x ``mcp.Client`` and the
+TypeScript v2 client, each in auto and legacy mode; Python 1.x ``ClientSession``): a modern (2026-07-28, sessionless) client in front of the
 legacy FastMCP 1.x backend (bridged), and modern and legacy clients in front of a modern stateless SDK
 2.x backend that takes the project from the broker's assertion. Each keeps its project across calls and
 reconnects and never mixes two surfaces. Plus the modern request ladder: header mismatches refused with
@@ -23,6 +23,8 @@ from e2e_helpers import (
     project_calls,
     reconnecting_reply,
     run_modern_client,
+    run_ts_v2_client,
+    ts_v2_reply,
 )
 
 pytestmark = pytest.mark.anyio
@@ -153,3 +155,29 @@ async def test_bridge_off_lets_the_client_fall_back(make_stack) -> None:
     assert lines[0]["era"] == "legacy", "a legacy backend answers discover with 400: the client falls back"
     assert_selected(modern_reply(lines[0]), "zephyr")
     assert_on_project(modern_reply(lines[1]), "zephyr")
+
+
+@pytest.mark.parametrize("backend_kind", ["legacy", "modern"])
+async def test_the_typescript_v2_client_in_both_modes(
+    backend_kind: str, backend_factory, modern_backend_factory, broker_factory, redis_server
+) -> None:
+    """The TypeScript SDK v2 client, auto (sessionless against the broker) and legacy (the handshake),
+    in front of the legacy backend (bridged) and the modern one: its project across reconnects, and
+    another surface guarded."""
+    backend = backend_factory() if backend_kind == "legacy" else modern_backend_factory()
+    broker = broker_factory(backend, redis=redis_server)
+    token = f"e2e-token-ts-v2-{backend_kind}"
+
+    def scenario(mode: str, client: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"url": broker.url, "token": token, "client_name": client, "mode": mode, "steps": steps}
+
+    first = await run_ts_v2_client(scenario("auto", "claude-ai", [select("dementia"), HANDOVER]))
+    assert first[0]["version"] == MODERN, f"the v2 client did not go sessionless: {first}"
+    assert_selected(ts_v2_reply(first[0]), "dementia")
+    assert_on_project(ts_v2_reply(first[1]), "dementia", "auto mode")
+    legacy = await run_ts_v2_client(scenario("legacy", "claude-ai", [HANDOVER]))
+    assert legacy[0]["version"] != MODERN
+    assert_on_project(ts_v2_reply(legacy[0]), "dementia", "legacy mode, reconnected")
+    other = await run_ts_v2_client(scenario("auto", "cursor", [HANDOVER]))
+    assert_broker_error(ts_v2_reply(other[0]), BROKER_NONE_SELECTED)
+    assert_audit_clean(backend.audit(), allowed={"dementia"})
