@@ -10,7 +10,8 @@ broker replays ``select_project_for_session`` on every fresh backend session and
 ``X-MCP-Project`` / ``X-MCP-Work-Session`` headers to every forwarded request.
 
 Tools: list_projects, select_project_for_session, get_last_handover, lock_context,
-explore_context_tree, write_handover. Project-scoped replies contain
+explore_context_tree, write_handover, wait (answers after some seconds; the audit log says whether
+it finished or was cancelled). Project-scoped replies contain
 ``project=<session project> header=<X-MCP-Project or none>`` so tests can assert on them.
 
 Extra HTTP routes: ``GET /audit`` (JSON list of every tool call: tool, mcp_session, session_project,
@@ -35,6 +36,7 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
+import anyio
 from assertion import Verifier
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
@@ -163,6 +165,26 @@ def write_handover(ctx: Context, summary: str = "") -> str:
     return f"{tag} handover #{len(entries)} written"
 
 
+async def wait(seconds: float, ctx: Context) -> str:
+    """Take `seconds` to answer (at most 30): for tests of cancellation. Needs a project."""
+    _require_project(ctx, "wait")
+    try:
+        await anyio.sleep(min(max(seconds, 0.0), 30.0))
+    except anyio.get_cancelled_exc_class():
+        _mark("wait:cancelled")
+        raise
+    _mark("wait:finished")
+    return f"waited {seconds}s"
+
+
+def _mark(event: str) -> None:
+    """An audit entry for something that is not a call (how a call ended)."""
+    AUDIT.append(
+        {"tool": event, "mcp_session": "", "session_project": None, "header_project": None,
+         "has_assertion": False, "args": {}, "at": time.time()}
+    )  # fmt: skip
+
+
 async def audit(request: Request) -> Response:
     """GET: the audit log as a JSON list. DELETE: clear it."""
     if request.method == "DELETE":
@@ -195,6 +217,7 @@ def build_server(host: str, port: int, json_response: bool, stateless: bool = Fa
         lock_context,
         explore_context_tree,
         write_handover,
+        wait,
     ):
         server.tool()(tool)
     server.custom_route("/audit", methods=["GET", "DELETE"])(audit)

@@ -80,6 +80,17 @@ pub async fn forward(
         if let Some(select) = out.watch.select.as_mut() {
             select.backend = session.as_ref().map(|s| backend_ref(app, s));
         }
+        if let (Some(bridged), Some(session), Some(id)) =
+            (&out.caller.bridge, &session, &out.call_id)
+        {
+            out.watch.on_abandon = Some(crate::bridge::cancel_on_abandon(
+                app,
+                out.caller.own_request_headers(),
+                session,
+                bridged,
+                id,
+            ));
+        }
         let mut relayed = relay::relay(response, std::mem::take(&mut out.watch));
         client_session_header(&mut relayed, &out.parts.headers);
         return Ok(relayed);

@@ -46,11 +46,26 @@ pub struct Watch {
     /// Replies to a modern client from a legacy backend: results gain `resultType` (and caching
     /// directives when the method's results are cacheable: the `bool`).
     pub complete: Vec<(RequestId, bool)>,
+    /// Run when the client goes away before the answer ended (a modern client's way to cancel).
+    pub on_abandon: Option<Abandon>,
 }
+
+/// What to do when the client abandons a request (e.g. tell a bridged backend to cancel it).
+pub type Abandon = Box<dyn FnOnce() + Send + Sync>;
 
 impl Watch {
     pub fn is_empty(&self) -> bool {
-        self.tools_list.is_empty() && self.select.is_none() && self.complete.is_empty()
+        self.tools_list.is_empty()
+            && self.select.is_none()
+            && self.complete.is_empty()
+            && self.on_abandon.is_none()
+    }
+
+    /// The client went away: run the abandon hook, once.
+    fn abandoned(&mut self) {
+        if let Some(hook) = self.on_abandon.take() {
+            hook();
+        }
     }
 
     /// Rewrites one JSON-RPC message if it is a watched reply. Returns whether it changed. Only a
@@ -149,7 +164,17 @@ type Sender = tokio::sync::mpsc::Sender<Result<Bytes, body::BoxError>>;
 
 async fn relay_sse(mut incoming: Incoming, mut watch: Watch, tx: Sender) {
     let mut parser = sse::Parser::new(REWRITE_LIMIT);
-    while let Some(frame) = incoming.frame().await {
+    loop {
+        // A client that closes its reply stream while the backend is still silent is noticed now,
+        // not when the backend next writes: the backend is released (and told, when bridged).
+        let frame = tokio::select! {
+            frame = incoming.frame() => frame,
+            () = tx.closed() => {
+                watch.abandoned();
+                return;
+            }
+        };
+        let Some(frame) = frame else { break };
         let data = match frame {
             Ok(frame) => match frame.into_data() {
                 Ok(data) => data,
@@ -168,7 +193,8 @@ async fn relay_sse(mut incoming: Incoming, mut watch: Watch, tx: Sender) {
             }
         };
         if !forward_blocks(&mut watch, blocks, &tx).await {
-            return; // the client went away
+            watch.abandoned(); // the client went away
+            return;
         }
     }
     let ended = parser.end();
@@ -206,7 +232,14 @@ async fn rewrite_event(watch: &mut Watch, mut event: sse::Event) -> Option<Bytes
 }
 
 async fn relay_json(incoming: Incoming, mut watch: Watch, tx: Sender) {
-    let bytes = match Limited::new(incoming, REWRITE_LIMIT).collect().await {
+    let collected = tokio::select! {
+        collected = Limited::new(incoming, REWRITE_LIMIT).collect() => collected,
+        () = tx.closed() => {
+            watch.abandoned();
+            return;
+        }
+    };
+    let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
             let _ = tx.send(Err(error)).await;

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -181,3 +182,34 @@ async def test_the_typescript_v2_client_in_both_modes(
     other = await run_ts_v2_client(scenario("auto", "cursor", [HANDOVER]))
     assert_broker_error(ts_v2_reply(other[0]), BROKER_NONE_SELECTED)
     assert_audit_clean(backend.audit(), allowed={"dementia"})
+
+
+async def test_a_modern_client_that_closes_its_request_cancels_it_at_the_backend(make_stack) -> None:
+    """On the modern wire a client cancels by closing its reply stream; bridged, the legacy backend is
+    sent notifications/cancelled and its tool stops."""
+    stack = make_stack(redis=False)
+    meta = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "claude-ai", "version": "1"}}  # fmt: skip
+
+    def request(tool: str, args: dict) -> tuple[dict, dict]:
+        body = {"jsonrpc": "2.0", "id": f"r-{tool}", "method": "tools/call", "params": {"name": tool, "arguments": args, "_meta": meta}}
+        headers = {"Authorization": "Bearer e2e-cancel", "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call",
+                   "Mcp-Name": tool, "Accept": "application/json, text/event-stream"}  # fmt: skip
+        return body, headers
+
+    async with httpx.AsyncClient(timeout=15) as http:
+        body, headers = request(SELECT, {"name": "linkedin"})
+        selected = await http.post(stack.url, json=body, headers=headers)
+        assert selected.status_code == 200 and "Selected project linkedin" in selected.text, selected.text
+    async with httpx.AsyncClient(timeout=httpx.Timeout(15, read=1.0)) as http:
+        body, headers = request("wait", {"seconds": 6})
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(stack.url, json=body, headers=headers)
+    deadline = anyio.current_time() + 5
+    events: list[str] = []
+    while anyio.current_time() < deadline:
+        events = [e["tool"] for e in stack.backend.audit() if e["tool"].startswith("wait:")]
+        if events:
+            break
+        await anyio.sleep(0.2)
+    assert events == ["wait:cancelled"], f"the backend's tool was not cancelled: {events}"
