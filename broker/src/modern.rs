@@ -17,6 +17,8 @@ use crate::jsonrpc::{Message, RequestId};
 
 /// The modern revisions the broker speaks.
 pub const SUPPORTED: &[&str] = &["2026-07-28"];
+/// The handshake (legacy) revisions, oldest first.
+pub const HANDSHAKE: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// `_meta` key of the request's protocol version.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// `_meta` key of the client's capabilities.
@@ -257,6 +259,73 @@ pub fn legacy_initialize_params(message: &Message, legacy_version: &str) -> Valu
         "clientInfo": field(META_CLIENT_INFO)
             .unwrap_or_else(|| json!({"name": "unknown", "version": "0"})),
     })
+}
+
+/// Turns a legacy client's message into a modern one for a backend that speaks only 2026-07-28:
+/// `params._meta` gains the protocol version and the client's capabilities and info (from its
+/// stored `initialize` params). Returns the `Mcp-Method` and `Mcp-Name` header values (the name
+/// base64-wrapped when it would not survive as a header), or `None` for a message with no method.
+pub fn modernize(message: &mut Value, ini: &Value) -> Option<(String, Option<String>)> {
+    let method = message.get("method")?.as_str()?.to_owned();
+    let object = message.as_object_mut()?;
+    let params = object
+        .entry("params")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let params = params.as_object_mut()?;
+    let meta = params
+        .entry("_meta")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()?;
+    meta.insert(META_PROTOCOL_VERSION.into(), json!(SUPPORTED[0]));
+    let capabilities = ini
+        .get("capabilities")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    meta.insert(META_CLIENT_CAPABILITIES.into(), capabilities);
+    if let Some(info) = ini.get("clientInfo") {
+        meta.insert(META_CLIENT_INFO.into(), info.clone());
+    }
+    let name = name_field(&method)
+        .and_then(|field| params.get(field))
+        .and_then(Value::as_str)
+        .map(encode_header_value);
+    Some((method, name))
+}
+
+/// A value as a header carries it: verbatim when it is plain visible ASCII without surrounding
+/// blanks, else in the `=?base64?...?=` form.
+pub fn encode_header_value(value: &str) -> String {
+    let plain = value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && value.trim() == value
+        && !(value.starts_with("=?base64?") && value.ends_with("?="));
+    if plain {
+        value.to_owned()
+    } else {
+        let engine = base64::engine::general_purpose::STANDARD;
+        format!("=?base64?{}?=", engine.encode(value.as_bytes()))
+    }
+}
+
+/// The `initialize` result the broker gives a legacy client of a backend that speaks only
+/// 2026-07-28, from the backend's `server/discover` result: the client's requested revision when
+/// it is a handshake one, its capabilities, server info and instructions.
+pub fn initialize_result(discover: &Value, requested: Option<&str>, handshake: &[&str]) -> Value {
+    let version = requested
+        .filter(|v| handshake.contains(v))
+        .or_else(|| handshake.last().copied())
+        .unwrap_or("2025-11-25");
+    let mut result = json!({
+        "protocolVersion": version,
+        "capabilities": discover.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        "serverInfo": discover
+            .pointer(&format!("/_meta/{}", META_SERVER_INFO.replace('/', "~1")))
+            .cloned()
+            .unwrap_or_else(|| json!({"name": "unknown", "version": "0"})),
+    });
+    if let Some(instructions) = discover.get("instructions").and_then(Value::as_str) {
+        result["instructions"] = json!(instructions);
+    }
+    result
 }
 
 /// How the broker treats modern traffic (`--bridge`).

@@ -15,10 +15,12 @@ Usage (needs ``mcp`` 2.x: ``.venv-modern``, see examples/backend/requirements-mo
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from typing import Any
 
+import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from starlette.requests import Request
@@ -121,6 +123,11 @@ def main() -> None:
     parser.add_argument("--assertion-key-file", help="the broker's HS256 signing key")
     parser.add_argument("--jwks-url", help="the broker's JWKS URL (EdDSA keys)")
     parser.add_argument("--assertion-audience", default="mcp-backend")
+    parser.add_argument(
+        "--modern-only",
+        action="store_true",
+        help="refuse the legacy initialize handshake (400, -32022): a backend that speaks only 2026-07-28",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     key = None
@@ -130,15 +137,53 @@ def main() -> None:
     VERIFIER = Verifier(key=key, jwks_url=args.jwks_url, audience=args.assertion_audience)
     if not VERIFIER.configured:
         parser.error("give --assertion-key-file or --jwks-url: the project comes from the broker's assertion")
-    log.info("serving http://%s:%d/mcp (stateless, json_response=%s)", args.host, args.port, args.json_response)
-    build_server().run(
-        transport="streamable-http",
-        host=args.host,
-        port=args.port,
-        streamable_http_path="/mcp",
-        json_response=args.json_response,
-        stateless_http=True,
+    log.info(
+        "serving http://%s:%d/mcp (stateless, json_response=%s, modern_only=%s)",
+        args.host, args.port, args.json_response, args.modern_only,
+    )  # fmt: skip
+    app = build_server().streamable_http_app(
+        streamable_http_path="/mcp", json_response=args.json_response, stateless_http=True, host=args.host
     )
+    uvicorn.run(RefuseHandshake(app) if args.modern_only else app, host=args.host, port=args.port, log_level="info")
+
+
+class RefuseHandshake:
+    """ASGI wrapper: `initialize` gets 400 with -32022 and the supported list, as a server that speaks
+    only 2026-07-28 answers it; every other request reaches the SDK's app unchanged."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            method = json.loads(body).get("method")
+        except (ValueError, AttributeError):
+            method = None
+        if method == "initialize":
+            error = {"code": -32022, "message": "Unsupported protocol version", "data": {"supported": ["2026-07-28"]}}
+            payload = json.dumps({"jsonrpc": "2.0", "id": json.loads(body).get("id"), "error": error}).encode()
+            await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": payload})
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 if __name__ == "__main__":

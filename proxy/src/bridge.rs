@@ -40,6 +40,8 @@ pub struct Profile {
     pub eras: BackendEras,
     /// Its `initialize` result (capabilities, serverInfo, instructions), when it answered one.
     pub initialize: Option<Value>,
+    /// Its `server/discover` result, when it answered one offering a modern revision.
+    pub discover: Option<Value>,
     /// The legacy revision its `initialize` agreed on.
     pub legacy_version: String,
 }
@@ -58,6 +60,13 @@ pub struct Bridged {
 pub struct Bridge {
     profile: tokio::sync::Mutex<Option<(Profile, Instant)>>,
     own: Mutex<HashMap<PrincipalId, BackendSessionId>>,
+}
+
+impl Profile {
+    /// It speaks only 2026-07-28: it offers it and refuses the legacy handshake.
+    pub fn modern_only(&self) -> bool {
+        self.eras.modern && self.initialize.is_none()
+    }
 }
 
 impl Bridge {
@@ -102,7 +111,8 @@ impl Bridge {
 
 /// Asks the backend what it speaks.
 async fn probe(app: &App) -> Result<Profile, BackendError> {
-    let modern = discover_offers_modern(app).await;
+    let discover = discover(app).await;
+    let modern = discover.is_some();
     let id = "session-broker-probe-initialize";
     let ini = json!({
         "protocolVersion": LEGACY_VERSION,
@@ -137,12 +147,13 @@ async fn probe(app: &App) -> Result<Profile, BackendError> {
     Ok(Profile {
         eras: BackendEras { modern, stateful },
         initialize,
+        discover,
         legacy_version,
     })
 }
 
-/// Does the backend answer `server/discover` offering a modern revision?
-async fn discover_offers_modern(app: &App) -> bool {
+/// The backend's `server/discover` result, when it answers one offering a modern revision.
+async fn discover(app: &App) -> Option<Value> {
     let version = modern::SUPPORTED[0];
     let id = "session-broker-probe-discover";
     let request = json!({
@@ -156,23 +167,18 @@ async fn discover_offers_modern(app: &App) -> bool {
     let mut headers = HeaderMap::new();
     headers.insert(MCP_PROTOCOL_VERSION, HeaderValue::from_static("2026-07-28"));
     headers.insert(MCP_METHOD, HeaderValue::from_static("server/discover"));
-    let Ok(response) = app
+    let response = app
         .upstream
         .post_json(app.settings.mcp_path(), headers, &request)
         .await
-    else {
-        return false;
-    };
-    if !response.status().is_success() {
-        return false;
-    }
-    match app.upstream.read_reply(response, id).await {
-        Ok(reply) => reply
-            .pointer("/result/supportedVersions")
-            .and_then(Value::as_array)
-            .is_some_and(|v| v.iter().any(|v| v.as_str() == Some(version))),
-        Err(_) => false,
-    }
+        .ok()
+        .filter(|r| r.status().is_success())?;
+    let reply = app.upstream.read_reply(response, id).await.ok()?;
+    let offers = reply
+        .pointer("/result/supportedVersions")
+        .and_then(Value::as_array)
+        .is_some_and(|v| v.iter().any(|v| v.as_str() == Some(version)));
+    offers.then(|| reply.get("result").cloned()).flatten()
 }
 
 /// Ends a backend session the broker opened only to learn something (best effort).

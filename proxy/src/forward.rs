@@ -271,16 +271,23 @@ fn request_for(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut request = Request::builder()
-        .method(out.parts.method.clone())
-        .uri(app.upstream.uri(path)?)
-        .body(Full::new(out.body.clone()))
-        .map_err(|_| ProxyError::BodyUnreadable)?;
     let mut headers: HeaderMap = headers::toward_upstream(
         &out.parts.headers,
         app.upstream.authority(),
         &out.caller.origin,
     );
+    let mut body = out.body.clone();
+    if let Some(claims) = out.caller.session.as_ref().filter(|c| c.mb)
+        && let Some(modern) =
+            crate::modern_path::modernize_request(&body, &claims.ini, &mut headers)
+    {
+        body = modern;
+    }
+    let mut request = Request::builder()
+        .method(out.parts.method.clone())
+        .uri(app.upstream.uri(path)?)
+        .body(Full::new(body))
+        .map_err(|_| ProxyError::BodyUnreadable)?;
     if let Some(session) = session
         && let Ok(value) = HeaderValue::from_str(session.as_str())
     {

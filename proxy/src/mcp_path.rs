@@ -99,6 +99,17 @@ async fn stream_or_delete(
         let end = app.store.end_mcp_session(&caller.principal, &claims.sid);
         app.metrics.store(StoreOp::EndMcpSession, end).await?;
     }
+    if caller.session.as_ref().is_some_and(|c| c.mb) {
+        // A backend that speaks only 2026-07-28 has no session to end and no GET stream.
+        let status = if delete {
+            StatusCode::OK
+        } else {
+            StatusCode::METHOD_NOT_ALLOWED
+        };
+        let mut response = Response::new(crate::body::full(Bytes::new()));
+        *response.status_mut() = status;
+        return Ok(response);
+    }
     let out = Outbound {
         parts,
         caller: &caller,
@@ -330,6 +341,15 @@ async fn initialize(
     let response = app.metrics.upstream(app.upstream.send(request)).await?;
     Span::current().record("upstream_status", response.status().as_u16());
     record_surface(app, caller, mcp::client_name(&ini));
+    if !response.status().is_success()
+        && let Ok(profile) = app.bridge.profile(app).await
+        && let (true, Some(discover)) = (profile.modern_only(), &profile.discover)
+    {
+        // A backend that speaks only 2026-07-28 refused the handshake: the broker answers it.
+        return crate::modern_path::initialize_for_modern_backend(
+            app, caller, parsed, ini, discover,
+        );
+    }
     let backend_session = response
         .headers()
         .get(&MCP_SESSION_ID)
@@ -344,6 +364,7 @@ async fn initialize(
             up: app.upstream_id.clone(),
             bs: backend_session.map(|s| s.to_string()),
             ini,
+            mb: false,
         };
         let token = app
             .keys

@@ -249,13 +249,15 @@ def modern_backend_factory(processes: ProcessRegistry, tmp_path: Path):
     """modern_backend_factory(json_response=False) -> Backend: examples/backend/modern_server.py (SDK 2.x,
     stateless), verifying the broker's assertions with the e2e signing key."""
 
-    def make(json_response: bool = False) -> Backend:
+    def make(json_response: bool = False, modern_only: bool = False) -> Backend:
         key_file = tmp_path / "modern-backend-assertion.key"
         key_file.write_text(SIGNING_KEY)
         port = free_port()
         argv = [modern_python(), str(MODERN_BACKEND_SCRIPT), "--port", str(port), "--assertion-key-file", str(key_file)]
         if json_response:
             argv.append("--json-response")
+        if modern_only:
+            argv.append("--modern-only")
         proc = processes.spawn("modern-backend", argv, port, env={"PYTHONUNBUFFERED": "1"})
         return Backend(proc, json_response)
 

@@ -20,9 +20,11 @@ from e2e_helpers import (
     assert_broker_error,
     assert_on_project,
     assert_selected,
+    initialize_body,
     modern_reply,
     project_calls,
     reconnecting_reply,
+    rpc_headers,
     run_modern_client,
     run_ts_v2_client,
     ts_v2_reply,
@@ -213,3 +215,24 @@ async def test_a_modern_client_that_closes_its_request_cancels_it_at_the_backend
             break
         await anyio.sleep(0.2)
     assert events == ["wait:cancelled"], f"the backend's tool was not cancelled: {events}"
+
+
+async def test_legacy_clients_in_front_of_a_backend_that_speaks_only_2026(modern_backend_factory, broker_factory) -> None:
+    """The backend refuses the handshake: the broker answers initialize from its server/discover and
+    turns each later request into a modern one (_meta envelope, routing headers)."""
+    backend = modern_backend_factory(modern_only=True)
+    broker = broker_factory(backend)
+    token = "e2e-token-modern-only"
+    async with httpx.AsyncClient(timeout=10) as http:
+        direct = await http.post(backend.url, json=initialize_body("claude-ai"), headers=rpc_headers(None))
+        assert direct.status_code == 400, "the backend must refuse the handshake for this test to mean anything"
+    lines = await modern(broker.url, token, "claude-ai", [select("linkedin"), HANDOVER], mode="legacy")
+    assert lines[0]["era"] == "legacy"
+    assert_selected(modern_reply(lines[0]), "linkedin")
+    assert_on_project(modern_reply(lines[1]), "linkedin", "SDK 2.x legacy mode")
+    assert_on_project(await reconnecting_reply(broker.url, token, "claude-ai", "get_last_handover"), "linkedin", "SDK 1.x")
+    other = await reconnecting_reply(broker.url, token, "claude-code", "get_last_handover")
+    assert_broker_error(other, BROKER_NONE_SELECTED)
+    audit = backend.audit()
+    assert_audit_clean(audit, allowed={"linkedin"})
+    assert all(e["protocol_version"] == MODERN for e in audit), "a request reached the backend unmodernized"

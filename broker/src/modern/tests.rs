@@ -87,6 +87,44 @@ fn header_values() {
 }
 
 #[test]
+fn a_legacy_message_for_a_modern_only_backend() {
+    let ini = json!({"protocolVersion": "2025-06-18", "capabilities": {"roots": {}}, "clientInfo": {"name": "old", "version": "1"}});
+    let mut call = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"café","arguments":{}}});
+    let (method, name) = modernize(&mut call, &ini).expect("a request");
+    assert_eq!(method, "tools/call");
+    assert_eq!(name.as_deref(), Some("=?base64?Y2Fmw6k=?="));
+    assert_eq!(
+        decode_header_value(name.as_deref().expect("name")).as_deref(),
+        Some("café")
+    );
+    assert_eq!(call["params"]["_meta"][META_PROTOCOL_VERSION], "2026-07-28");
+    assert_eq!(
+        call["params"]["_meta"][META_CLIENT_CAPABILITIES]["roots"],
+        json!({})
+    );
+    assert_eq!(call["params"]["_meta"][META_CLIENT_INFO]["name"], "old");
+    let mut list = json!({"jsonrpc":"2.0","id":4,"method":"tools/list"});
+    assert_eq!(
+        modernize(&mut list, &ini),
+        Some(("tools/list".into(), None))
+    );
+    assert!(list["params"]["_meta"].is_object());
+    let mut response = json!({"jsonrpc":"2.0","id":4,"result":{}});
+    assert_eq!(modernize(&mut response, &ini), None);
+
+    let discover = json!({"capabilities": {"tools": {}}, "_meta": {META_SERVER_INFO: {"name": "m", "version": "2"}}, "instructions": "hi"});
+    let handshake = ["2025-03-26", "2025-06-18", "2025-11-25"];
+    let result = initialize_result(&discover, Some("2025-06-18"), &handshake);
+    assert_eq!(result["protocolVersion"], "2025-06-18");
+    assert_eq!(result["serverInfo"]["name"], "m");
+    assert_eq!(result["instructions"], "hi");
+    assert_eq!(
+        initialize_result(&discover, Some("1999-01-01"), &handshake)["protocolVersion"],
+        "2025-11-25"
+    );
+}
+
+#[test]
 fn when_to_bridge() {
     let e = |modern, stateful| BackendEras { modern, stateful };
     assert!(bridges(BridgeMode::Auto, e(false, true)), "legacy");
