@@ -219,7 +219,7 @@ class Backend:
 
 @pytest.fixture
 def backend_factory(processes: ProcessRegistry):
-    """backend_factory(json_response=False) -> Backend, on a fresh port; Backend.restart() keeps it."""
+    """backend_factory(json_response=False, extra_args=()) -> Backend, on a fresh port; Backend.restart() keeps it."""
 
     def make(json_response: bool = False, extra_args: tuple[str, ...] = ()) -> Backend:
         if not BACKEND_SCRIPT.is_file():

@@ -65,6 +65,8 @@ struct Maps {
 /// A process-local store.
 pub struct MemoryStore {
     lifetimes: Lifetimes,
+    /// Most live work sessions per principal that [`Store::bind`] lets exist (0: no limit).
+    max_work_sessions: u64,
     maps: Mutex<Maps>,
     events: tokio::sync::Notify,
 }
@@ -73,9 +75,16 @@ impl MemoryStore {
     pub fn new(lifetimes: Lifetimes) -> Self {
         Self {
             lifetimes,
+            max_work_sessions: 0,
             maps: Mutex::new(Maps::default()),
             events: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Caps the live work sessions of each principal (0: no limit), enforced by [`Store::bind`].
+    pub fn with_max_work_sessions(mut self, cap: u64) -> Self {
+        self.max_work_sessions = cap;
+        self
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Maps, Instant) -> R) -> Result<R, StoreError> {
@@ -161,6 +170,19 @@ impl Maps {
         members.into_iter().map(|(m, _)| m.clone()).collect()
     }
 
+    /// How many work sessions of the principal are live (within their idle TTL, not finalized).
+    fn live_count(&self, keys: &Keys, now: Instant) -> u64 {
+        let prefix = keys.work_session_prefix();
+        let live = self
+            .sessions
+            .iter()
+            .filter(|(key, e)| {
+                key.starts_with(&prefix) && e.live(now) && !self.finalized.contains(*key)
+            })
+            .count();
+        u64::try_from(live).unwrap_or(u64::MAX)
+    }
+
     fn linked_session(&self, keys: &Keys, link_key: &str, now: Instant) -> Option<WorkSession> {
         let id = self.string(link_key, now)?;
         self.session(&format!("{}{id}", keys.work_session_prefix()), now)
@@ -243,16 +265,8 @@ impl Store for MemoryStore {
                 .as_ref()
                 .map(|mcp| maps.mcp_state(&keys, mcp, now))
                 .unwrap_or_default();
-            let prefix = keys.work_session_prefix();
-            let live_count = maps
-                .sessions
-                .iter()
-                .filter(|(key, e)| {
-                    key.starts_with(&prefix) && e.live(now) && !maps.finalized.contains(*key)
-                })
-                .count();
             Answer {
-                live_count: u64::try_from(live_count).unwrap_or(u64::MAX),
+                live_count: maps.live_count(&keys, now),
                 found: Found {
                     handle,
                     linked,
@@ -302,12 +316,17 @@ impl Store for MemoryStore {
     async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError> {
         let keys = Keys::new(PREFIX, &session.principal);
         let lifetimes = self.lifetimes;
-        let finalized =
-            self.with(|maps, _| maps.finalized.contains(&keys.work_session(&session.id)))?;
-        if finalized {
-            return Err(StoreError::Ended);
-        }
+        let cap = self.max_work_sessions;
+        // One lock for the checks and the writes: two binds cannot both see room for one more.
         self.with(|maps, now| {
+            let key = keys.work_session(&session.id);
+            if maps.finalized.contains(&key) {
+                return Err(StoreError::Ended);
+            }
+            let starts = maps.session(&key, now).is_none();
+            if starts && cap > 0 && maps.live_count(&keys, now) >= cap {
+                return Err(StoreError::TooMany(cap));
+            }
             let mut stored = session.clone();
             stored.calls += 1;
             // Like Redis's HSET, a bind keeps the backend sessions recorded meanwhile.
@@ -321,7 +340,7 @@ impl Store for MemoryStore {
                 }
             }
             maps.sessions.insert(
-                keys.work_session(&session.id),
+                key,
                 Entry {
                     value: stored,
                     expires: now + lifetimes.idle,
@@ -335,7 +354,8 @@ impl Store for MemoryStore {
                 lifetimes.recent_projects,
                 now,
             );
-        })
+            Ok(())
+        })?
     }
 
     async fn set_work_backend(
