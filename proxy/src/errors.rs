@@ -44,6 +44,10 @@ pub enum ProxyError {
         "session-broker: a batch cannot carry the select tool or a tool that needs a project; send such calls one at a time"
     )]
     BatchedProjectCall,
+    /// The path is another spelling of (or lies under) this path, which the broker serves only as
+    /// written: forwarding it would skip the broker's checks.
+    #[error("this request path is another spelling of {0}: send it as {0}, exactly")]
+    AmbiguousPath(String),
 }
 
 impl ProxyError {
@@ -78,6 +82,7 @@ impl ProxyError {
             ProxyError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::INTERNAL_ERROR),
             ProxyError::Signing => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL_ERROR),
             ProxyError::BatchedProjectCall => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
+            ProxyError::AmbiguousPath(_) => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
         }
     }
 

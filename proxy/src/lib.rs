@@ -6,6 +6,7 @@
 //! - [`app`]: shared state (store, keys, upstream client), built once;
 //! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, graceful shutdown;
 //! - [`routes`]: health, readiness, the MCP path, pass-through of other paths;
+//! - [`path`]: the canonical spelling of the paths the broker checks;
 //! - [`mcp_path`]: POST/GET/DELETE on the MCP path, `initialize`;
 //! - [`metrics`]: Prometheus metrics, the per-request timing scope;
 //! - [`caller`]: principal, Origin check, verified session id, surface signals;
@@ -34,6 +35,7 @@ pub mod headers;
 pub mod identify;
 pub mod mcp_path;
 pub mod metrics;
+pub mod path;
 pub mod relay;
 pub mod routes;
 pub mod server;
