@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::PRINCIPAL_CREDENTIAL_HEADER;
+use super::{PRINCIPAL_CREDENTIAL_HEADER, codec};
 use crate::app::App;
 use crate::body::ProxyBody;
 use crate::errors::json_response;
@@ -103,6 +103,7 @@ fn authorize(app: &App, parts: &Parts) -> Result<(), Failure> {
 }
 
 async fn route(app: &App, parts: &Parts, body: Incoming) -> Answer {
+    query(parts)?;
     let segments: Vec<&str> = parts
         .uri
         .path()
@@ -130,15 +131,22 @@ async fn route(app: &App, parts: &Parts, body: Incoming) -> Answer {
     }
 }
 
+/// The query's parameters; one given twice is a 400 (which one counts would be a guess).
+fn query(parts: &Parts) -> Result<Vec<(String, String)>, Failure> {
+    codec::query_pairs(parts.uri.query().unwrap_or_default()).map_err(|name| {
+        Failure::bad_request(format!(
+            "the query gives `{name}` more than once: give each parameter once"
+        ))
+    })
+}
+
 /// The principal the request names: `?principal=<hash>` or `X-Principal-Credential`, not both.
 fn principal(app: &App, parts: &Parts) -> Result<PrincipalId, Failure> {
-    let by_hash = parts.uri.query().and_then(|query| {
-        query
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(key, _)| *key == "principal")
-            .map(|(_, value)| value)
-    });
+    let query = query(parts)?;
+    let by_hash = query
+        .iter()
+        .find(|(name, _)| name == "principal")
+        .map(|(_, value)| value.as_str());
     let credential = parts.headers.get(PRINCIPAL_CREDENTIAL_HEADER);
     match (by_hash, credential) {
         (Some(_), Some(_)) => Err(Failure::bad_request(
