@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
@@ -21,6 +20,7 @@ use crate::app::App;
 use crate::body::{ProxyBody, full};
 use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, Origin};
+use crate::limits::RequestBody;
 use crate::mcp_path;
 use crate::metrics::{self, Rpc, StoreOp};
 use crate::path::Decision;
@@ -34,7 +34,7 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Serves one request.
 pub async fn serve(
     app: Arc<App>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client_ip: Option<std::net::IpAddr>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -58,6 +58,7 @@ pub async fn serve(
     if let Some(traceparent) = traceparent(request.headers()) {
         span.record("traceparent", traceparent);
     }
+    let guard = request.body().guard();
     let handling = async move {
         let owned = ["/healthz", "/readyz", JWKS_PATH, METRICS_PATH];
         let result = match crate::path::decide(&path, &owned, app.settings.mcp_path()) {
@@ -70,6 +71,11 @@ pub async fn serve(
                 metrics::set_method(Rpc::Passthrough);
                 Err(ProxyError::AmbiguousPath(to))
             }
+        };
+        // A body cut by its deadline or the in-flight budget: the handler only saw a read error.
+        let result = match guard.verdict() {
+            Some(cut) => Err(cut),
+            None => result,
         };
         let mut response = result.unwrap_or_else(|error| {
             tracing::info!(%error, "refused");
@@ -97,7 +103,7 @@ async fn route(
     app: &Arc<App>,
     method: &Method,
     path: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     match (method, path) {
@@ -186,7 +192,7 @@ async fn ready(app: &App) -> Response<ProxyBody> {
 /// Any other path: a plain reverse proxy.
 async fn pass(
     app: &App,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = request.into_parts();
