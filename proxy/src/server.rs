@@ -36,6 +36,8 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const REFUSING: usize = 64;
 /// How long a connection past the limit may take to send its request and read the 503.
 const REFUSE_TIME: Duration = Duration::from_secs(5);
+/// How long a client has to send its request headers (and, before them, its first bytes).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between two failed `accept` calls.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -74,7 +76,7 @@ pub fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES);
     builder.http2().max_header_list_size(64 * 1024);
     builder
@@ -166,12 +168,18 @@ pub async fn accept_until<H, R>(
             let reply = handle(request.map(|body| body_limits.wrap(body)), peer);
             async move { Ok::<_, Infallible>(reply.await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // hyper's header timeout starts once it knows the protocol: until then it would wait
+            // for a silent client forever, holding a connection of the limit.
+            if !matches!(
+                tokio::time::timeout(HEADER_TIMEOUT, request_begins(&stream)).await,
+                Ok(true)
+            ) {
+                return;
+            }
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(listener = name, error = %crate::upstream::error_chain(error.as_ref()), "connection ended with an error");
             }
             drop(permit);
@@ -194,8 +202,27 @@ pub async fn accept_until<H, R>(
     }
 }
 
+/// Waits until a client has sent enough to tell HTTP/1 from HTTP/2 (the bytes stay in the socket for
+/// hyper); `false` when it closed first.
+async fn request_begins(stream: &TcpStream) -> bool {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut start = [0u8; 24];
+    loop {
+        match stream.peek(&mut start).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) if n >= H2_PREFACE.len() || start[..n] != H2_PREFACE[..n] => return true,
+            // Part of what may be the HTTP/2 preface: more is on its way (peek would not wait).
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// Answers a connection past the limit: 503 with `Retry-After` to its request, then closes it.
 async fn refuse(stream: TcpStream, _slot: OwnedSemaphorePermit) {
+    let begun = tokio::time::timeout(Duration::from_secs(2), request_begins(&stream)).await;
+    if !matches!(begun, Ok(true)) {
+        return;
+    }
     let mut builder = connection_builder();
     builder
         .http1()

@@ -1,6 +1,7 @@
 """Bounded resources, end to end: a request body trickled byte by byte is cut with 408 within
 --body-timeout; connections past --max-connections get 503 with Retry-After and a client gets through
-once they close; a broker out of file descriptors backs off (one warning, not a spin) and serves again
+once they close, and connections that never send a byte are closed at the header timeout; a broker out
+of file descriptors backs off (one warning, not a spin) and serves again
 when they are freed; request bodies past --max-inflight-body-bytes get 503 with Retry-After.
 
 Requests are written on raw sockets, to hold connections and bodies open exactly as a slow client would.
@@ -114,6 +115,26 @@ async def test_connections_past_the_limit_get_503_then_clients_get_through(backe
     await healthy_initialize(broker.url)
     log = broker.log_text()
     assert log.count("connection limit reached") == 1, "one warning per episode"
+
+
+@pytest.mark.anyio
+async def test_silent_connections_are_closed_and_free_their_places(backend_factory, broker_factory) -> None:
+    limit = 4
+    broker = broker_factory(backend_factory(), extra_args=("--max-connections", str(limit)))
+    port = broker.process.port
+    time.sleep(0.5)
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(limit)]  # connect, send nothing
+    time.sleep(0.3)
+    with socket.create_connection(("127.0.0.1", port)) as extra:
+        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(extra)[0] == 503
+    started = time.monotonic()
+    for sock in silent:  # the broker closes each at the 10 s header timeout
+        sock.settimeout(15)
+        assert sock.recv(1) == b"", "a silent connection got bytes"
+        sock.close()
+    assert time.monotonic() - started < 12
+    await healthy_initialize(broker.url)
 
 
 @pytest.mark.anyio
