@@ -23,7 +23,7 @@ the ``X-MCP-Work-Session`` assertion, verified with the broker's key (``--assert
 shared HS256 key, or ``--jwks-url`` for the broker's EdDSA public keys), must name the same project
 as ``X-MCP-Project``. This is how a backend built to trust the broker works; see the README.
 
-Usage: ``python server.py --port 8001 [--host 127.0.0.1] [--json-response]
+Usage: ``python server.py --port 8001 [--host 127.0.0.1] [--json-response] [--select-delay SECONDS]
 [--stateless [--assertion-key-file F | --jwks-url URL] [--assertion-audience mcp-backend]]``
 """
 
@@ -57,6 +57,8 @@ HANDOVERS: dict[str, list[dict[str, Any]]] = {}  # project -> handovers, oldest 
 AUDIT: list[dict[str, Any]] = []
 # Stateless mode: whether it is on, and how to verify the broker's assertion (set by main()).
 STATELESS: dict[str, Any] = {"on": False, "verifier": Verifier()}
+# Seconds every select waits before answering (--select-delay), so tests can make selects overlap.
+SELECT_DELAY = 0.0
 # The arguments of the current tools/call exactly as received (before FastMCP validates them), so the
 # audit log shows whether a proxy forwarded anything extra (e.g. an unstripped work_session).
 _RAW_ARGS: ContextVar[dict[str, Any]] = ContextVar("raw_args", default={})
@@ -125,9 +127,11 @@ def list_projects(ctx: Context) -> str:
     return "Projects: " + ", ".join(PROJECTS)
 
 
-def select_project_for_session(name: str, ctx: Context) -> str:
+async def select_project_for_session(name: str, ctx: Context) -> str:
     """Select the project this MCP session works on."""
     session_id, _, _ = _record(ctx, "select_project_for_session")
+    if SELECT_DELAY > 0:
+        await anyio.sleep(SELECT_DELAY)
     if name not in PROJECTS:
         raise ToolError(f"Unknown project {name!r}; known projects: {', '.join(PROJECTS)}")
     if not STATELESS["on"]:
@@ -247,7 +251,15 @@ def main() -> None:
     parser.add_argument("--assertion-key-file", help="stateless: the broker's HS256 signing key, to verify its assertion")
     parser.add_argument("--jwks-url", help="stateless: the broker's JWKS URL (EdDSA), to verify its assertion")
     parser.add_argument("--assertion-audience", default="mcp-backend")
+    parser.add_argument(
+        "--select-delay",
+        type=float,
+        default=0.0,
+        help="seconds each select_project_for_session waits before answering (tests of concurrent selects)",
+    )
     args = parser.parse_args()
+    global SELECT_DELAY
+    SELECT_DELAY = args.select_delay
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.stateless:
         STATELESS["on"] = True

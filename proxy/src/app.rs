@@ -80,9 +80,13 @@ impl App {
             PrincipalHasher::new(settings.principal_secret.as_deref().unwrap_or(&secret));
         let mut lifetimes = Lifetimes::with_idle(settings.idle_ttl);
         lifetimes.grace = settings.finalize_grace;
+        let cap = settings.max_work_sessions;
         let store: Arc<dyn Store> = match &settings.redis_url {
-            Some(url) => Arc::new(RedisStore::new(RedisSettings::new(url.clone()), lifetimes)?),
-            None => Arc::new(MemoryStore::new(lifetimes)),
+            Some(url) => Arc::new(
+                RedisStore::new(RedisSettings::new(url.clone()), lifetimes)?
+                    .with_max_work_sessions(cap),
+            ),
+            None => Arc::new(MemoryStore::new(lifetimes).with_max_work_sessions(cap)),
         };
         let identities = Identities::new(
             settings.principal_source.clone(),

@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`settings`]: plain settings, and [`cli`]: the command line that builds them;
 //! - [`app`]: shared state (store, keys, upstream client), built once;
-//! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, graceful shutdown;
+//! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, connection limit, graceful shutdown;
+//! - [`limits`]: request bodies under a deadline and a shared in-flight byte budget;
 //! - [`routes`]: health, readiness, the MCP path, pass-through of other paths;
+//! - [`path`]: the canonical spelling of the paths the broker checks;
 //! - [`mcp_path`]: POST/GET/DELETE on the MCP path, `initialize`;
 //! - [`metrics`]: Prometheus metrics, the per-request timing scope;
 //! - [`caller`]: principal, Origin check, verified session id, surface signals;
@@ -33,9 +35,11 @@ pub mod finalizer;
 pub mod forward;
 pub mod headers;
 pub mod identify;
+pub mod limits;
 pub mod mcp_path;
 pub mod metrics;
 pub mod modern_path;
+pub mod path;
 pub mod relay;
 pub mod routes;
 pub mod server;

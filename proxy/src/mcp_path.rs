@@ -17,7 +17,6 @@ use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tracing::Span;
 use tracing::field::display;
 
@@ -28,13 +27,14 @@ use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::forward::{Outbound, forward};
 use crate::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::limits::RequestBody;
 use crate::metrics::{self, Rpc, StoreOp};
 use crate::relay::{self, Watch};
 
 /// Handles one request on the MCP path.
 pub async fn handle(
     app: &Arc<App>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = request.into_parts();
@@ -129,7 +129,7 @@ async fn post(
     app: &Arc<App>,
     parts: &Parts,
     caller: Caller,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let limit = app.settings.max_body;
     let bytes = match crate::body::read_capped(body, limit).await {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use broker::jsonrpc::RequestId;
 use broker::session::{BackendSessions, Links, WorkSession};
-use broker::store::{BackendRef, Store};
+use broker::store::{BackendRef, Store, StoreError};
 use broker::{guidance, mcp, sse};
 use bytes::Bytes;
 use http::{Response, header};
@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::body::{self, ProxyBody};
 use crate::headers;
-use crate::metrics::{Metrics, StoreOp};
+use crate::metrics::{Metrics, Refusal, StoreOp};
 use crate::upstream::content_type_is;
 
 /// Largest JSON body or SSE event the relay rewrites.
@@ -126,8 +126,17 @@ impl SelectWatch {
         }
         let bind = self.store.bind(&self.plan, &self.links);
         if let Err(error) = self.metrics.store(StoreOp::Bind, bind).await {
-            tracing::error!(%error, "the backend selected a project but the broker could not record it");
-            let text = guidance::select_not_recorded(&self.plan.project);
+            let text = match error {
+                StoreError::TooMany(cap) => {
+                    tracing::warn!(principal = %self.plan.principal, cap, "work-session cap reached at bind");
+                    self.metrics.refusal(&Refusal::TooMany { cap });
+                    guidance::too_many_unbound(cap)
+                }
+                error => {
+                    tracing::error!(%error, "the backend selected a project but the broker could not record it");
+                    guidance::select_not_recorded(&self.plan.project)
+                }
+            };
             *reply = broker::jsonrpc::tool_error_reply(&self.id, &text);
             return true;
         }

@@ -75,6 +75,12 @@ pub struct Settings {
     pub admin_listen: Option<SocketAddr>,
     /// The bearer token every admin request must present; required off loopback.
     pub admin_token: Option<AdminToken>,
+    /// How long a request body may take to arrive, in total, from the end of its headers (408 after).
+    pub body_timeout: Duration,
+    /// Most client connections open at once on the main listener (503 with `Retry-After` past it).
+    pub max_connections: usize,
+    /// Most request-body bytes all requests together may hold at once (503 with `Retry-After` past it).
+    pub max_inflight_body_bytes: usize,
 }
 
 impl Settings {
@@ -112,6 +118,9 @@ impl Settings {
             redeliver_after: Duration::from_secs(30),
             admin_listen: None,
             admin_token: None,
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            max_inflight_body_bytes: 32 * 1024 * 1024,
         }
     }
 

@@ -220,7 +220,7 @@ class Backend:
 
 @pytest.fixture
 def backend_factory(processes: ProcessRegistry):
-    """backend_factory(json_response=False) -> Backend, on a fresh port; Backend.restart() keeps it."""
+    """backend_factory(json_response=False, extra_args=()) -> Backend, on a fresh port; Backend.restart() keeps it."""
 
     def make(json_response: bool = False, extra_args: tuple[str, ...] = ()) -> Backend:
         if not BACKEND_SCRIPT.is_file():
@@ -304,11 +304,14 @@ def broker_binary() -> str:
 
 @pytest.fixture
 def broker_factory(processes: ProcessRegistry):
-    """broker_factory(backend, redis=None, extra_args=()) -> Broker; Broker.restart() keeps ports and args.
+    """broker_factory(backend, redis=None, extra_args=(), env=None) -> Broker; Broker.restart() keeps ports and args.
 
-    Each broker listens for its admin API on its own free loopback port (Broker.admin_url)."""
+    Each broker listens for its admin API on its own free loopback port (Broker.admin_url); `env` adds to
+    (or overrides) the broker's environment."""
 
-    def make(backend: Backend, redis: Redis | None = None, extra_args: tuple[str, ...] = ()) -> Broker:
+    def make(
+        backend: Backend, redis: Redis | None = None, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> Broker:
         binary = broker_binary()
         port = free_port()
         argv = [binary, "--listen", f"127.0.0.1:{port}", "--upstream", backend.url]
@@ -321,8 +324,8 @@ def broker_factory(processes: ProcessRegistry):
             admin_port = free_port()
             argv += ["--admin-listen", f"127.0.0.1:{admin_port}"]
         argv += list(extra_args)
-        env = {"BROKER_SIGNING_KEY": SIGNING_KEY, "RUST_LOG": os.environ.get("E2E_RUST_LOG", "info"), "NO_COLOR": "1"}
-        return Broker(processes.spawn("broker", argv, port, env=env), admin_port)
+        base = {"BROKER_SIGNING_KEY": SIGNING_KEY, "RUST_LOG": os.environ.get("E2E_RUST_LOG", "info"), "NO_COLOR": "1"}
+        return Broker(processes.spawn("broker", argv, port, env={**base, **(env or {})}), admin_port)
 
     return make
 

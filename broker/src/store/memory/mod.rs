@@ -1,9 +1,9 @@
 //! The in-memory store: one process, nothing survives a restart. Same key schema and semantics as
 //! Redis (sliding TTLs, scoped by principal, a work session's data kept for a grace period after its
 //! idle deadline, finalized exactly once, events handed out until acknowledged), so the two are
-//! interchangeable and tested alike.
+//! interchangeable and tested alike. The maps and their primitive reads and writes are in `maps.rs`,
+//! finalization and the operator's views in `events.rs`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,11 +15,14 @@ use super::{
     StoreError,
 };
 use crate::finalize::Delivery;
-use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project, WorkSessionId};
+use crate::ids::{McpSessionId, PrincipalId, Project, WorkSessionId};
 use crate::resolve::Found;
 use crate::session::{BackendSessions, Links, WorkSession};
 
 mod events;
+mod maps;
+
+use maps::{Entry, Maps};
 
 const PREFIX: &str = "msb";
 
@@ -34,37 +37,11 @@ const SURFACE_LIMIT: usize = 20;
 /// How many recent projects a lookup reports.
 const RECENT_LIMIT: usize = 10;
 
-struct Entry<T> {
-    value: T,
-    expires: Instant,
-}
-
-impl<T> Entry<T> {
-    fn live(&self, now: Instant) -> bool {
-        self.expires > now
-    }
-}
-
-#[derive(Default)]
-struct Maps {
-    sessions: HashMap<String, Entry<WorkSession>>,
-    strings: HashMap<String, Entry<String>>,
-    /// Sorted sets as member → score.
-    zsets: HashMap<String, Entry<HashMap<String, u64>>>,
-    /// Work-session keys already finalized (never live again).
-    finalized: HashSet<String>,
-    /// Finalized events not yet handed out, and handed-out ones awaiting acknowledgement.
-    pending: VecDeque<Delivery>,
-    in_flight: HashMap<String, (Delivery, Instant)>,
-    next_event: u64,
-    /// Distinct client MCP sessions that worked in each work session (by work-session key).
-    mcp_seen: HashMap<String, u64>,
-    last_purge: Option<Instant>,
-}
-
 /// A process-local store.
 pub struct MemoryStore {
     lifetimes: Lifetimes,
+    /// Most live work sessions per principal that [`Store::bind`] lets exist (0: no limit).
+    max_work_sessions: u64,
     maps: Mutex<Maps>,
     events: tokio::sync::Notify,
 }
@@ -73,9 +50,16 @@ impl MemoryStore {
     pub fn new(lifetimes: Lifetimes) -> Self {
         Self {
             lifetimes,
+            max_work_sessions: 0,
             maps: Mutex::new(Maps::default()),
             events: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Caps the live work sessions of each principal (0: no limit), enforced by [`Store::bind`].
+    pub fn with_max_work_sessions(mut self, cap: u64) -> Self {
+        self.max_work_sessions = cap;
+        self
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Maps, Instant) -> R) -> Result<R, StoreError> {
@@ -86,126 +70,6 @@ impl MemoryStore {
         let now = Instant::now();
         maps.purge_now_and_then(now, self.lifetimes.grace);
         Ok(f(&mut maps, now))
-    }
-}
-
-impl Maps {
-    /// Drops expired entries at most once a minute, so memory follows the live set.
-    fn purge_now_and_then(&mut self, now: Instant, grace: Duration) {
-        if self
-            .last_purge
-            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
-        {
-            return;
-        }
-        self.last_purge = Some(now);
-        let (finalized, mcp_seen) = (&mut self.finalized, &mut self.mcp_seen);
-        self.sessions.retain(|key, e| {
-            let keep = e.expires + grace > now;
-            if !keep {
-                finalized.remove(key);
-                mcp_seen.remove(key);
-            }
-            keep
-        });
-        self.strings.retain(|_, e| e.live(now));
-        self.zsets.retain(|_, e| e.live(now));
-    }
-
-    fn session(&self, key: &str, now: Instant) -> Option<WorkSession> {
-        if self.finalized.contains(key) {
-            return None;
-        }
-        self.sessions
-            .get(key)
-            .filter(|e| e.live(now))
-            .map(|e| e.value.clone())
-    }
-
-    fn string(&self, key: &str, now: Instant) -> Option<&str> {
-        self.strings
-            .get(key)
-            .filter(|e| e.live(now))
-            .map(|e| e.value.as_str())
-    }
-
-    fn set_string(&mut self, key: String, value: String, ttl: Duration, now: Instant) {
-        self.strings.insert(
-            key,
-            Entry {
-                value,
-                expires: now + ttl,
-            },
-        );
-    }
-
-    fn zadd(&mut self, key: String, member: String, score: u64, ttl: Duration, now: Instant) {
-        let entry = self.zsets.entry(key).or_insert_with(|| Entry {
-            value: HashMap::new(),
-            expires: now,
-        });
-        if !entry.live(now) {
-            entry.value.clear();
-        }
-        entry.value.insert(member, score);
-        entry.expires = now + ttl;
-    }
-
-    /// Members by score, highest first.
-    fn zrev(&self, key: &str, now: Instant) -> Vec<String> {
-        let Some(entry) = self.zsets.get(key).filter(|e| e.live(now)) else {
-            return Vec::new();
-        };
-        let mut members: Vec<(&String, &u64)> = entry.value.iter().collect();
-        members.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        members.into_iter().map(|(m, _)| m.clone()).collect()
-    }
-
-    fn linked_session(&self, keys: &Keys, link_key: &str, now: Instant) -> Option<WorkSession> {
-        let id = self.string(link_key, now)?;
-        self.session(&format!("{}{id}", keys.work_session_prefix()), now)
-    }
-
-    fn mcp_state(&self, keys: &Keys, mcp: &McpQuery, now: Instant) -> McpState {
-        let ended = self.string(&keys.mcp_ended(&mcp.session), now).is_some();
-        let backend_override = self
-            .string(&keys.backend_session(&mcp.session, &mcp.upstream), now)
-            .and_then(|s| BackendSessionId::parse(s).ok());
-        McpState {
-            ended,
-            backend_override,
-        }
-    }
-
-    fn refresh(
-        &mut self,
-        keys: &Keys,
-        session: &WorkSession,
-        links: &Links,
-        ttl: Duration,
-        now: Instant,
-    ) {
-        let id = session.id.to_string();
-        if let Some(sid) = &links.mcp_session {
-            let link = keys.mcp_link(sid);
-            if self.string(&link, now) != Some(id.as_str()) {
-                *self
-                    .mcp_seen
-                    .entry(keys.work_session(&session.id))
-                    .or_insert(0) += 1;
-            }
-            self.set_string(link, id.clone(), ttl, now);
-        }
-        if let Some(conversation) = &links.conversation {
-            self.set_string(keys.conversation(conversation), id.clone(), ttl, now);
-        }
-        self.zadd(
-            keys.surface(&session.surface),
-            id,
-            session.last_active_ms,
-            ttl,
-            now,
-        );
     }
 }
 
@@ -243,16 +107,8 @@ impl Store for MemoryStore {
                 .as_ref()
                 .map(|mcp| maps.mcp_state(&keys, mcp, now))
                 .unwrap_or_default();
-            let prefix = keys.work_session_prefix();
-            let live_count = maps
-                .sessions
-                .iter()
-                .filter(|(key, e)| {
-                    key.starts_with(&prefix) && e.live(now) && !maps.finalized.contains(*key)
-                })
-                .count();
             Answer {
-                live_count: u64::try_from(live_count).unwrap_or(u64::MAX),
+                live_count: maps.live_count(&keys, now),
                 found: Found {
                     handle,
                     linked,
@@ -302,12 +158,17 @@ impl Store for MemoryStore {
     async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError> {
         let keys = Keys::new(PREFIX, &session.principal);
         let lifetimes = self.lifetimes;
-        let finalized =
-            self.with(|maps, _| maps.finalized.contains(&keys.work_session(&session.id)))?;
-        if finalized {
-            return Err(StoreError::Ended);
-        }
+        let cap = self.max_work_sessions;
+        // One lock for the checks and the writes: two binds cannot both see room for one more.
         self.with(|maps, now| {
+            let key = keys.work_session(&session.id);
+            if maps.finalized.contains(&key) {
+                return Err(StoreError::Ended);
+            }
+            let starts = maps.session(&key, now).is_none();
+            if starts && cap > 0 && maps.live_count(&keys, now) >= cap {
+                return Err(StoreError::TooMany(cap));
+            }
             let mut stored = session.clone();
             stored.calls += 1;
             // Like Redis's HSET, a bind keeps the backend sessions recorded meanwhile.
@@ -321,7 +182,7 @@ impl Store for MemoryStore {
                 }
             }
             maps.sessions.insert(
-                keys.work_session(&session.id),
+                key,
                 Entry {
                     value: stored,
                     expires: now + lifetimes.idle,
@@ -335,7 +196,8 @@ impl Store for MemoryStore {
                 lifetimes.recent_projects,
                 now,
             );
-        })
+            Ok(())
+        })?
     }
 
     async fn set_work_backend(

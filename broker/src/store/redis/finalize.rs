@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::Value;
+use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::RedisStore;
@@ -108,9 +109,15 @@ async fn read(
             .collect();
     }
     let reader = consumer.to_owned();
+    let deadline = wait + store.settings.timeout;
     let reply: Option<StreamReadReply> = store
-        .run_within(wait + store.settings.timeout, |mut connection| async move {
-            redis::cmd("XREADGROUP")
+        .run_within(deadline, |connection| async move {
+            // The pooled connection gives up on a reply after the client's response timeout (500 ms by
+            // default), which a read blocking `wait` outlasts on a healthy Redis: this one read gets
+            // its own handle on the connection, with the same deadline as the whole operation.
+            let mut blocking = MultiplexedConnection::clone(&connection);
+            blocking.set_response_timeout(deadline);
+            let reply = redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(GROUP)
                 .arg(reader)
@@ -121,8 +128,10 @@ async fn read(
                 .arg("STREAMS")
                 .arg(stream)
                 .arg(">")
-                .query_async(&mut connection)
-                .await
+                .query_async(&mut blocking)
+                .await;
+            drop(connection); // back to the pool only once the blocking read is over
+            reply
         })
         .await?;
     let Some(reply) = reply else {

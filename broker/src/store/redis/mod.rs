@@ -50,6 +50,8 @@ pub struct RedisStore {
     pool: Pool,
     settings: RedisSettings,
     lifetimes: Lifetimes,
+    /// Most live work sessions per principal that [`Store::bind`] lets exist (0: no limit).
+    max_work_sessions: u64,
     lookup: Script,
     touch: Script,
     bind: Script,
@@ -89,6 +91,7 @@ impl RedisStore {
             pool,
             settings,
             lifetimes,
+            max_work_sessions: 0,
             lookup: Script::new(include_str!("../lua/lookup.lua")),
             touch: Script::new(include_str!("../lua/touch.lua")),
             bind: Script::new(include_str!("../lua/bind.lua")),
@@ -97,6 +100,13 @@ impl RedisStore {
             backend: Script::new(include_str!("../lua/backend.lua")),
             group_ready: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Caps the live work sessions of each principal (0: no limit), enforced by [`Store::bind`]
+    /// inside its script, so across every replica.
+    pub fn with_max_work_sessions(mut self, cap: u64) -> Self {
+        self.max_work_sessions = cap;
+        self
     }
 
     fn keys(&self, principal: &PrincipalId) -> Keys {
@@ -344,17 +354,18 @@ impl Store for RedisStore {
             .arg(flag(links.conversation.is_some()))
             .arg(Self::ms(self.lifetimes.recent_projects))
             .arg(session.project.to_string())
-            .arg(keys::deadline_member(&session.principal, &session.id));
+            .arg(keys::deadline_member(&session.principal, &session.id))
+            .arg(self.max_work_sessions);
         for (field, value) in hash::to_fields(session) {
             invocation.arg(field).arg(value);
         }
         let bound: i64 = self
             .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await?;
-        if bound == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Ended)
+        match bound {
+            1 => Ok(()),
+            -1 => Err(StoreError::TooMany(self.max_work_sessions)),
+            _ => Err(StoreError::Ended),
         }
     }
 
