@@ -55,43 +55,37 @@ _sha256_of() {
     } | sha256sum | cut -d' ' -f1
 }
 
-# ensure_venv: create/refresh $VENV from the pinned requirements; pip runs only when they changed.
-ensure_venv() {
-    local stamp="$VENV/.requirements.sha256" want have=""
-    want="$(_sha256_of "$E2E_REQUIREMENTS" "$BACKEND_REQUIREMENTS")"
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        echo "creating $VENV"
-        python3 -m venv "$VENV" || die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
+# _venv_from DIR REQUIREMENTS...: create/refresh the virtualenv DIR from pinned requirement files;
+# pip runs only when they changed (a stamp holds their digest).
+_venv_from() {
+    local dir="$1" stamp="$1/.requirements.sha256" want have="" file
+    shift
+    want="$(_sha256_of "$@")"
+    if [[ ! -x "$dir/bin/python" ]]; then
+        echo "creating $dir"
+        python3 -m venv "$dir" || die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
     fi
     [[ -f "$stamp" ]] && have="$(cat "$stamp")"
     if [[ "$want" == "$have" ]]; then
-        echo "venv up to date ($VENV)"
+        echo "venv up to date ($dir)"
         return 0
     fi
-    echo "installing pinned Python requirements into $VENV"
+    echo "installing pinned Python requirements into $dir"
     rm -f "$stamp"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet \
-        -r "$E2E_REQUIREMENTS" -r "$BACKEND_REQUIREMENTS"
+    local args=()
+    for file in "$@"; do args+=(-r "$file"); done
+    "$dir/bin/python" -m pip install --disable-pip-version-check --quiet "${args[@]}"
     echo "$want" >"$stamp"
 }
 
-# ensure_modern_venv: create/refresh $MODERN_VENV (the Python SDK 2.x line) from its pinned requirements.
+# ensure_venv: $VENV (tests, example backend; the Python SDK 1.x line).
+ensure_venv() {
+    _venv_from "$VENV" "$E2E_REQUIREMENTS" "$BACKEND_REQUIREMENTS"
+}
+
+# ensure_modern_venv: $MODERN_VENV (the modern example backend and client; the Python SDK 2.x line).
 ensure_modern_venv() {
-    local stamp="$MODERN_VENV/.requirements.sha256" want have=""
-    want="$(_sha256_of "$MODERN_REQUIREMENTS")"
-    if [[ ! -x "$MODERN_VENV/bin/python" ]]; then
-        echo "creating $MODERN_VENV"
-        python3 -m venv "$MODERN_VENV" || die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
-    fi
-    [[ -f "$stamp" ]] && have="$(cat "$stamp")"
-    if [[ "$want" == "$have" ]]; then
-        echo "modern venv up to date ($MODERN_VENV)"
-        return 0
-    fi
-    echo "installing pinned Python requirements (mcp 2.x) into $MODERN_VENV"
-    rm -f "$stamp"
-    "$MODERN_VENV/bin/python" -m pip install --disable-pip-version-check --quiet -r "$MODERN_REQUIREMENTS"
-    echo "$want" >"$stamp"
+    _venv_from "$MODERN_VENV" "$MODERN_REQUIREMENTS"
 }
 
 # ensure_node_modules: npm ci in tests/e2e/ts when node_modules is missing or older than the lockfile.

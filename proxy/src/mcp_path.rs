@@ -366,15 +366,20 @@ async fn initialize(
             ini,
             mb: false,
         };
-        let token = app
-            .keys
-            .sign(SESSION_AUDIENCE, TOKEN_LIFETIME, app.now_secs(), &claims)
-            .map_err(|_| ProxyError::Signing)?;
-        if let Ok(value) = HeaderValue::from_str(&token) {
-            relayed.headers_mut().insert(MCP_SESSION_ID, value);
-        }
+        relayed
+            .headers_mut()
+            .insert(MCP_SESSION_ID, session_id(app, &claims)?);
     }
     Ok(relayed)
+}
+
+/// The broker's session id for a client MCP session: its claims, signed.
+pub fn session_id(app: &App, claims: &SessionClaims) -> Result<HeaderValue, ProxyError> {
+    let token = app
+        .keys
+        .sign(SESSION_AUDIENCE, TOKEN_LIFETIME, app.now_secs(), claims)
+        .map_err(|_| ProxyError::Signing)?;
+    HeaderValue::from_str(&token).map_err(|_| ProxyError::Signing)
 }
 
 /// Records the request's surface in the span (`tools/call` records its own, which may come from `_meta`).

@@ -20,13 +20,13 @@ use std::sync::Arc;
 use broker::ids::McpSessionId;
 use broker::jsonrpc::{Body, Kind};
 use broker::modern::{self, BridgeMode, RoutingHeaders};
-use broker::tokens::{SESSION_AUDIENCE, SessionClaims};
+use broker::tokens::SessionClaims;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
 
-use crate::app::{App, TOKEN_LIFETIME};
+use crate::app::App;
 use crate::body::{ProxyBody, full};
 use crate::bridge::Bridged;
 use crate::caller::Caller;
@@ -126,14 +126,10 @@ pub fn initialize_for_modern_backend(
         ini,
         mb: true,
     };
-    let token = app
-        .keys
-        .sign(SESSION_AUDIENCE, TOKEN_LIFETIME, app.now_secs(), &claims)
-        .map_err(|_| ProxyError::Signing)?;
     let mut response = json_response(StatusCode::OK, &reply);
-    if let Ok(value) = HeaderValue::from_str(&token) {
-        response.headers_mut().insert(MCP_SESSION_ID, value);
-    }
+    response
+        .headers_mut()
+        .insert(MCP_SESSION_ID, crate::mcp_path::session_id(app, &claims)?);
     tracing::info!("answered initialize for a backend that speaks only 2026-07-28");
     Ok(response)
 }
