@@ -56,6 +56,8 @@ pub struct App {
     pub openings: crate::work_backend::Openings,
     /// Modern clients in front of a legacy or stateful backend.
     pub bridge: crate::bridge::Bridge,
+    /// The backend's `initialize` results, answered again without asking it.
+    pub initialize_cache: Arc<crate::initialize::InitializeCache>,
 }
 
 impl App {
@@ -102,6 +104,7 @@ impl App {
             metrics: Metrics::new(),
             openings: Default::default(),
             bridge: Default::default(),
+            initialize_cache: Default::default(),
             store,
             keys,
             principals,

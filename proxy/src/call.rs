@@ -215,7 +215,7 @@ pub async fn plan(
 fn backend_kind(caller: &Caller) -> Backend {
     match &caller.session {
         _ if caller.bridge.is_some() => Backend::Stateful,
-        Some(claims) if claims.bs.is_some() => Backend::Stateful,
+        Some(claims) if claims.bs.is_some() || claims.lz => Backend::Stateful,
         _ => Backend::Sessionless,
     }
 }

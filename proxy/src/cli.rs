@@ -88,6 +88,10 @@ pub struct Args {
     /// when the backend is legacy or stateful; `off` passes their requests through.
     #[arg(long, env = "BROKER_BRIDGE", default_value = "auto")]
     pub bridge: broker::modern::BridgeMode,
+    /// `on`: answer `initialize` from the backend's cached result (learned from a real one) and open a
+    /// client's own backend session only when something needs it; `off`: forward every `initialize`.
+    #[arg(long, env = "BROKER_INITIALIZE_CACHE", value_enum, default_value = "on")]
+    pub initialize_cache: OnOff,
     /// Let requests without a credential in, all as one anonymous principal.
     #[arg(long, env = "BROKER_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -201,6 +205,13 @@ fn read_secret(path: &PathBuf) -> Result<Vec<u8>, CliError> {
     Ok(trimmed)
 }
 
+/// A setting that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 impl Args {
     /// Turns the command line into settings, reading key files.
     pub fn into_settings(self) -> Result<Settings, CliError> {
@@ -246,6 +257,7 @@ impl Args {
         settings.conversation_header = self.conversation_header;
         settings.surface_window = self.surface_window;
         settings.bridge = self.bridge;
+        settings.initialize_cache = self.initialize_cache == OnOff::On;
         settings.conversation_meta_keys = self
             .conversation_meta_keys
             .into_iter()

@@ -69,6 +69,7 @@ pub async fn forward(
         let response = app.metrics.upstream(app.upstream.send(request)).await?;
         if response.status() == StatusCode::NOT_FOUND && session.is_some() && !last {
             tracing::info!("the backend forgot its session: re-initializing and retrying once");
+            app.initialize_cache.forget(); // it restarted, and may answer initialize differently
             session = match choose(app, &out, claims, true).await {
                 Ok(session) => session,
                 Err(Chosen::Replay(work, error)) => return replay_failed(&out, &work, error),
@@ -115,7 +116,7 @@ async fn choose(
     if let Some(bridged) = &out.caller.bridge {
         return bridged_backend(app, out, bridged, forgotten).await;
     }
-    let Some(claims) = claims.filter(|c| c.bs.is_some()) else {
+    let Some(claims) = claims.filter(|c| c.bs.is_some() || c.lz) else {
         return Ok(None);
     };
     match (out.route, &out.bound) {
@@ -237,8 +238,33 @@ async fn own_backend(
         Some(_) => reopen_own(app, caller, claims, Reinit::OtherInstance)
             .await
             .map(Some),
+        None if claims.lz => open_lazily(app, caller, claims).await.map(Some),
         None => Ok(None),
     }
+}
+
+/// The first request of a client whose `initialize` the broker answered from its cache that needs
+/// the client's own backend session: open it now (one opening for concurrent ones) and record it.
+async fn open_lazily(
+    app: &Arc<App>,
+    caller: &Caller,
+    claims: &SessionClaims,
+) -> Result<BackendSessionId, ProxyError> {
+    let key = format!("own:{}:{}", caller.principal, claims.sid);
+    let Some(slot) = app.openings.slot(&key) else {
+        return reopen_own(app, caller, claims, Reinit::Lazy).await;
+    };
+    let mut opened = slot.lock().await;
+    if let Some(session) = opened.as_ref() {
+        return Ok(session.clone());
+    }
+    let result = reopen_own(app, caller, claims, Reinit::Lazy).await;
+    if let Ok(session) = &result {
+        *opened = Some(session.clone());
+    }
+    drop(opened);
+    app.openings.release(&key);
+    result
 }
 
 /// Opens a new own backend session for the client's MCP session and records it.

@@ -35,6 +35,7 @@ pub mod finalizer;
 pub mod forward;
 pub mod headers;
 pub mod identify;
+pub mod initialize;
 pub mod limits;
 pub mod mcp_path;
 pub mod metrics;

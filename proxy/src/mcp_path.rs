@@ -7,29 +7,27 @@
 use std::sync::Arc;
 
 use broker::decide::Route;
-use broker::ids::{BackendSessionId, McpSessionId};
+use broker::ids::BackendSessionId;
 use broker::jsonrpc::{self, Body, Kind};
-use broker::mcp::{self, WORK_SESSION_ARG};
+use broker::mcp::WORK_SESSION_ARG;
 use broker::store::{McpQuery, McpState};
-use broker::tokens::{SESSION_AUDIENCE, SessionClaims};
+use broker::tokens::SessionClaims;
 use bytes::Bytes;
-use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use tracing::Span;
 use tracing::field::display;
 
-use crate::app::{App, TOKEN_LIFETIME};
+use crate::app::App;
 use crate::body::ProxyBody;
 use crate::call::{self, Outcome};
 use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::forward::{Outbound, forward};
-use crate::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::headers::{self, MCP_PROTOCOL_VERSION};
 use crate::limits::RequestBody;
 use crate::metrics::{self, Rpc, StoreOp};
-use crate::relay::{self, Watch};
+use crate::relay::Watch;
 
 /// Handles one request on the MCP path.
 pub async fn handle(
@@ -106,9 +104,10 @@ async fn stream_or_delete(
         } else {
             StatusCode::METHOD_NOT_ALLOWED
         };
-        let mut response = Response::new(crate::body::full(Bytes::new()));
-        *response.status_mut() = status;
-        return Ok(response);
+        return Ok(empty(status));
+    }
+    if delete && not_opened_yet(&caller, &state) {
+        return Ok(empty(StatusCode::OK)); // no backend session was ever opened for it
     }
     let out = Outbound {
         parts,
@@ -150,7 +149,7 @@ async fn post(
         Span::current().record("tool", call.name.as_str());
     }
     if parsed.is_initialize() {
-        return initialize(app, parts, &caller, bytes, &parsed).await;
+        return crate::initialize::handle(app, parts, &caller, bytes, &parsed).await;
     }
     if caller.session.is_none()
         && let Body::Single(message) = &parsed
@@ -257,6 +256,13 @@ pub async fn pass_through(
         return Err(ProxyError::BatchedProjectCall);
     }
     let state = session_state(app, caller).await?;
+    if not_opened_yet(caller, &state)
+        && matches!(&parsed, Body::Single(m) if matches!(&m.kind, Kind::Notification(method) if method == "notifications/initialized"))
+    {
+        // The broker answered this client's initialize; the backend session it will open gets its
+        // own notifications/initialized then.
+        return Ok(empty(StatusCode::ACCEPTED));
+    }
     let mut watch = Watch::default();
     let mut changed = false;
     for message in parsed.messages_mut() {
@@ -309,80 +315,18 @@ fn is_sessionless_protocol(parts: &Parts, message: &jsonrpc::Message) -> bool {
     )
 }
 
-/// Forwards `initialize` and gives the client the broker's own session id, which records the
-/// backend session and the `initialize` params. Nothing is stored: Claude's connectors send one
-/// `initialize` per tool call. A stateless backend (its reply carries no session id) still gets
-/// the client a broker session id, without a backend session in it, so its calls are resolved,
-/// guarded and told the project like any other; the client cannot tell.
-async fn initialize(
-    app: &Arc<App>,
-    parts: &Parts,
-    caller: &Caller,
-    bytes: Bytes,
-    parsed: &Body,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let params = parsed.messages().first().and_then(|m| m.params());
-    let ini = mcp::replayable_initialize_params(params);
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(
-            app.upstream.uri(
-                parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str())
-                    .unwrap_or("/"),
-            )?,
-        )
-        .body(Full::new(bytes))
-        .map_err(|_| ProxyError::BodyUnreadable)?;
-    *request.headers_mut() =
-        headers::toward_upstream(&parts.headers, app.upstream.authority(), &caller.origin);
-    let response = app.metrics.upstream(app.upstream.send(request)).await?;
-    Span::current().record("upstream_status", response.status().as_u16());
-    record_surface(app, caller, mcp::client_name(&ini));
-    if !response.status().is_success()
-        && let Ok(profile) = app.bridge.profile(app).await
-        && let (true, Some(discover)) = (profile.modern_only(), &profile.discover)
-    {
-        // A backend that speaks only 2026-07-28 refused the handshake: the broker answers it.
-        return crate::modern_path::initialize_for_modern_backend(
-            app, caller, parsed, ini, discover,
-        );
-    }
-    let backend_session = response
-        .headers()
-        .get(&MCP_SESSION_ID)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| BackendSessionId::parse(v).ok());
-    let mut relayed = relay::relay(response, Watch::default());
-    relayed.headers_mut().remove(&MCP_SESSION_ID);
-    if relayed.status().is_success() {
-        let claims = SessionClaims {
-            p: caller.principal.clone(),
-            sid: McpSessionId::random(),
-            up: app.upstream_id.clone(),
-            bs: backend_session.map(|s| s.to_string()),
-            ini,
-            mb: false,
-        };
-        relayed
-            .headers_mut()
-            .insert(MCP_SESSION_ID, session_id(app, &claims)?);
-    }
-    Ok(relayed)
-}
-
-/// The broker's session id for a client MCP session: its claims, signed.
-pub fn session_id(app: &App, claims: &SessionClaims) -> Result<HeaderValue, ProxyError> {
-    let token = app
-        .keys
-        .sign(SESSION_AUDIENCE, TOKEN_LIFETIME, app.now_secs(), claims)
-        .map_err(|_| ProxyError::Signing)?;
-    HeaderValue::from_str(&token).map_err(|_| ProxyError::Signing)
-}
-
 /// Records the request's surface in the span (`tools/call` records its own, which may come from `_meta`).
-fn record_surface(app: &App, caller: &Caller, client_name: Option<&str>) {
+/// The client's own backend session is to be opened when first needed, and has not been yet.
+fn not_opened_yet(caller: &Caller, state: &McpState) -> bool {
+    caller.session.as_ref().is_some_and(|c| c.lz) && state.backend_override.is_none()
+}
+
+fn empty(status: StatusCode) -> Response<ProxyBody> {
+    let mut response = Response::new(crate::body::full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+pub fn record_surface(app: &App, caller: &Caller, client_name: Option<&str>) {
     Span::current().record("surface", display(caller.surface(app, client_name)));
 }

@@ -125,11 +125,12 @@ pub fn initialize_for_modern_backend(
         bs: None,
         ini,
         mb: true,
+        lz: false,
     };
     let mut response = json_response(StatusCode::OK, &reply);
     response
         .headers_mut()
-        .insert(MCP_SESSION_ID, crate::mcp_path::session_id(app, &claims)?);
+        .insert(MCP_SESSION_ID, crate::initialize::session_id(app, &claims)?);
     tracing::info!("answered initialize for a backend that speaks only 2026-07-28");
     Ok(response)
 }

@@ -48,6 +48,8 @@ pub struct Watch {
     pub complete: Vec<(RequestId, bool)>,
     /// Run when the client goes away before the answer ended (a modern client's way to cancel).
     pub on_abandon: Option<Abandon>,
+    /// A forwarded `initialize`: its result is kept for the next ones.
+    pub learn_initialize: Option<crate::initialize::Learn>,
 }
 
 /// What to do when the client abandons a request (e.g. tell a bridged backend to cancel it).
@@ -59,6 +61,7 @@ impl Watch {
             && self.select.is_none()
             && self.complete.is_empty()
             && self.on_abandon.is_none()
+            && self.learn_initialize.is_none()
     }
 
     /// The client went away: run the abandon hook, once.
@@ -82,6 +85,11 @@ impl Watch {
             return false;
         };
         let mut changed = false;
+        if self.learn_initialize.as_ref().is_some_and(|l| l.id == id)
+            && let Some(learn) = self.learn_initialize.take()
+        {
+            learn.reply(message);
+        }
         if self.tools_list.contains(&id) {
             changed |= mcp::add_work_session_argument(message);
         }

@@ -39,6 +39,9 @@ pub struct Settings {
     /// Modern (2026-07-28) clients: bridged onto legacy backend sessions (`auto`: when the backend
     /// is legacy or stateful), or passed through (`off`).
     pub bridge: broker::modern::BridgeMode,
+    /// Answer `initialize` from the backend's cached result and open the client's own backend
+    /// session only when something needs it.
+    pub initialize_cache: bool,
     pub allow_anonymous: bool,
     /// Where the principal comes from: the bearer credential's hash, a verified OAuth access
     /// token's issuer and subject, or a trusted proxy's header.
@@ -100,6 +103,7 @@ impl Settings {
             surface_window: Duration::from_secs(10 * 60),
             conversation_header: None,
             bridge: Default::default(),
+            initialize_cache: true,
             conversation_meta_keys: vec!["openai/session".into(), "gen_ai.conversation.id".into()],
             allow_anonymous: false,
             principal_source: Default::default(),

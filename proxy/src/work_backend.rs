@@ -33,7 +33,7 @@ pub enum Error {
     Replay(BackendError),
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<BackendSessionId>>>;
+pub(crate) type Slot = Arc<tokio::sync::Mutex<Option<BackendSessionId>>>;
 
 /// Backend sessions being opened right now, by work session and field: who opens one, and what
 /// the callers waiting for it get. An entry lives only while its opening runs.
@@ -41,12 +41,12 @@ type Slot = Arc<tokio::sync::Mutex<Option<BackendSessionId>>>;
 pub struct Openings(Mutex<HashMap<String, Slot>>);
 
 impl Openings {
-    fn slot(&self, key: &str) -> Option<Slot> {
+    pub(crate) fn slot(&self, key: &str) -> Option<Slot> {
         let mut map = self.0.lock().ok()?;
         Some(map.entry(key.to_owned()).or_default().clone())
     }
 
-    fn release(&self, key: &str) {
+    pub(crate) fn release(&self, key: &str) {
         if let Ok(mut map) = self.0.lock() {
             map.remove(key);
         }

@@ -7,15 +7,21 @@ Driven by the Python SDK client (both backend reply modes) and by the TypeScript
 
 from __future__ import annotations
 
+import anyio
+import httpx
 import pytest
 
 from e2e_helpers import (
     assert_audit_clean,
     assert_on_project,
     assert_selected,
+    mcp_session,
     project_calls,
+    raw_initialize,
     reconnecting_reply,
+    rpc_headers,
     run_ts_client_async,
+    tools_call_body,
     ts_reply,
 )
 
@@ -84,3 +90,44 @@ async def test_typescript_client_production_log(make_stack) -> None:
     audit = stack.backend.audit()
     assert_audit_clean(audit, {"linkedin"})
     assert [c["tool"] for c in project_calls(audit)] == ["get_last_handover", "explore_context_tree"], audit
+
+
+async def test_connector_turns_cost_the_backend_only_the_call(make_stack) -> None:
+    """Claude's connectors send initialize + notifications/initialized + tools/call per turn. With the
+    initialize cache (the default), after the first turn the broker answers initialize itself and the
+    backend sees only the call, on the work session's one backend session; a client that needs its own
+    backend session (tools/list) gets it opened then."""
+    stack = make_stack(redis=True)
+    token = "e2e-token-connector-turns"
+    sessions_created = lambda: stack.backend.process.log_text().count("Created new transport with session ID")  # noqa: E731
+    assert_selected(await reconnecting_reply(stack.url, token, "claude-ai", "select_project_for_session", {"name": "atlas"}), "atlas")
+    before = sessions_created()
+    async with httpx.AsyncClient(timeout=15) as http:
+        for turn in range(5):
+            session_id = await raw_initialize(http, stack.url, token, "claude-ai")
+            initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            done = await http.post(stack.url, json=initialized, headers=rpc_headers(token, session_id))
+            assert done.status_code == 202, done.text
+            reply = await http.post(stack.url, json=tools_call_body("get_last_handover", {}, turn + 10), headers=rpc_headers(token, session_id))
+            assert reply.status_code == 200 and "project=atlas header=atlas" in reply.text, reply.text
+            ended = await http.delete(stack.url, headers=rpc_headers(token, session_id))
+            assert ended.status_code == 200, ended.text
+    assert sessions_created() == before, f"the backend opened {sessions_created() - before} sessions for 5 cached turns"
+    # A client that lists tools gets its own backend session, opened when needed.
+    async with mcp_session(stack.url, token, "claude-ai") as (session, _):
+        with anyio.fail_after(30):
+            listed = await session.list_tools()
+    assert any(t.name == "get_last_handover" for t in listed.tools)
+    assert sessions_created() > before
+    assert_audit_clean(stack.backend.audit(), allowed={"atlas"})
+
+
+async def test_initialize_cache_off_forwards_every_initialize(make_stack) -> None:
+    stack = make_stack(redis=False, broker_args=("--initialize-cache", "off"))
+    token = "e2e-token-no-cache"
+    created = lambda: stack.backend.process.log_text().count("Created new transport with session ID")  # noqa: E731
+    async with httpx.AsyncClient(timeout=15) as http:
+        before = created()
+        for _ in range(3):
+            await raw_initialize(http, stack.url, token, "claude-ai")
+    assert created() - before == 3

@@ -22,6 +22,10 @@ pub struct SessionClaims {
     /// turns each later request into a modern one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mb: bool,
+    /// The broker answered `initialize` from a cached result: the client's own backend session is
+    /// opened when something first needs it (a stateful backend).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lz: bool,
 }
 
 /// A work-session handle the model can pass back as `work_session`.

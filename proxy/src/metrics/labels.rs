@@ -58,6 +58,8 @@ pub enum Reinit {
     OtherInstance,
     /// A work session needed its own backend session for its project on this upstream.
     WorkSession,
+    /// A client whose `initialize` was answered from the cache needed its own backend session.
+    Lazy,
 }
 
 impl Reinit {
@@ -66,6 +68,7 @@ impl Reinit {
             Reinit::NotFound => "not_found",
             Reinit::OtherInstance => "other_instance",
             Reinit::WorkSession => "work_session",
+            Reinit::Lazy => "lazy",
         }
     }
 }
