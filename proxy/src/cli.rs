@@ -90,7 +90,12 @@ pub struct Args {
     pub bridge: broker::modern::BridgeMode,
     /// `on`: answer `initialize` from the backend's cached result (learned from a real one) and open a
     /// client's own backend session only when something needs it; `off`: forward every `initialize`.
-    #[arg(long, env = "BROKER_INITIALIZE_CACHE", value_enum, default_value = "on")]
+    #[arg(
+        long,
+        env = "BROKER_INITIALIZE_CACHE",
+        value_enum,
+        default_value = "on"
+    )]
     pub initialize_cache: OnOff,
     /// Let requests without a credential in, all as one anonymous principal.
     #[arg(long, env = "BROKER_ALLOW_ANONYMOUS")]
