@@ -15,22 +15,20 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use broker::identity::{IdentityError, PrincipalHasher};
 use broker::ids::PrincipalId;
-use broker::oauth::{self, OAuthError, Rules};
-use bytes::Bytes;
+use broker::oauth::{OAuthError, Rules};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{Response, StatusCode, Uri};
 use ipnet::IpNet;
-use jsonwebtoken::jwk::JwkSet;
+
+mod jwks;
+
+use jwks::KeySet;
+pub use jwks::get;
 
 use crate::app::App;
 use crate::body::ProxyBody;
@@ -40,8 +38,6 @@ use crate::errors::ProxyError;
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// How long a fetched key set is used before it is fetched again.
 pub const MAX_AGE: Duration = Duration::from_secs(15 * 60);
-/// Largest key set accepted.
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Where the identity provider's key set is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,134 +179,6 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The cached key set, and when it was last fetched.
-#[derive(Default)]
-struct KeySet {
-    keys: RwLock<Option<Arc<JwkSet>>>,
-    fetched: tokio::sync::Mutex<Option<Instant>>,
-}
-
-impl KeySet {
-    async fn verify(
-        &self,
-        location: &JwksLocation,
-        token: &str,
-        rules: &Rules,
-    ) -> Result<oauth::Subject, Refused> {
-        let fresh = self
-            .fetched
-            .try_lock()
-            .ok()
-            .and_then(|at| *at)
-            .is_some_and(|at| at.elapsed() < MAX_AGE);
-        let cached = self
-            .keys
-            .read()
-            .ok()
-            .and_then(|k| k.clone())
-            .filter(|_| fresh);
-        if let Some(keys) = &cached {
-            match oauth::verify(token, keys, rules) {
-                Err(OAuthError::UnknownKey) => {} // the provider may have rotated: fetch again
-                other => return other.map_err(Refused::Token),
-            }
-        }
-        let keys = self.refresh(location, cached.is_some()).await?;
-        oauth::verify(token, &keys, rules).map_err(Refused::Token)
-    }
-
-    /// Fetches the key set; `rate_limited`: not if it was fetched within [`REFRESH_EVERY`].
-    async fn refresh(
-        &self,
-        location: &JwksLocation,
-        rate_limited: bool,
-    ) -> Result<Arc<JwkSet>, Refused> {
-        let mut fetched = self.fetched.lock().await;
-        let current = self.keys.read().ok().and_then(|k| k.clone());
-        if let (true, Some(at), Some(keys)) = (rate_limited, *fetched, &current)
-            && at.elapsed() < REFRESH_EVERY
-        {
-            return Ok(keys.clone());
-        }
-        let keys = Arc::new(fetch(location).await.map_err(Refused::KeySet)?);
-        *fetched = Some(Instant::now());
-        if let Ok(mut slot) = self.keys.write() {
-            *slot = Some(keys.clone());
-        }
-        tracing::info!(
-            keys = keys.keys.len(),
-            "fetched the identity provider's key set"
-        );
-        Ok(keys)
-    }
-}
-
-async fn fetch(location: &JwksLocation) -> Result<JwkSet, String> {
-    let bytes = match location {
-        JwksLocation::File(path) => tokio::fs::read(path)
-            .await
-            .map_err(|e| format!("{}: {e}", path.display()))?,
-        JwksLocation::Url(uri) => get(uri).await?.to_vec(),
-    };
-    serde_json::from_slice(&bytes).map_err(|e| format!("not a JWKS: {e}"))
-}
-
-/// GETs a URL (http or https, the system's and Mozilla's roots), bounded in time and size.
-pub async fn get(uri: &Uri) -> Result<Bytes, String> {
-    let client: Client<HttpsConnector<HttpConnector>, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(https_connector()?);
-    let request = Request::get(uri.clone())
-        .header(header::ACCEPT, "application/json")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let work = async {
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("{uri} answered HTTP {}", response.status()));
-        }
-        Limited::new(response.into_body(), MAX_JWKS_BYTES)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(10), work)
-        .await
-        .map_err(|_| format!("{uri} did not answer within 10s"))?
-}
-
-/// TLS with the system's root certificates, else Mozilla's (a distroless image has none).
-fn https_connector() -> Result<HttpsConnector<HttpConnector>, String> {
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(builder) => builder,
-        Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
-    };
-    Ok(builder.https_or_http().enable_http1().build())
-}
-
-/// The `resource_metadata` the backend names in its own 401s, learned once.
-#[derive(Default)]
-pub struct ResourceMetadata(Mutex<Option<(Option<String>, Instant)>>);
-
-impl ResourceMetadata {
-    /// How long a learned value (or its absence) is kept.
-    const KEEP: Duration = Duration::from_secs(300);
-
-    /// The cached value, if fresh.
-    pub fn cached(&self) -> Option<Option<String>> {
-        let slot = self.0.lock().ok()?;
-        slot.as_ref()
-            .filter(|(_, at)| at.elapsed() < Self::KEEP)
-            .map(|(v, _)| v.clone())
-    }
-
-    pub fn remember(&self, value: Option<String>) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some((value, Instant::now()));
-        }
-    }
-}
-
 /// The 401 (or 400, 503) for a refused identity. With OAuth access tokens, `WWW-Authenticate`
 /// carries `resource_metadata`, so an OAuth client can discover where to get a token: the one
 /// configured, else the one the backend names in its own 401s, learned by an unauthenticated
@@ -378,6 +246,29 @@ async fn learn_resource_metadata(app: &App) -> Option<String> {
     learned
 }
 
+/// The `resource_metadata` the backend names in its own 401s, learned once.
+#[derive(Default)]
+pub struct ResourceMetadata(Mutex<Option<(Option<String>, Instant)>>);
+
+impl ResourceMetadata {
+    /// How long a learned value (or its absence) is kept.
+    const KEEP: Duration = Duration::from_secs(300);
+
+    /// The cached value, if fresh.
+    pub fn cached(&self) -> Option<Option<String>> {
+        let slot = self.0.lock().ok()?;
+        slot.as_ref()
+            .filter(|(_, at)| at.elapsed() < Self::KEEP)
+            .map(|(v, _)| v.clone())
+    }
+
+    pub fn remember(&self, value: Option<String>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((value, Instant::now()));
+        }
+    }
+}
+
 /// The `resource_metadata="..."` parameter of a `WWW-Authenticate` value.
 pub fn resource_metadata_of(www_authenticate: &str) -> Option<String> {
     let start = www_authenticate.find("resource_metadata=")? + "resource_metadata=".len();
@@ -391,78 +282,4 @@ pub fn resource_metadata_of(www_authenticate: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_tokens() {
-        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
-        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
-        assert_eq!(bearer_token("Basic abc"), None);
-        assert_eq!(bearer_token("Bearer"), None);
-    }
-
-    #[test]
-    fn resource_metadata_is_read_from_www_authenticate() {
-        assert_eq!(
-            resource_metadata_of(
-                r#"Bearer error="invalid_token", resource_metadata="https://mcp.example/.well-known/oauth-protected-resource""#
-            )
-            .as_deref(),
-            Some("https://mcp.example/.well-known/oauth-protected-resource")
-        );
-        assert_eq!(
-            resource_metadata_of("Bearer resource_metadata=https://a/b, error=x").as_deref(),
-            Some("https://a/b")
-        );
-        assert_eq!(resource_metadata_of("Bearer"), None);
-    }
-
-    #[tokio::test]
-    async fn a_header_counts_only_from_a_trusted_proxy() {
-        let identities = Identities::new(
-            PrincipalSource::Header {
-                name: HeaderName::from_static("x-forwarded-user"),
-                trusted_proxies: vec!["10.0.0.0/8".parse().expect("net")],
-            },
-            PrincipalHasher::new(b"secret"),
-            false,
-        );
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-user", "alice".parse().expect("value"));
-        let proxy = Some("10.1.2.3".parse().expect("ip"));
-        let stranger = Some("192.0.2.7".parse().expect("ip"));
-        let alice = identities.principal(&headers, proxy).await.expect("alice");
-        assert!(identities.principal(&headers, stranger).await.is_err());
-        let mut forwarded = headers.clone();
-        identities.strip_untrusted(&mut forwarded, stranger);
-        assert!(forwarded.get("x-forwarded-user").is_none());
-        identities.strip_untrusted(&mut headers, proxy);
-        assert!(headers.get("x-forwarded-user").is_some());
-        // The same text as an API key is another principal.
-        let mut bearer = HeaderMap::new();
-        bearer.insert(header::AUTHORIZATION, "Bearer alice".parse().expect("v"));
-        let hmac = Identities::new(
-            PrincipalSource::BearerHmac,
-            PrincipalHasher::new(b"secret"),
-            false,
-        );
-        assert_ne!(hmac.principal(&bearer, proxy).await.expect("p"), alice);
-    }
-
-    #[tokio::test]
-    async fn two_authorization_headers_are_refused() {
-        let identities = Identities::new(
-            PrincipalSource::BearerHmac,
-            PrincipalHasher::new(b"secret"),
-            false,
-        );
-        let mut headers = HeaderMap::new();
-        headers.append(header::AUTHORIZATION, "Bearer a".parse().expect("v"));
-        headers.append(header::AUTHORIZATION, "Bearer b".parse().expect("v"));
-        assert!(matches!(
-            identities.principal(&headers, None).await,
-            Err(Refused::TwoCredentials)
-        ));
-    }
-}
+mod tests;
