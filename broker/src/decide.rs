@@ -9,10 +9,10 @@
 //! 3. a select: refused when its argument cannot be bound exactly as the backend would receive it,
 //!    or when it would start one more work session than the cap allows; else it goes to the
 //!    target work session's own backend session, watched, to bind on success;
-//! 4. resolved: the call refreshes its work session (touch), then runs on the work session's backend
-//!    session for its project (opened and the selection replayed if there is none); an exempt tool
-//!    runs on the client's own backend session, which never has a project, with the binding in
-//!    the headers;
+//! 4. resolved: the call refreshes its work session (touch, off the reply path), and runs on the work
+//!    session's backend session for its project (opened and the selection replayed if there is none);
+//!    an exempt tool runs on the client's own backend session, which never has a project, with the
+//!    binding in the headers;
 //! 5. not resolved: an exempt tool goes through unbound; anything else is refused with guidance.
 
 use crate::guidance;
@@ -168,7 +168,7 @@ pub struct Forward {
     pub bound: Option<WorkSession>,
     /// How `bound` was found, for a call that resumed a work session.
     pub path: Option<Path>,
-    /// Record the call in `bound` (slide its TTL) before forwarding; see [`after_touch`].
+    /// Record the call in `bound` (slide its TTL and deadline).
     pub touch: bool,
     pub route: Route,
     pub select: Option<SelectPlan>,
@@ -275,39 +275,6 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
                 Decision::Refuse(Refusal::HandleRefused { reason })
             }
         },
-    }
-}
-
-/// What the touch of a resolved call came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Touched {
-    /// Recorded: the work session is live.
-    Live,
-    /// The work session ended meanwhile (idled out, finalized): nothing was written.
-    Ended,
-    /// The store failed.
-    Failed,
-}
-
-/// The forward after its touch: a project tool whose work session ended meanwhile is asked to
-/// select again, one that cannot be confirmed (store failure) is refused; an exempt tool goes on
-/// (unbound when its work session ended).
-pub fn after_touch(
-    forward: Forward,
-    touched: Touched,
-    tool: &Tool,
-    recent: &[Project],
-    backend: Backend,
-) -> Result<Forward, Refusal> {
-    let exempt = *tool == Tool::Exempt;
-    match touched {
-        Touched::Live => Ok(forward),
-        Touched::Ended if exempt => Ok(Forward::unbound(backend)),
-        Touched::Ended => Err(Refusal::NoProject {
-            recent: recent.to_vec(),
-        }),
-        Touched::Failed if exempt => Ok(forward),
-        Touched::Failed => Err(Refusal::StoreUnavailable),
     }
 }
 

@@ -7,17 +7,17 @@
 use std::sync::Arc;
 
 use broker::decide::{
-    self, Backend, Decision, Facts, Forward, HandleFact, Refusal, SelectArg, Tool, Touched,
+    self, Backend, Decision, Facts, Forward, HandleFact, Refusal, SelectArg, Tool,
 };
 use broker::jsonrpc::{self, Kind, Message, Taken};
 use broker::mcp::WORK_SESSION_ARG;
 use broker::resolve::{Path, Selector, Unkeyed};
-use broker::session::Links;
+use broker::session::{Links, WorkSession};
 use broker::store::{McpQuery, McpState, Query};
 use broker::tokens::{HANDLE_AUDIENCE, HandleClaims};
 use serde_json::Value;
-use tracing::Span;
 use tracing::field::display;
+use tracing::{Instrument, Span};
 
 use crate::app::{App, TOKEN_LIFETIME, now_ms};
 use crate::caller::Caller;
@@ -157,7 +157,7 @@ pub async fn plan(
         let text = refusal.text(&settings.select_tool, &settings.select_arg);
         Ok(Outcome::Reply(jsonrpc::tool_error_reply(&id, &text)))
     };
-    let mut forward = match decide::decide(&facts) {
+    let forward = match decide::decide(&facts) {
         Decision::UnknownSession => return Err(ProxyError::UnknownSession),
         Decision::Refuse(refusal) => return refuse(refusal),
         Decision::Forward(forward) => *forward,
@@ -170,20 +170,7 @@ pub async fn plan(
     if forward.touch
         && let Some(session) = &forward.bound
     {
-        let touch = app.store.touch(session, &links, now);
-        let touched = match app.metrics.store(StoreOp::Touch, touch).await {
-            Ok(true) => Touched::Live,
-            Ok(false) => Touched::Ended,
-            Err(error) => {
-                tracing::warn!(%error, "store unavailable on touch");
-                Touched::Failed
-            }
-        };
-        let recent = &answer.found.recent_projects;
-        forward = match decide::after_touch(forward, touched, &tool, recent, backend) {
-            Ok(forward) => forward,
-            Err(refusal) => return refuse(refusal),
-        };
+        touch_off_the_reply_path(app, session.clone(), links.clone(), now);
     }
     Span::current().record(
         "resolution",
@@ -208,6 +195,25 @@ pub async fn plan(
         watch,
         body_changed,
     })))
+}
+
+/// Records the call in its work session (slides its idle TTL and deadline) without making the call
+/// wait for it: the lookup just found the work session live, so the call goes on; a touch that finds
+/// it ended meanwhile (finalized in that instant) writes nothing and never revives it.
+fn touch_off_the_reply_path(app: &Arc<App>, session: WorkSession, links: Links, now: u64) {
+    let app = app.clone();
+    let span = Span::current();
+    tokio::spawn(
+        async move {
+            let touch = app.store.touch(&session, &links, now);
+            match app.metrics.store(StoreOp::Touch, touch).await {
+                Ok(true) => {}
+                Ok(false) => tracing::info!(work_session = %session.id, "the work session ended while its call ran"),
+                Err(error) => tracing::warn!(%error, "store unavailable on touch: the call ran, its work session was not refreshed"),
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// Whether calls of this client run on backend sessions: not when the backend's `initialize`

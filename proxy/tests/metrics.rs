@@ -163,6 +163,10 @@ async fn refusals_resumes_and_selections_are_counted() {
         )
         .await,
     );
+    // Touches run off the reply path (spawned): let them finish before reading the counters.
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
 
     let out = Exposition::of(&app);
     assert_eq!(out.kind("session_broker_refusals"), "counter");

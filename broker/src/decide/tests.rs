@@ -164,34 +164,6 @@ fn the_decision_table() {
 }
 
 #[test]
-fn after_the_touch() {
-    let alpha = ws("alpha");
-    let forward = Forward {
-        bound: Some(alpha),
-        path: Some(Path::McpSession),
-        touch: true,
-        route: Route::Work { replay: true },
-        select: None,
-    };
-    let stateful = Backend::Stateful;
-    let go = |touched, tool: &Tool| after_touch(forward.clone(), touched, tool, &[], stateful);
-    assert_eq!(go(Touched::Live, &Tool::NeedsProject), Ok(forward.clone()));
-    assert_eq!(
-        go(Touched::Ended, &Tool::NeedsProject),
-        Err(Refusal::NoProject { recent: vec![] })
-    );
-    assert_eq!(
-        go(Touched::Failed, &Tool::NeedsProject),
-        Err(Refusal::StoreUnavailable)
-    );
-    assert_eq!(
-        go(Touched::Ended, &Tool::Exempt),
-        Ok(Forward::unbound(stateful))
-    );
-    assert_eq!(go(Touched::Failed, &Tool::Exempt), Ok(forward.clone()));
-}
-
-#[test]
 fn select_arguments_are_bound_exactly_as_sent() {
     let read = |v: serde_json::Value| SelectArg::read(Some(&v), "name");
     assert_eq!(
