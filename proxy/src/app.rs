@@ -79,7 +79,11 @@ impl App {
         let mut lifetimes = Lifetimes::with_idle(settings.idle_ttl);
         lifetimes.grace = settings.finalize_grace;
         let store: Arc<dyn Store> = match &settings.redis_url {
-            Some(url) => Arc::new(RedisStore::new(RedisSettings::new(url.clone()), lifetimes)?),
+            Some(url) => {
+                let mut redis = RedisSettings::new(url.clone());
+                redis.tls = settings.redis_tls.clone();
+                Arc::new(RedisStore::new(redis, lifetimes)?)
+            }
             None => Arc::new(MemoryStore::new(lifetimes)),
         };
         let identities = Identities::new(

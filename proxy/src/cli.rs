@@ -13,8 +13,10 @@ use crate::admin::{self, AdminError, AdminListen, AdminToken};
 use crate::settings::Settings;
 
 mod principal;
+mod store;
 
 pub use principal::{PrincipalArgs, PrincipalError, Source as PrincipalSourceArg};
+pub use store::{RedisTlsArgs, StoreArgsError};
 
 /// Keeps MCP work sessions alive across client reconnects.
 ///
@@ -29,9 +31,12 @@ pub struct Args {
     /// The MCP server, e.g. http://127.0.0.1:8001/mcp (clients use its path).
     #[arg(long, env = "BROKER_UPSTREAM")]
     pub upstream: Uri,
-    /// Redis URL; without it work sessions live in memory (one replica).
+    /// Redis URL: redis://, rediss:// (TLS), redis+cluster://HOST:PORT[,HOST:PORT...] or
+    /// rediss+cluster://... (Redis Cluster); without it work sessions live in memory (one replica).
     #[arg(long, env = "BROKER_REDIS_URL")]
     pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub redis_tls: RedisTlsArgs,
     /// Sliding idle TTL of a work session (e.g. 120m, 2h, 90s).
     #[arg(long, env = "BROKER_IDLE_TTL", default_value = "120m", value_parser = humantime::parse_duration)]
     pub idle_ttl: Duration,
@@ -118,13 +123,23 @@ pub struct Args {
     /// Call this backend tool for each finalized work session, with its project selected first.
     #[arg(long, env = "BROKER_ON_EXPIRE_TOOL")]
     pub on_expire_tool: Option<String>,
-    /// How long a work session's data outlives its idle deadline, for the finalizer.
+    /// File holding the credential the handover tool is called with (as Authorization: a bare
+    /// token is sent as Bearer, a value with a scheme as is).
+    #[arg(long, env = "BROKER_ON_EXPIRE_TOOL_AUTH_FILE")]
+    pub on_expire_tool_auth_file: Option<PathBuf>,
+    /// Deliveries of a finalized event before it goes to the dead letters (backoff doubling from
+    /// --redeliver-after, at most 1h).
+    #[arg(long, env = "BROKER_FINALIZE_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub finalize_attempts: u32,
+    /// How long a finalized work session stays readable (admin API); unfinalized ones wait for a
+    /// sweeper, however late (at most 7 days).
     #[arg(long, env = "BROKER_FINALIZE_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
     pub finalize_grace: Duration,
     /// How often each replica looks for idle work sessions to finalize.
     #[arg(long, env = "BROKER_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
-    /// Hand a finalized event to another replica when its taker has not acknowledged it by then.
+    /// Deliver a finalized event again when it is not acknowledged by then (its actions failed or
+    /// its replica died); the wait doubles with each delivery.
     #[arg(long, env = "BROKER_REDELIVER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub redeliver_after: Duration,
     /// Most live work sessions one credential may have (0: no limit).
@@ -169,6 +184,8 @@ pub enum CliError {
     Admin(#[from] AdminError),
     #[error(transparent)]
     Principal(#[from] PrincipalError),
+    #[error(transparent)]
+    Store(#[from] StoreArgsError),
 }
 
 fn read_secret(path: &PathBuf) -> Result<Vec<u8>, CliError> {
@@ -204,6 +221,7 @@ impl Args {
             return Err(CliError::MissingKey);
         }
         let mut settings = Settings::new(self.upstream);
+        settings.redis_tls = self.redis_tls.into_files(self.redis_url.as_deref())?;
         settings.redis_url = self.redis_url;
         settings.idle_ttl = self.idle_ttl;
         settings.signing_key = signing_key;
@@ -250,6 +268,12 @@ impl Args {
         }
         settings.on_expire_webhook = self.on_expire_webhook;
         settings.on_expire_tool = self.on_expire_tool.filter(|t| !t.is_empty());
+        settings.on_expire_tool_auth = self
+            .on_expire_tool_auth_file
+            .as_ref()
+            .map(store::tool_credential)
+            .transpose()?;
+        settings.finalize_attempts = self.finalize_attempts;
         settings.finalize_grace = self.finalize_grace;
         settings.sweep_interval = self.sweep_interval;
         settings.redeliver_after = self.redeliver_after;

@@ -105,13 +105,17 @@ async def wait_until(what: str, check, timeout: float = 30.0):
 
 
 def stream_entries(redis_url: str) -> list[str]:
-    """Work-session ids of every entry in the broker's finalized stream."""
+    """Work-session ids of every entry in the broker's finalized streams (one per bucket, see
+    broker/src/store/keys.rs); on a cluster, any node's port will do (`redis-cli -c` follows MOVED)."""
     cli = shutil.which("redis-cli") or pytest.fail("redis-cli is missing (it comes with redis-server)")
-    port = redis_url.rsplit(":", 1)[1].split("/")[0]
-    out = subprocess.run([cli, "-p", port, "--no-raw", "XRANGE", "msb:finalized", "-", "+"],
-                         capture_output=True, text=True, check=True).stdout
-    lines = [line.split('"')[1] for line in out.splitlines() if '"' in line]
-    return [lines[i + 1] for i, value in enumerate(lines[:-1]) if value == "ws"]
+    port = redis_url.split("://", 1)[1].split(",")[0].rsplit(":", 1)[1].split("/")[0]
+    ids = []
+    for bucket in "0123456789abcdef":
+        out = subprocess.run([cli, "-c", "-p", port, "--no-raw", "XRANGE", f"msb:{{b:{bucket}}}:finalized", "-", "+"],
+                             capture_output=True, text=True, check=True).stdout
+        lines = [line.split('"')[1] for line in out.splitlines() if '"' in line]
+        ids += [lines[i + 1] for i, value in enumerate(lines[:-1]) if value == "ws"]
+    return ids
 
 
 def scrape(base: str) -> dict[str, float]:

@@ -1,13 +1,12 @@
 -- Operator actions on one work session, atomically.
--- KEYS: 1 work session, 2 deadlines, 3 recent projects
+-- KEYS: 1 work session, 2 the bucket's deadlines, 3 recent projects
 -- ARGV: 1 action ('rebind' or 'end'), 2 idle TTL (ms), 3 deadline member, 4 project (rebind)
 -- Returns 1, or 0 when the work session is not live (gone, idle past its deadline, finalized).
 -- 'end' makes it due now: the next sweep finalizes it (with its actions), exactly once as always.
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = now_ms()
 local idle = tonumber(ARGV[2])
-local last = redis.call('HGET', KEYS[1], 'la')
-if not last or redis.call('HEXISTS', KEYS[1], 'f') == 1 or tonumber(last) + idle <= now then
+local last = tonumber(redis.call('HGET', KEYS[1], 'la'))
+if not is_live(last, redis.call('HEXISTS', KEYS[1], 'f') == 1, idle, now) then
   return 0
 end
 if ARGV[1] == 'rebind' then

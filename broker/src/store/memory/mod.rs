@@ -1,9 +1,9 @@
 //! The in-memory store: one process, nothing survives a restart. Same key schema and semantics as
-//! Redis (sliding TTLs, scoped by principal, a work session's data kept for a grace period after its
-//! idle deadline, finalized exactly once, events handed out until acknowledged), so the two are
-//! interchangeable and tested alike.
+//! Redis (sliding TTLs, scoped by principal, a work session's data kept past its idle deadline until
+//! it is finalized, finalized exactly once, events handed out until acknowledged with backoff, then
+//! dead-lettered), so the two are interchangeable and tested alike.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,10 +11,10 @@ use async_trait::async_trait;
 
 use super::keys::Keys;
 use super::{
-    AdminAction, Answer, BackendRef, Lifetimes, McpQuery, McpState, Query, Status, Store,
+    AdminAction, Answer, BackendRef, Claimed, Lifetimes, McpQuery, McpState, Query, Status, Store,
     StoreError,
 };
-use crate::finalize::Delivery;
+use crate::finalize::{DeadLetter, Delivery, Redelivery};
 use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project, WorkSessionId};
 use crate::resolve::Found;
 use crate::session::{BackendSessions, Links, WorkSession};
@@ -51,11 +51,15 @@ struct Maps {
     strings: HashMap<String, Entry<String>>,
     /// Sorted sets as member → score.
     zsets: HashMap<String, Entry<HashMap<String, u64>>>,
-    /// Work-session keys already finalized (never live again).
-    finalized: HashSet<String>,
-    /// Finalized events not yet handed out, and handed-out ones awaiting acknowledgement.
+    /// Work-session keys already finalized (never live again), and when.
+    finalized: HashMap<String, Instant>,
+    /// Work sessions whose data expired unclaimed (past the safety TTL), not yet reported.
+    dropped: usize,
+    /// Finalized events not yet handed out, and handed-out ones awaiting acknowledgement (with when
+    /// they were last handed out and how many times).
     pending: VecDeque<Delivery>,
-    in_flight: HashMap<String, (Delivery, Instant)>,
+    in_flight: HashMap<String, (Delivery, Instant, u64)>,
+    dead: Vec<DeadLetter>,
     next_event: u64,
     /// Distinct client MCP sessions that worked in each work session (by work-session key).
     mcp_seen: HashMap<String, u64>,
@@ -66,7 +70,6 @@ struct Maps {
 pub struct MemoryStore {
     lifetimes: Lifetimes,
     maps: Mutex<Maps>,
-    events: tokio::sync::Notify,
 }
 
 impl MemoryStore {
@@ -74,7 +77,6 @@ impl MemoryStore {
         Self {
             lifetimes,
             maps: Mutex::new(Maps::default()),
-            events: tokio::sync::Notify::new(),
         }
     }
 
@@ -84,14 +86,15 @@ impl MemoryStore {
             .lock()
             .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))?;
         let now = Instant::now();
-        maps.purge_now_and_then(now, self.lifetimes.grace);
+        maps.purge_now_and_then(now, &self.lifetimes);
         Ok(f(&mut maps, now))
     }
 }
 
 impl Maps {
-    /// Drops expired entries at most once a minute, so memory follows the live set.
-    fn purge_now_and_then(&mut self, now: Instant, grace: Duration) {
+    /// Drops expired entries at most once a minute, so memory follows the live set: a finalized
+    /// work session after the grace, an unclaimed one only after the safety TTL (counted as dropped).
+    fn purge_now_and_then(&mut self, now: Instant, lifetimes: &Lifetimes) {
         if self
             .last_purge
             .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
@@ -100,20 +103,27 @@ impl Maps {
         }
         self.last_purge = Some(now);
         let (finalized, mcp_seen) = (&mut self.finalized, &mut self.mcp_seen);
+        let mut dropped = 0;
         self.sessions.retain(|key, e| {
-            let keep = e.expires + grace > now;
+            let keep = match finalized.get(key) {
+                Some(at) => *at + lifetimes.grace > now,
+                None => e.expires + lifetimes.safety > now,
+            };
             if !keep {
-                finalized.remove(key);
+                if finalized.remove(key).is_none() {
+                    dropped += 1;
+                }
                 mcp_seen.remove(key);
             }
             keep
         });
+        self.dropped += dropped;
         self.strings.retain(|_, e| e.live(now));
         self.zsets.retain(|_, e| e.live(now));
     }
 
     fn session(&self, key: &str, now: Instant) -> Option<WorkSession> {
-        if self.finalized.contains(key) {
+        if self.finalized.contains_key(key) {
             return None;
         }
         self.sessions
@@ -248,7 +258,7 @@ impl Store for MemoryStore {
                 .sessions
                 .iter()
                 .filter(|(key, e)| {
-                    key.starts_with(&prefix) && e.live(now) && !maps.finalized.contains(*key)
+                    key.starts_with(&prefix) && e.live(now) && !maps.finalized.contains_key(*key)
                 })
                 .count();
             Answer {
@@ -284,7 +294,7 @@ impl Store for MemoryStore {
         let ttl = self.lifetimes.idle;
         self.with(|maps, now| {
             let key = keys.work_session(&session.id);
-            if maps.finalized.contains(&key) {
+            if maps.finalized.contains_key(&key) {
                 return false;
             }
             let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {
@@ -303,7 +313,7 @@ impl Store for MemoryStore {
         let keys = Keys::new(PREFIX, &session.principal);
         let lifetimes = self.lifetimes;
         let finalized =
-            self.with(|maps, _| maps.finalized.contains(&keys.work_session(&session.id)))?;
+            self.with(|maps, _| maps.finalized.contains_key(&keys.work_session(&session.id)))?;
         if finalized {
             return Err(StoreError::Ended);
         }
@@ -346,7 +356,7 @@ impl Store for MemoryStore {
         let key = Keys::new(PREFIX, &session.principal).work_session(&session.id);
         let field = BackendSessions::field(&backend.upstream, &session.project);
         self.with(|maps, _| {
-            if maps.finalized.contains(&key) {
+            if maps.finalized.contains_key(&key) {
                 return false;
             }
             let Some(entry) = maps.sessions.get_mut(&key) else {
@@ -388,28 +398,32 @@ impl Store for MemoryStore {
         self.with(|_, _| ())
     }
 
-    async fn claim_expired(&self, limit: usize) -> Result<usize, StoreError> {
-        let claimed = self.with(|maps, now| maps.claim_expired(limit, now))?;
-        if claimed > 0 {
-            self.events.notify_waiters();
-        }
-        Ok(claimed)
+    async fn claim_expired(&self, limit: usize) -> Result<Claimed, StoreError> {
+        self.with(|maps, now| Claimed {
+            finalized: maps.claim_expired(limit, now),
+            dropped: std::mem::take(&mut maps.dropped),
+        })
     }
 
     async fn next_finalized(
         &self,
         _consumer: &str,
         count: usize,
-        wait: Duration,
-        stale: Duration,
+        policy: &Redelivery,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let notified = self.events.notified();
-        let events = self.with(|maps, now| maps.take_events(count, stale, now))?;
-        if !events.is_empty() {
-            return Ok(events);
-        }
-        let _ = tokio::time::timeout(wait, notified).await;
-        self.with(|maps, now| maps.take_events(count, stale, now))
+        self.with(|maps, now| maps.take_events(count, policy, now))
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError> {
+        self.with(|maps, _| maps.bury(&delivery.id, reason))
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.with(|maps, _| maps.dead.iter().rev().take(limit).cloned().collect())
+    }
+
+    async fn replay_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|maps, _| maps.replay(id))
     }
 
     async fn live_work_sessions(&self) -> Result<u64, StoreError> {
@@ -417,7 +431,7 @@ impl Store for MemoryStore {
             let live = maps
                 .sessions
                 .iter()
-                .filter(|(key, e)| e.live(now) && !maps.finalized.contains(*key))
+                .filter(|(key, e)| e.live(now) && !maps.finalized.contains_key(*key))
                 .count();
             u64::try_from(live).unwrap_or(u64::MAX)
         })
@@ -456,7 +470,7 @@ impl Store for MemoryStore {
         let key = keys.work_session(id);
         let recent_ttl = self.lifetimes.recent_projects;
         self.with(|maps, now| {
-            if maps.finalized.contains(&key) {
+            if maps.finalized.contains_key(&key) {
                 return false;
             }
             let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {
