@@ -14,7 +14,7 @@ use std::time::Duration;
 use broker::finalize::Redelivery;
 use broker::session::Links;
 use broker::store::memory::MemoryStore;
-use broker::store::redis::{RedisSettings, RedisStore};
+use broker::store::redis::{RedisSettings, RedisStore, TlsFiles};
 use broker::store::{Lifetimes, Store};
 
 use cases::*;
@@ -63,6 +63,33 @@ async fn redis_cluster_store_keeps_the_contract() {
     let cluster = support::cluster::RedisCluster::start();
     let store = RedisStore::new(RedisSettings::new(cluster.url()), lifetimes()).expect("store");
     contract(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn redis_over_tls_with_a_client_certificate_keeps_the_contract() {
+    let redis = support::tls::TlsRedis::start();
+    let mut settings = RedisSettings::new(redis.url());
+    settings.tls = TlsFiles {
+        ca: Some(redis.ca.clone()),
+        client: Some((redis.client_cert.clone(), redis.client_key.clone())),
+    };
+    contract(Arc::new(
+        RedisStore::new(settings, lifetimes()).expect("store"),
+    ))
+    .await;
+
+    // Without the client certificate the server refuses; without the CA the client does.
+    let mut no_cert = RedisSettings::new(redis.url());
+    no_cert.tls.ca = Some(redis.ca.clone());
+    let store = RedisStore::new(no_cert, lifetimes()).expect("store");
+    assert!(store.ping().await.is_err(), "no client certificate");
+    let mut no_ca = RedisSettings::new(redis.url());
+    no_ca.tls.client = Some((redis.client_cert.clone(), redis.client_key.clone()));
+    let store = RedisStore::new(no_ca, lifetimes()).expect("store");
+    assert!(
+        store.ping().await.is_err(),
+        "a server certificate of an unknown CA"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

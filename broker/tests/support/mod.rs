@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test crate uses its own part of the harness
 
 pub mod cluster;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -127,6 +127,9 @@ impl Connector {
         pool_size: usize,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
+        // The redis crate builds its rustls config from the process's default provider: make it
+        // ring, the one the whole workspace uses (a no-op when one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         match target {
             Target::Single(url) => {
                 let client = match tls.certificates() {
