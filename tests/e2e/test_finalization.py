@@ -38,11 +38,14 @@ PROJECTS = ("linkedin", "innkeeper", "dementia", "atlas", "zephyr")
 
 
 class WebhookReceiver:
-    """A real HTTP server recording deliveries; it can fail the first N with 500."""
+    """A real HTTP server recording deliveries; it can fail the first N with 500, and every event of
+    the projects in `fail_projects` (a set the test may change: the receiver is then healed)."""
 
     def __init__(self, fail_first: int = 0) -> None:
         self.deliveries: list[tuple[str, dict]] = []
         self.failed = 0
+        self.fail_projects: set[str] = set()
+        self.failed_projects: list[str] = []
         self._fail_first = fail_first
         self._lock = threading.Lock()
         receiver = self
@@ -51,7 +54,11 @@ class WebhookReceiver:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 with receiver._lock:
-                    if receiver.failed < receiver._fail_first:
+                    project = json.loads(body)["work_session"]["project"]
+                    if project in receiver.fail_projects:
+                        receiver.failed_projects.append(project)
+                        status = 500
+                    elif receiver.failed < receiver._fail_first:
                         receiver.failed += 1
                         status = 500
                     else:
