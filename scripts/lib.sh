@@ -1,11 +1,13 @@
 # shellcheck shell=bash
 # Shared helpers for scripts/test and scripts/quickstart. Source it; do not run it.
 #
-# Provides: REPO_ROOT, VENV, stage, die, require_tools, ensure_redis, ensure_venv, ensure_node_modules.
+# Provides: REPO_ROOT, VENV, stage, die, require_tools, ensure_redis, ensure_kubectl, ensure_venv,
+# ensure_node_modules.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO_ROOT/.venv"
 E2E_REQUIREMENTS="$REPO_ROOT/tests/e2e/requirements.txt"
+DEPLOY_REQUIREMENTS="$REPO_ROOT/tests/deploy/requirements.txt"
 BACKEND_REQUIREMENTS="$REPO_ROOT/examples/backend/requirements.txt"
 TS_DIR="$REPO_ROOT/tests/e2e/ts"
 
@@ -44,6 +46,23 @@ ensure_redis() {
     die "redis-server is missing: install it (Debian/Ubuntu: 'sudo apt-get install -y redis-server'), or run this script as root so it can install it"
 }
 
+# ensure_kubectl: a kubectl whose `kubectl kustomize` works (to render deploy/kubernetes), installed
+# with apt-get (Debian's kubernetes-client) when we are root, else exit 1.
+ensure_kubectl() {
+    if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "kubectl not found; installing the Debian package kubernetes-client"
+        DEBIAN_FRONTEND=noninteractive apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y kubernetes-client
+        command -v kubectl >/dev/null 2>&1 || die "apt-get installed kubernetes-client but kubectl is not on PATH"
+        kubectl kustomize --help >/dev/null 2>&1 || die "this kubectl has no 'kustomize' subcommand (kubectl 1.14 or later needed)"
+        return 0
+    fi
+    die "kubectl is missing: install it (Debian/Ubuntu: 'sudo apt-get install -y kubernetes-client'), or run this script as root so it can install it"
+}
+
 _sha256_of() {
     # Stable digest of the given files' contents plus the python version.
     {
@@ -55,7 +74,7 @@ _sha256_of() {
 # ensure_venv: create/refresh $VENV from the pinned requirements; pip runs only when they changed.
 ensure_venv() {
     local stamp="$VENV/.requirements.sha256" want have=""
-    want="$(_sha256_of "$E2E_REQUIREMENTS" "$BACKEND_REQUIREMENTS")"
+    want="$(_sha256_of "$E2E_REQUIREMENTS" "$BACKEND_REQUIREMENTS" "$DEPLOY_REQUIREMENTS")"
     if [[ ! -x "$VENV/bin/python" ]]; then
         echo "creating $VENV"
         python3 -m venv "$VENV" || die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
@@ -68,7 +87,7 @@ ensure_venv() {
     echo "installing pinned Python requirements into $VENV"
     rm -f "$stamp"
     "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet \
-        -r "$E2E_REQUIREMENTS" -r "$BACKEND_REQUIREMENTS"
+        -r "$E2E_REQUIREMENTS" -r "$BACKEND_REQUIREMENTS" -r "$DEPLOY_REQUIREMENTS"
     echo "$want" >"$stamp"
 }
 
