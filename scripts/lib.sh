@@ -1,14 +1,16 @@
 # shellcheck shell=bash
 # Shared helpers for scripts/test and scripts/quickstart. Source it; do not run it.
 #
-# Provides: REPO_ROOT, VENV, stage, die, require_tools, ensure_redis, ensure_kubectl, ensure_venv,
-# ensure_node_modules.
+# Provides: REPO_ROOT, VENV, MODERN_VENV, stage, die, require_tools, ensure_redis, ensure_kubectl,
+# ensure_venv, ensure_modern_venv, ensure_node_modules.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO_ROOT/.venv"
 E2E_REQUIREMENTS="$REPO_ROOT/tests/e2e/requirements.txt"
 DEPLOY_REQUIREMENTS="$REPO_ROOT/tests/deploy/requirements.txt"
 BACKEND_REQUIREMENTS="$REPO_ROOT/examples/backend/requirements.txt"
+MODERN_VENV="$REPO_ROOT/.venv-modern"
+MODERN_REQUIREMENTS="$REPO_ROOT/examples/backend/requirements-modern.txt"
 TS_DIR="$REPO_ROOT/tests/e2e/ts"
 
 stage() {
@@ -71,24 +73,37 @@ _sha256_of() {
     } | sha256sum | cut -d' ' -f1
 }
 
-# ensure_venv: create/refresh $VENV from the pinned requirements; pip runs only when they changed.
-ensure_venv() {
-    local stamp="$VENV/.requirements.sha256" want have=""
-    want="$(_sha256_of "$E2E_REQUIREMENTS" "$BACKEND_REQUIREMENTS" "$DEPLOY_REQUIREMENTS")"
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        echo "creating $VENV"
-        python3 -m venv "$VENV" || die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
+# _venv_from DIR REQUIREMENTS...: create/refresh the virtualenv DIR from pinned requirement files;
+# pip runs only when they changed (a stamp holds their digest).
+_venv_from() {
+    local dir="$1" stamp="$1/.requirements.sha256" want have="" file
+    shift
+    want="$(_sha256_of "$@")"
+    if [[ ! -x "$dir/bin/python" ]]; then
+        echo "creating $dir"
+        python3 -m venv "$dir" || die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
     fi
     [[ -f "$stamp" ]] && have="$(cat "$stamp")"
     if [[ "$want" == "$have" ]]; then
-        echo "venv up to date ($VENV)"
+        echo "venv up to date ($dir)"
         return 0
     fi
-    echo "installing pinned Python requirements into $VENV"
+    echo "installing pinned Python requirements into $dir"
     rm -f "$stamp"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet \
-        -r "$E2E_REQUIREMENTS" -r "$BACKEND_REQUIREMENTS" -r "$DEPLOY_REQUIREMENTS"
+    local args=()
+    for file in "$@"; do args+=(-r "$file"); done
+    "$dir/bin/python" -m pip install --disable-pip-version-check --quiet "${args[@]}"
     echo "$want" >"$stamp"
+}
+
+# ensure_venv: $VENV (tests, example backend; the Python SDK 1.x line).
+ensure_venv() {
+    _venv_from "$VENV" "$E2E_REQUIREMENTS" "$BACKEND_REQUIREMENTS" "$DEPLOY_REQUIREMENTS"
+}
+
+# ensure_modern_venv: $MODERN_VENV (the modern example backend and client; the Python SDK 2.x line).
+ensure_modern_venv() {
+    _venv_from "$MODERN_VENV" "$MODERN_REQUIREMENTS"
 }
 
 # ensure_node_modules: npm ci in tests/e2e/ts when node_modules is missing or older than the lockfile.

@@ -314,7 +314,7 @@ pub fn after_touch(
 /// The protocol era of a request without a session id: sessionless (2026-07-28 and later) when it
 /// declares such a version in `_meta` or the `MCP-Protocol-Version` header.
 pub fn is_sessionless(declared_version: Option<&str>) -> bool {
-    declared_version.is_some_and(|v| v >= "2026-07-28")
+    crate::modern::is_modern(declared_version)
 }
 
 #[cfg(test)]

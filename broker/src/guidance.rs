@@ -63,6 +63,16 @@ pub fn select_not_recorded(project: &Project) -> String {
     )
 }
 
+/// The select ran at the server, but the credential reached its cap of live work sessions meanwhile
+/// (a concurrent select took the last one), so the broker started no work session for it.
+pub fn too_many_unbound(limit: u64) -> String {
+    format!(
+        "session-broker: this credential already has {limit} live work sessions, the most allowed, so this \
+         selection was not recorded and no work session was started. Continue one of them by passing its \
+         work_session value, or wait until one goes idle."
+    )
+}
+
 /// The store could not be reached, so nothing was decided.
 pub fn store_unavailable() -> String {
     "session-broker: the session store is unavailable, so the project of this conversation cannot be \

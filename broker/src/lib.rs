@@ -7,6 +7,7 @@
 //! - [`jsonrpc`]: a POST body parsed once into typed JSON-RPC messages;
 //! - [`sse`]: an incremental, byte-exact Server-Sent Events parser;
 //! - [`mcp`]: the edits the broker makes to MCP messages and the messages it sends itself;
+//! - [`modern`]: protocol revision 2026-07-28: the request ladder, `resultType`, the bridge decision;
 //! - [`keys`]: reading HMAC secrets and Ed25519 keys, JWKS;
 //! - [`tokens`]: signed session ids, handles and backend assertions (JWT, `kid` rotation);
 //! - [`oauth`]: OAuth access tokens (JWT, verified against a JWKS) as identity: `iss` + `sub`;
@@ -24,6 +25,7 @@ pub mod ids;
 pub mod jsonrpc;
 pub mod keys;
 pub mod mcp;
+pub mod modern;
 pub mod oauth;
 pub mod resolve;
 pub mod session;

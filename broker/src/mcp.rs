@@ -42,7 +42,9 @@ pub fn add_work_session_argument(reply: &mut Value) -> bool {
                 json!({
                     "type": "string",
                     "description": "Optional. The work_session value returned when the project was selected; \
-                                    pass it to keep working on that project."
+                                    pass it to keep working on that project.",
+                    // Modern clients mirror it into `Mcp-Param-Work-Session`.
+                    "x-mcp-header": crate::modern::WORK_SESSION_HEADER_TOKEN,
                 })
             });
             changed = true;
@@ -112,30 +114,73 @@ pub fn negotiated_version(reply: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-/// Keeps only what is needed to open the same kind of backend session again, bounded in size so a
-/// session id stays a reasonable header: the protocol version, `clientInfo`, and the capabilities
-/// when they are small.
+/// Most bytes of `initialize` params a session id carries (the id must stay a reasonable header).
+pub const REPLAYABLE_BUDGET: usize = 2048;
+/// Most bytes kept of `clientInfo.name` and of `clientInfo.version` (cut at a character boundary).
+pub const CLIENT_INFO_FIELD_BYTES: usize = 256;
+/// Most bytes kept of `protocolVersion` (a date: far shorter).
+const PROTOCOL_VERSION_BYTES: usize = 64;
+
+/// Keeps only what is needed to open the same kind of backend session again, within
+/// [`REPLAYABLE_BUDGET`] bytes of JSON so a session id stays a reasonable header whatever the client
+/// sent: the protocol version, `clientInfo` (name and version cut to [`CLIENT_INFO_FIELD_BYTES`]), and
+/// the capabilities and other `clientInfo` fields only when everything fits.
 pub fn replayable_initialize_params(params: Option<&Map<String, Value>>) -> Value {
     let Some(params) = params else {
         return json!({});
     };
     let mut kept = Map::new();
-    for key in ["protocolVersion", "clientInfo", "capabilities"] {
-        if let Some(value) = params.get(key) {
-            kept.insert(key.to_owned(), value.clone());
-        }
+    if let Some(Value::String(version)) = params.get("protocolVersion") {
+        kept.insert(
+            "protocolVersion".into(),
+            clip(version, PROTOCOL_VERSION_BYTES).into(),
+        );
     }
-    if serde_json::to_vec(&kept)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX)
-        > 2048
-    {
+    if let Some(Value::Object(info)) = params.get("clientInfo") {
+        let mut info = info.clone();
+        for field in ["name", "version"] {
+            if let Some(Value::String(text)) = info.get_mut(field) {
+                *text = clip(text, CLIENT_INFO_FIELD_BYTES).to_owned();
+            }
+        }
+        kept.insert("clientInfo".into(), Value::Object(info));
+    }
+    if let Some(capabilities) = params.get("capabilities") {
+        kept.insert("capabilities".into(), capabilities.clone());
+    }
+    if json_len(&kept) > REPLAYABLE_BUDGET {
         kept.insert("capabilities".into(), json!({}));
         if let Some(info) = kept.get_mut("clientInfo").and_then(Value::as_object_mut) {
-            info.retain(|k, _| k == "name" || k == "version");
+            info.retain(|k, v| (k == "name" || k == "version") && v.is_string());
+        }
+    }
+    // Escaping can still make short strings long (a control character is six bytes of JSON): halve
+    // the name and version until everything fits.
+    let mut limit = CLIENT_INFO_FIELD_BYTES;
+    while json_len(&kept) > REPLAYABLE_BUDGET && limit > 0 {
+        limit /= 2;
+        if let Some(info) = kept.get_mut("clientInfo").and_then(Value::as_object_mut) {
+            for text in info.values_mut() {
+                if let Value::String(text) = text {
+                    *text = clip(text, limit).to_owned();
+                }
+            }
         }
     }
     Value::Object(kept)
+}
+
+fn json_len(value: &Map<String, Value>) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// `clientInfo.name` from stored `initialize` params.
@@ -197,5 +242,41 @@ mod tests {
         );
         assert!(kept.get("other").is_none());
         assert_eq!(client_name(&kept), Some("claude-ai"));
+    }
+
+    #[test]
+    fn huge_client_info_is_cut_to_fit() {
+        let size = |v: &Value| serde_json::to_vec(v).expect("json").len();
+        let params = json!({"protocolVersion":"2025-06-18","capabilities":{},
+                            "clientInfo":{"name":"n".repeat(50_000),"version":"v".repeat(50_000),
+                                          "title":"t".repeat(50_000)}});
+        let kept = replayable_initialize_params(params.as_object());
+        assert_eq!(
+            client_name(&kept).map(str::len),
+            Some(CLIENT_INFO_FIELD_BYTES)
+        );
+        assert_eq!(
+            kept["clientInfo"]["version"].as_str().map(str::len),
+            Some(256)
+        );
+        assert!(kept["clientInfo"].get("title").is_none());
+        assert_eq!(kept["protocolVersion"], "2025-06-18");
+        assert!(size(&kept) <= REPLAYABLE_BUDGET);
+
+        // Multi-byte characters are cut at a boundary; escaped control characters still fit.
+        for name in [
+            "é".repeat(50_000),
+            "\u{1}".repeat(50_000),
+            "\"".repeat(50_000),
+        ] {
+            let params = json!({"protocolVersion":"x".repeat(50_000),"clientInfo":{"name":name,"version":name}});
+            let kept = replayable_initialize_params(params.as_object());
+            assert!(size(&kept) <= REPLAYABLE_BUDGET, "{}", size(&kept));
+            assert!(client_name(&kept).is_some_and(|n| !n.is_empty()));
+        }
+        // Small params are kept whole.
+        let small = json!({"protocolVersion":"2025-06-18","capabilities":{"roots":{}},
+                           "clientInfo":{"name":"claude-code","version":"2.1","title":"Claude Code"}});
+        assert_eq!(replayable_initialize_params(small.as_object()), small);
     }
 }

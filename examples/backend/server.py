@@ -10,7 +10,8 @@ broker replays ``select_project_for_session`` on every fresh backend session and
 ``X-MCP-Project`` / ``X-MCP-Work-Session`` headers to every forwarded request.
 
 Tools: list_projects, select_project_for_session, get_last_handover, lock_context,
-explore_context_tree, write_handover. Project-scoped replies contain
+explore_context_tree, write_handover, wait (answers after some seconds; the audit log says whether
+it finished or was cancelled). Project-scoped replies contain
 ``project=<session project> header=<X-MCP-Project or none>`` so tests can assert on them.
 
 Extra HTTP routes: ``GET /audit`` (JSON list of every tool call: tool, mcp_session, session_project,
@@ -23,7 +24,7 @@ the ``X-MCP-Work-Session`` assertion, verified with the broker's key (``--assert
 shared HS256 key, or ``--jwks-url`` for the broker's EdDSA public keys), must name the same project
 as ``X-MCP-Project``. This is how a backend built to trust the broker works; see the README.
 
-Usage: ``python server.py --port 8001 [--host 127.0.0.1] [--json-response]
+Usage: ``python server.py --port 8001 [--host 127.0.0.1] [--json-response] [--select-delay SECONDS]
 [--stateless [--assertion-key-file F | --jwks-url URL] [--assertion-audience mcp-backend]]``
 """
 
@@ -36,6 +37,8 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
+import anyio
+from assertion import Verifier
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from starlette.requests import Request
@@ -53,8 +56,10 @@ SESSION_PROJECTS: dict[str, str] = {}
 LOCKED: dict[str, dict[str, str]] = {}  # project -> topic -> content
 HANDOVERS: dict[str, list[dict[str, Any]]] = {}  # project -> handovers, oldest first
 AUDIT: list[dict[str, Any]] = []
-# Stateless mode: how to verify the broker's assertion (set by main()).
-STATELESS: dict[str, Any] = {"on": False, "key": None, "jwks": None, "audience": "mcp-backend"}
+# Stateless mode: whether it is on, and how to verify the broker's assertion (set by main()).
+STATELESS: dict[str, Any] = {"on": False, "verifier": Verifier()}
+# Seconds every select waits before answering (--select-delay), so tests can make selects overlap.
+SELECT_DELAY = 0.0
 # The arguments of the current tools/call exactly as received (before FastMCP validates them), so the
 # audit log shows whether a proxy forwarded anything extra (e.g. an unstripped work_session).
 _RAW_ARGS: ContextVar[dict[str, Any]] = ContextVar("raw_args", default={})
@@ -79,38 +84,12 @@ def _headers(ctx: Context) -> dict[str, str]:
     return {k.lower(): v for k, v in request.headers.items()}
 
 
-def _asserted_project(headers: dict[str, str]) -> str | None:
-    """Stateless mode: the project of the broker's verified assertion, if it matches X-MCP-Project."""
-    token = headers.get(ASSERTION_HEADER)
-    if token is None:
-        return None
-    import jwt  # PyJWT, a dependency of the mcp SDK
-
-    options = {"require": ["exp", "iss", "aud"]}
-    try:
-        if STATELESS["jwks"] is not None:
-            key = STATELESS["jwks"].get_signing_key_from_jwt(token).key
-            claims = jwt.decode(token, key, algorithms=["EdDSA"], audience=STATELESS["audience"], options=options)
-        elif STATELESS["key"] is not None:
-            claims = jwt.decode(token, STATELESS["key"], algorithms=["HS256"], audience=STATELESS["audience"], options=options)
-        else:
-            return None
-    except jwt.PyJWTError as error:
-        log.warning("assertion refused: %s", error)
-        return None
-    project = claims.get("project")
-    if project != headers.get(PROJECT_HEADER):
-        log.warning("assertion project %r differs from the header", project)
-        return None
-    return project
-
-
 def _record(ctx: Context, tool: str) -> tuple[str, str | None, str | None]:
     """Append one audit entry; return (mcp session id, session project, header project)."""
     headers = _headers(ctx)
     session_id = headers.get(SESSION_HEADER, "")
     if STATELESS["on"]:
-        session_project = _asserted_project(headers)
+        session_project = STATELESS["verifier"].project(headers)
     else:
         session_project = SESSION_PROJECTS.get(session_id)
     header_project = headers.get(PROJECT_HEADER)
@@ -150,9 +129,11 @@ def list_projects(ctx: Context) -> str:
     return "Projects: " + ", ".join(PROJECTS)
 
 
-def select_project_for_session(name: str, ctx: Context) -> str:
+async def select_project_for_session(name: str, ctx: Context) -> str:
     """Select the project this MCP session works on."""
     session_id, _, _ = _record(ctx, "select_project_for_session")
+    if SELECT_DELAY > 0:
+        await anyio.sleep(SELECT_DELAY)
     if name not in PROJECTS:
         raise ToolError(f"Unknown project {name!r}; known projects: {', '.join(PROJECTS)}")
     if not STATELESS["on"]:
@@ -190,6 +171,26 @@ def write_handover(ctx: Context, summary: str = "") -> str:
     return f"{tag} handover #{len(entries)} written"
 
 
+async def wait(seconds: float, ctx: Context) -> str:
+    """Take `seconds` to answer (at most 30): for tests of cancellation. Needs a project."""
+    _require_project(ctx, "wait")
+    try:
+        await anyio.sleep(min(max(seconds, 0.0), 30.0))
+    except anyio.get_cancelled_exc_class():
+        _mark("wait:cancelled")
+        raise
+    _mark("wait:finished")
+    return f"waited {seconds}s"
+
+
+def _mark(event: str) -> None:
+    """An audit entry for something that is not a call (how a call ended)."""
+    AUDIT.append(
+        {"tool": event, "mcp_session": "", "session_project": None, "header_project": None,
+         "has_assertion": False, "args": {}, "at": time.time()}
+    )  # fmt: skip
+
+
 async def audit(request: Request) -> Response:
     """GET: the audit log as a JSON list. DELETE: clear it."""
     if request.method == "DELETE":
@@ -222,11 +223,21 @@ def build_server(host: str, port: int, json_response: bool, stateless: bool = Fa
         lock_context,
         explore_context_tree,
         write_handover,
+        wait,
     ):
         server.tool()(tool)
     server.custom_route("/audit", methods=["GET", "DELETE"])(audit)
     server.custom_route("/health", methods=["GET"])(health)
     return server
+
+
+def verifier_from(args: argparse.Namespace) -> Verifier:
+    """The assertion verifier the command line asks for."""
+    key = None
+    if args.assertion_key_file:
+        with open(args.assertion_key_file, "rb") as key_file:
+            key = key_file.read().strip()
+    return Verifier(key=key, jwks_url=args.jwks_url, audience=args.assertion_audience)
 
 
 def main() -> None:
@@ -242,18 +253,19 @@ def main() -> None:
     parser.add_argument("--assertion-key-file", help="stateless: the broker's HS256 signing key, to verify its assertion")
     parser.add_argument("--jwks-url", help="stateless: the broker's JWKS URL (EdDSA), to verify its assertion")
     parser.add_argument("--assertion-audience", default="mcp-backend")
+    parser.add_argument(
+        "--select-delay",
+        type=float,
+        default=0.0,
+        help="seconds each select_project_for_session waits before answering (tests of concurrent selects)",
+    )
     args = parser.parse_args()
+    global SELECT_DELAY
+    SELECT_DELAY = args.select_delay
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.stateless:
         STATELESS["on"] = True
-        STATELESS["audience"] = args.assertion_audience
-        if args.assertion_key_file:
-            with open(args.assertion_key_file, "rb") as key_file:
-                STATELESS["key"] = key_file.read().strip()
-        if args.jwks_url:
-            import jwt
-
-            STATELESS["jwks"] = jwt.PyJWKClient(args.jwks_url)
+        STATELESS["verifier"] = verifier_from(args)
     server = build_server(args.host, args.port, args.json_response, args.stateless)
     log.info(
         "serving http://%s:%d/mcp (json_response=%s, stateless=%s)", args.host, args.port, args.json_response, args.stateless

@@ -29,6 +29,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
+use crate::limits::BodyLimits;
+use crate::server::ListenerLimits;
 use crate::settings::Settings;
 
 /// The address the command line gives the admin API unless told otherwise.
@@ -39,6 +41,8 @@ pub const PRINCIPAL_CREDENTIAL_HEADER: &str = "x-principal-credential";
 pub const MIN_TOKEN_BYTES: usize = 16;
 /// How long in-flight admin requests get to finish on shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
+/// Most admin connections open at once (its own count: a full main listener never locks operators out).
+const MAX_CONNECTIONS: usize = 64;
 
 /// `--admin-listen`: an address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,10 +170,25 @@ async fn serve(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<b
             }
         }
     };
-    crate::server::accept_until(listener, stopped, DRAIN, "admin", move |request, _| {
-        let app = app.clone();
-        async move { api::serve(&app, request).await }
-    })
+    let limits = ListenerLimits {
+        body: BodyLimits {
+            timeout: app.settings.body_timeout,
+            inflight: None,
+            per_request: api::MAX_BODY,
+        },
+        max_connections: MAX_CONNECTIONS,
+    };
+    crate::server::accept_until(
+        listener,
+        stopped,
+        DRAIN,
+        "admin",
+        limits,
+        move |request, _| {
+            let app = app.clone();
+            async move { api::serve(&app, request).await }
+        },
+    )
     .await;
 }
 

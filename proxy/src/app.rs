@@ -54,6 +54,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Backend sessions being opened for work sessions right now (one opening per work session).
     pub openings: crate::work_backend::Openings,
+    /// Modern clients in front of a legacy or stateful backend.
+    pub bridge: crate::bridge::Bridge,
 }
 
 impl App {
@@ -78,13 +80,14 @@ impl App {
             PrincipalHasher::new(settings.principal_secret.as_deref().unwrap_or(&secret));
         let mut lifetimes = Lifetimes::with_idle(settings.idle_ttl);
         lifetimes.grace = settings.finalize_grace;
+        let cap = settings.max_work_sessions;
         let store: Arc<dyn Store> = match &settings.redis_url {
             Some(url) => {
                 let mut redis = RedisSettings::new(url.clone());
                 redis.tls = settings.redis_tls.clone();
-                Arc::new(RedisStore::new(redis, lifetimes)?)
+                Arc::new(RedisStore::new(redis, lifetimes)?.with_max_work_sessions(cap))
             }
-            None => Arc::new(MemoryStore::new(lifetimes)),
+            None => Arc::new(MemoryStore::new(lifetimes).with_max_work_sessions(cap)),
         };
         let identities = Identities::new(
             settings.principal_source.clone(),
@@ -99,6 +102,7 @@ impl App {
             upstream_id: upstream_id(&settings),
             metrics: Metrics::new(),
             openings: Default::default(),
+            bridge: Default::default(),
             store,
             keys,
             principals,

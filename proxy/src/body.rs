@@ -54,7 +54,10 @@ pub async fn read_capped<B>(mut body: B, limit: usize) -> Result<Bytes, ReadErro
 where
     B: Body<Data = Bytes> + Unpin,
 {
-    let mut collected = bytes::BytesMut::new();
+    // A declared length (already charged to the in-flight budget) sizes the buffer once: growing it
+    // by doubling would hold up to twice the body, and leave the allocator fragments.
+    let declared = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+    let mut collected = bytes::BytesMut::with_capacity(declared.min(limit));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| ReadError::Unreadable)?;
         let Ok(data) = frame.into_data() else {

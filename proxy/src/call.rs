@@ -77,10 +77,21 @@ pub async fn plan(
 
     let presented = jsonrpc::take_argument(message, WORK_SESSION_ARG);
     let body_changed = presented.changed();
-    let (handle_id, handle) = match presented {
-        Taken::NotText => (None, HandleFact::Refused("it must be a string".into())),
-        Taken::Absent | Taken::Text(None) => (None, HandleFact::Absent),
-        Taken::Text(Some(token)) => match verify_handle(app, caller, &token) {
+    let mirrored = caller.param_work_session.clone();
+    let token = match (presented, mirrored) {
+        (Taken::NotText, _) => Err("it must be a string".to_owned()),
+        (Taken::Text(Some(body)), Some(header)) if body.trim() != header.trim() => {
+            Err("the Mcp-Param-Work-Session header does not match the work_session argument".into())
+        }
+        (Taken::Text(Some(token)), _) | (Taken::Absent | Taken::Text(None), Some(token)) => {
+            Ok(Some(token))
+        }
+        (Taken::Absent | Taken::Text(None), None) => Ok(None),
+    };
+    let (handle_id, handle) = match token {
+        Err(reason) => (None, HandleFact::Refused(reason)),
+        Ok(None) => (None, HandleFact::Absent),
+        Ok(Some(token)) => match verify_handle(app, caller, &token) {
             Ok(ws) => (Some(ws), HandleFact::Verified),
             Err(reason) => (None, HandleFact::Refused(reason)),
         },
@@ -203,6 +214,7 @@ pub async fn plan(
 /// handed out none (a stateless backend), nor for a sessionless client.
 fn backend_kind(caller: &Caller) -> Backend {
     match &caller.session {
+        _ if caller.bridge.is_some() => Backend::Stateful,
         Some(claims) if claims.bs.is_some() => Backend::Stateful,
         _ => Backend::Sessionless,
     }

@@ -20,6 +20,10 @@ pub struct Caller {
     pub authorization: Option<HeaderValue>,
     /// The client MCP session, when the request names one and it verified.
     pub session: Option<SessionClaims>,
+    /// A modern client's request bridged onto legacy backend sessions.
+    pub bridge: Option<crate::bridge::Bridged>,
+    /// The `work_session` handle a modern client mirrored into `Mcp-Param-Work-Session`.
+    pub param_work_session: Option<String>,
     pub origin: Origin,
     anthropic_client: Option<String>,
     user_agent: Option<String>,
@@ -64,6 +68,9 @@ impl Caller {
             principal,
             authorization,
             session,
+            bridge: None,
+            param_work_session: names::text(headers, &names::MCP_PARAM_WORK_SESSION)
+                .and_then(broker::modern::decode_header_value),
             origin: Origin {
                 client_ip,
                 host: headers.get(header::HOST).cloned(),

@@ -89,6 +89,10 @@ pub struct Args {
         default_value = "openai/session,gen_ai.conversation.id"
     )]
     pub conversation_meta_keys: Vec<String>,
+    /// Modern (2026-07-28, sessionless) clients: `auto` bridges them onto legacy backend sessions
+    /// when the backend is legacy or stateful; `off` passes their requests through.
+    #[arg(long, env = "BROKER_BRIDGE", default_value = "auto")]
+    pub bridge: broker::modern::BridgeMode,
     /// Let requests without a credential in, all as one anonymous principal.
     #[arg(long, env = "BROKER_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -157,6 +161,15 @@ pub struct Args {
     /// File holding the bearer token every admin request must present (at least 16 bytes).
     #[arg(long, env = "BROKER_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// How long a request body may take to arrive in total, from the end of its headers (then 408).
+    #[arg(long, env = "BROKER_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+    /// Most client connections open at once (then 503 with Retry-After); keep it under the file limit.
+    #[arg(long, env = "BROKER_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Most request-body bytes all requests together may hold at once (then 503 with Retry-After).
+    #[arg(long, env = "BROKER_MAX_INFLIGHT_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_inflight_body_bytes: usize,
 }
 
 /// Why the command line cannot start a broker.
@@ -186,6 +199,11 @@ pub enum CliError {
     Principal(#[from] PrincipalError),
     #[error(transparent)]
     Store(#[from] StoreArgsError),
+    #[error(
+        "--max-inflight-body-bytes ({inflight}) is smaller than --max-body ({body}): no body of the \
+         largest accepted size could ever be read"
+    )]
+    InflightBelowMaxBody { inflight: usize, body: usize },
 }
 
 fn read_secret(path: &PathBuf) -> Result<Vec<u8>, CliError> {
@@ -245,6 +263,7 @@ impl Args {
         settings.unkeyed_policy = self.unkeyed_policy;
         settings.conversation_header = self.conversation_header;
         settings.surface_window = self.surface_window;
+        settings.bridge = self.bridge;
         settings.conversation_meta_keys = self
             .conversation_meta_keys
             .into_iter()
@@ -280,6 +299,15 @@ impl Args {
         settings.drain_timeout = self.drain_timeout;
         settings.max_work_sessions = self.max_work_sessions;
         settings.admin_listen = self.admin_listen.0;
+        settings.body_timeout = self.body_timeout;
+        settings.max_connections = usize::try_from(self.max_connections).unwrap_or(usize::MAX);
+        settings.max_inflight_body_bytes = self.max_inflight_body_bytes;
+        if settings.max_inflight_body_bytes < settings.max_body {
+            return Err(CliError::InflightBelowMaxBody {
+                inflight: settings.max_inflight_body_bytes,
+                body: settings.max_body,
+            });
+        }
         if let Some(path) = &self.admin_token_file {
             let raw = std::fs::read(path).map_err(|source| CliError::ReadKey {
                 path: path.clone(),
@@ -349,6 +377,40 @@ mod tests {
         );
         let error = parse(&["--admin-listen", "0.0.0.0:9091"]).expect_err("must refuse");
         assert!(error.to_string().contains("--admin-token-file"), "{error}");
+    }
+
+    #[test]
+    fn resource_bounds() {
+        let settings = parse(&[]).expect("ok");
+        assert_eq!(settings.body_timeout, Duration::from_secs(30));
+        assert_eq!(settings.max_connections, 4096);
+        assert_eq!(settings.max_inflight_body_bytes, 32 * 1024 * 1024);
+        let settings = parse(&[
+            "--body-timeout",
+            "2s",
+            "--max-connections",
+            "10",
+            "--max-inflight-body-bytes",
+            "8388608",
+        ])
+        .expect("ok");
+        assert_eq!(settings.body_timeout, Duration::from_secs(2));
+        assert_eq!(settings.max_connections, 10);
+        assert_eq!(settings.max_inflight_body_bytes, 8 * 1024 * 1024);
+        assert!(matches!(
+            parse(&["--max-inflight-body-bytes", "1000"]),
+            Err(CliError::InflightBelowMaxBody { .. })
+        ));
+        assert!(
+            Args::try_parse_from([
+                "session-broker",
+                "--upstream",
+                "http://127.0.0.1:8001/mcp",
+                "--max-connections",
+                "0"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -44,6 +44,15 @@ pub enum ProxyError {
         "session-broker: a batch cannot carry the select tool or a tool that needs a project; send such calls one at a time"
     )]
     BatchedProjectCall,
+    /// The path is another spelling of (or lies under) this path, which the broker serves only as
+    /// written: forwarding it would skip the broker's checks.
+    #[error("this request path is another spelling of {0}: send it as {0}, exactly")]
+    AmbiguousPath(String),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
+    /// A bound on what clients may make the broker hold was reached; retrying later may work.
+    #[error("{0}")]
+    Overloaded(&'static str),
 }
 
 impl ProxyError {
@@ -78,7 +87,15 @@ impl ProxyError {
             ProxyError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::INTERNAL_ERROR),
             ProxyError::Signing => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL_ERROR),
             ProxyError::BatchedProjectCall => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
+            ProxyError::AmbiguousPath(_) => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
+            ProxyError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, codes::INVALID_REQUEST),
+            ProxyError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::INTERNAL_ERROR),
         }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
     }
 
     /// The message a client sees.
@@ -92,6 +109,7 @@ impl ProxyError {
                 "session-broker: the identity provider's keys are unavailable; try again in a moment"
                     .into()
             }
+            ProxyError::Overloaded(reason) => format!("session-broker: {reason}"),
             other => other.to_string(),
         }
     }
@@ -103,12 +121,24 @@ impl ProxyError {
         let mut response = json_response(status, &body);
         if matches!(
             self,
-            ProxyError::BodyTooLarge(_) | ProxyError::HeadersTooLarge(_)
+            ProxyError::BodyTooLarge(_)
+                | ProxyError::HeadersTooLarge(_)
+                | ProxyError::ForbiddenOrigin
+                | ProxyError::Identity(_)
+                | ProxyError::Refused(_)
+                | ProxyError::BodyTimeout(_)
+                | ProxyError::Overloaded(_)
         ) {
-            // Part of the request may be unread: this connection must not carry another one.
+            // Part of the request may be unread (these are refused before the body is read): this
+            // connection must not carry another one, and the client must know it before it tries.
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if matches!(self, ProxyError::Overloaded(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(
             self,

@@ -49,9 +49,40 @@ pub fn spawn(app: Arc<App>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> 
     ]
 }
 
+/// Logs a task's store failures once per outage: a WARN when the first one happens, an INFO when
+/// the store answers again; the failures in between only at DEBUG (one per second would bury the
+/// first, and look like a new outage each time).
+struct Outage {
+    task: &'static str,
+    since: Option<std::time::Instant>,
+}
+
+impl Outage {
+    fn new(task: &'static str) -> Self {
+        Self { task, since: None }
+    }
+
+    fn failed(&mut self, error: &broker::store::StoreError) {
+        match self.since {
+            None => {
+                self.since = Some(std::time::Instant::now());
+                tracing::warn!(task = self.task, %error, "the session store failed; retrying (logged again when it recovers)");
+            }
+            Some(_) => tracing::debug!(task = self.task, %error, "the session store failed again"),
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(task = self.task, outage = ?since.elapsed(), "the session store answers again");
+        }
+    }
+}
+
 async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(app.settings.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut outage = Outage::new("sweeper");
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -60,6 +91,7 @@ async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         loop {
             match app.store.claim_expired(CLAIM_BATCH).await {
                 Ok(claimed) => {
+                    outage.succeeded();
                     app.metrics
                         .work_sessions_finalized(u64::try_from(claimed.finalized).unwrap_or(0));
                     if claimed.dropped > 0 {
@@ -77,7 +109,7 @@ async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "sweep failed; retrying at the next tick");
+                    outage.failed(&error);
                     break;
                 }
             }
@@ -106,6 +138,7 @@ async fn deliver(app: Arc<App>, consumer: String, mut stop: watch::Receiver<bool
     let webhook = Arc::new(webhook::Webhook::new());
     let running = Arc::new(Semaphore::new(CONCURRENT_DELIVERIES));
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut outage = Outage::new("deliverer");
     loop {
         if *stop.borrow() {
             return;
@@ -117,9 +150,12 @@ async fn deliver(app: Arc<App>, consumer: String, mut stop: watch::Receiver<bool
             app.store.next_finalized(&consumer, free, &policy).await
         };
         let deliveries = match batch {
-            Ok(deliveries) => deliveries,
+            Ok(deliveries) => {
+                outage.succeeded();
+                deliveries
+            }
             Err(error) => {
-                tracing::warn!(%error, "cannot read finalized work sessions; retrying");
+                outage.failed(&error);
                 Vec::new()
             }
         };

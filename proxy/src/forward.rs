@@ -80,6 +80,17 @@ pub async fn forward(
         if let Some(select) = out.watch.select.as_mut() {
             select.backend = session.as_ref().map(|s| backend_ref(app, s));
         }
+        if let (Some(bridged), Some(session), Some(id)) =
+            (&out.caller.bridge, &session, &out.call_id)
+        {
+            out.watch.on_abandon = Some(crate::bridge::cancel_on_abandon(
+                app,
+                out.caller.own_request_headers(),
+                session,
+                bridged,
+                id,
+            ));
+        }
         let mut relayed = relay::relay(response, std::mem::take(&mut out.watch));
         client_session_header(&mut relayed, &out.parts.headers);
         return Ok(relayed);
@@ -101,6 +112,9 @@ async fn choose(
     claims: Option<&SessionClaims>,
     forgotten: bool,
 ) -> Result<Option<BackendSessionId>, Chosen> {
+    if let Some(bridged) = &out.caller.bridge {
+        return bridged_backend(app, out, bridged, forgotten).await;
+    }
     let Some(claims) = claims.filter(|c| c.bs.is_some()) else {
         return Ok(None);
     };
@@ -111,7 +125,7 @@ async fn choose(
             work_backend::session_for(
                 app,
                 out.caller,
-                claims,
+                &claims.ini,
                 work,
                 replay,
                 forgotten,
@@ -134,6 +148,45 @@ async fn choose(
             .await
             .map_err(Chosen::Failed),
     }
+}
+
+/// The backend session of a bridged modern request: its work session's (as for any client), else
+/// the principal's bridged one ([`crate::bridge`]).
+async fn bridged_backend(
+    app: &Arc<App>,
+    out: &Outbound<'_>,
+    bridged: &crate::bridge::Bridged,
+    forgotten: bool,
+) -> Result<Option<BackendSessionId>, Chosen> {
+    if let (Route::Work { replay }, Some(work)) = (out.route, &out.bound) {
+        return work_backend::session_for(
+            app,
+            out.caller,
+            &bridged.ini,
+            work,
+            replay,
+            forgotten,
+            Some(&bridged.legacy_version),
+        )
+        .await
+        .map(Some)
+        .map_err(|error| match error {
+            work_backend::Error::Replay(error) => Chosen::Replay(work.clone(), error),
+            work_backend::Error::Open(error) => Chosen::Failed(ProxyError::Backend(error)),
+        });
+    }
+    let principal = &out.caller.principal;
+    if !forgotten && let Some(session) = app.bridge.own_session(principal) {
+        return Ok(Some(session));
+    }
+    if forgotten {
+        app.bridge.forget_profile().await; // the backend restarted: learn it again
+    }
+    let headers = out.caller.own_request_headers();
+    crate::bridge::open_own(app, principal, headers, bridged)
+        .await
+        .map(Some)
+        .map_err(|error| Chosen::Failed(ProxyError::Backend(error)))
 }
 
 /// The backend's own session id never reaches the client (some SDK clients adopt any session id a
@@ -218,20 +271,33 @@ fn request_for(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut request = Request::builder()
-        .method(out.parts.method.clone())
-        .uri(app.upstream.uri(path)?)
-        .body(Full::new(out.body.clone()))
-        .map_err(|_| ProxyError::BodyUnreadable)?;
     let mut headers: HeaderMap = headers::toward_upstream(
         &out.parts.headers,
         app.upstream.authority(),
         &out.caller.origin,
     );
+    let mut body = out.body.clone();
+    if let Some(claims) = out.caller.session.as_ref().filter(|c| c.mb)
+        && let Some(modern) =
+            crate::modern_path::modernize_request(&body, &claims.ini, &mut headers)
+    {
+        body = modern;
+    }
+    let mut request = Request::builder()
+        .method(out.parts.method.clone())
+        .uri(app.upstream.uri(path)?)
+        .body(Full::new(body))
+        .map_err(|_| ProxyError::BodyUnreadable)?;
     if let Some(session) = session
         && let Ok(value) = HeaderValue::from_str(session.as_str())
     {
         headers.insert(MCP_SESSION_ID, value);
+    }
+    if let Some(bridged) = &out.caller.bridge
+        && let Ok(version) = HeaderValue::from_str(&bridged.legacy_version)
+    {
+        // The backend speaks a legacy revision on the sessions the broker opened for the client.
+        headers.insert(MCP_PROTOCOL_VERSION, version);
     }
     backend::set_trusted(app, &mut headers, out.bound.as_ref(), out.via);
     *request.headers_mut() = headers;

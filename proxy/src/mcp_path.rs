@@ -17,7 +17,6 @@ use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tracing::Span;
 use tracing::field::display;
 
@@ -28,13 +27,14 @@ use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::forward::{Outbound, forward};
 use crate::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::limits::RequestBody;
 use crate::metrics::{self, Rpc, StoreOp};
 use crate::relay::{self, Watch};
 
 /// Handles one request on the MCP path.
 pub async fn handle(
     app: &Arc<App>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = request.into_parts();
@@ -99,6 +99,17 @@ async fn stream_or_delete(
         let end = app.store.end_mcp_session(&caller.principal, &claims.sid);
         app.metrics.store(StoreOp::EndMcpSession, end).await?;
     }
+    if caller.session.as_ref().is_some_and(|c| c.mb) {
+        // A backend that speaks only 2026-07-28 has no session to end and no GET stream.
+        let status = if delete {
+            StatusCode::OK
+        } else {
+            StatusCode::METHOD_NOT_ALLOWED
+        };
+        let mut response = Response::new(crate::body::full(Bytes::new()));
+        *response.status_mut() = status;
+        return Ok(response);
+    }
     let out = Outbound {
         parts,
         caller: &caller,
@@ -118,7 +129,7 @@ async fn post(
     app: &Arc<App>,
     parts: &Parts,
     caller: Caller,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let limit = app.settings.max_body;
     let bytes = match crate::body::read_capped(body, limit).await {
@@ -126,7 +137,7 @@ async fn post(
         Err(crate::body::ReadError::TooLarge) => return Err(ProxyError::BodyTooLarge(limit)),
         Err(crate::body::ReadError::Unreadable) => return Err(ProxyError::BodyUnreadable),
     };
-    let mut parsed = jsonrpc::parse(&bytes).map_err(ProxyError::Parse)?;
+    let parsed = jsonrpc::parse(&bytes).map_err(ProxyError::Parse)?;
     let rpc = match &parsed {
         Body::Single(message) => Rpc::of(&message.kind),
         Body::Batch(_) => Rpc::Other,
@@ -141,57 +152,98 @@ async fn post(
     if parsed.is_initialize() {
         return initialize(app, parts, &caller, bytes, &parsed).await;
     }
-    if let Body::Single(message) = &mut parsed
-        && matches!(message.kind, Kind::ToolsCall(_))
-        && (caller.session.is_some() || is_sessionless_protocol(parts, message))
+    if caller.session.is_none()
+        && let Body::Single(message) = &parsed
+        && is_sessionless_protocol(parts, message)
     {
-        let id = message.id.clone();
-        let mcp = caller.session.as_ref().map(|c| mcp_query(app, c));
-        let plan = match call::plan(app, &caller, message, mcp).await? {
-            Outcome::Reply(reply) => return Ok(json_response(StatusCode::OK, &reply)),
-            Outcome::Forward(plan) => plan,
-        };
-        if let Some(work) = plan.bound() {
-            Span::current()
-                .record("work_session", display(&work.id))
-                .record("project", display(&work.project));
-        }
-        let body = if plan.body_changed {
-            Bytes::from(parsed.to_json())
-        } else {
-            bytes
-        };
-        let plan = *plan;
-        let via = match (plan.forward.path, &plan.forward.select) {
-            (Some(path), _) => Some(path.as_str()),
-            (None, Some(_)) => Some("select"),
-            (None, None) => None,
-        };
-        let out = Outbound {
-            parts,
-            caller: &caller,
-            body,
-            bound: plan.forward.bound,
-            via,
-            route: plan.forward.route,
-            mcp: plan.mcp,
-            watch: plan.watch,
-            call_id: id,
-            retry_on_404: true,
-        };
-        return forward(app, out).await;
+        return crate::modern_path::post(app, parts, caller, bytes, parsed).await;
     }
-    pass_through(app, parts, &caller, bytes, parsed).await
+    if matches!(&parsed, Body::Single(m) if matches!(m.kind, Kind::ToolsCall(_)))
+        && caller.session.is_some()
+    {
+        let mcp = caller.session.as_ref().map(|c| mcp_query(app, c));
+        return tool_call(app, parts, &caller, bytes, parsed, mcp, Modern::No).await;
+    }
+    pass_through(app, parts, &caller, bytes, parsed, Modern::No).await
 }
 
-/// Batches, notifications, `tools/list` and other requests: forwarded on the right backend session;
-/// `tools/list` replies gain the `work_session` argument; handles inside batched calls are removed.
-async fn pass_through(
+/// Whether a request is a modern client's, and so how its replies are marked complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modern {
+    No,
+    /// Replies the broker writes itself gain `resultType`.
+    Direct,
+    /// Bridged onto a legacy backend: the backend's replies gain `resultType` too.
+    Bridged,
+}
+
+/// A single `tools/call`: planned by [`crate::call`], then forwarded (or answered by the broker).
+pub async fn tool_call(
     app: &Arc<App>,
     parts: &Parts,
     caller: &Caller,
     bytes: Bytes,
     mut parsed: Body,
+    mcp: Option<McpQuery>,
+    modern: Modern,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Body::Single(message) = &mut parsed else {
+        return pass_through(app, parts, caller, bytes, parsed, modern).await;
+    };
+    let id = message.id.clone();
+    let plan = match call::plan(app, caller, message, mcp).await? {
+        Outcome::Reply(mut reply) => {
+            if modern != Modern::No {
+                broker::modern::mark_complete(&mut reply, false);
+            }
+            return Ok(json_response(StatusCode::OK, &reply));
+        }
+        Outcome::Forward(plan) => plan,
+    };
+    if let Some(work) = plan.bound() {
+        Span::current()
+            .record("work_session", display(&work.id))
+            .record("project", display(&work.project));
+    }
+    let body = if plan.body_changed {
+        Bytes::from(parsed.to_json())
+    } else {
+        bytes
+    };
+    let mut plan = *plan;
+    let via = match (plan.forward.path, &plan.forward.select) {
+        (Some(path), _) => Some(path.as_str()),
+        (None, Some(_)) => Some("select"),
+        (None, None) => None,
+    };
+    if modern == Modern::Bridged || (modern == Modern::Direct && plan.forward.select.is_some()) {
+        // A select's reply may be replaced by the broker's own tool error: mark it either way.
+        plan.watch.complete.extend(id.clone().map(|id| (id, false)));
+    }
+    let out = Outbound {
+        parts,
+        caller,
+        body,
+        bound: plan.forward.bound,
+        via,
+        route: plan.forward.route,
+        mcp: plan.mcp,
+        watch: plan.watch,
+        call_id: id,
+        retry_on_404: true,
+    };
+    forward(app, out).await
+}
+
+/// Batches, notifications, `tools/list` and other requests: forwarded on the right backend session;
+/// `tools/list` replies gain the `work_session` argument; handles inside batched calls are removed.
+pub async fn pass_through(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: &Caller,
+    bytes: Bytes,
+    mut parsed: Body,
+    modern: Modern,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     record_surface(app, caller, None);
     // A batched call is not resolved or guarded, so only tools that need no project may be in one:
@@ -214,6 +266,16 @@ async fn pass_through(
                 changed |= jsonrpc::take_argument(message, WORK_SESSION_ARG).changed()
             }
             _ => {}
+        }
+        if modern == Modern::Bridged
+            && let Some(id) = message.id.clone()
+        {
+            let method = message
+                .value
+                .get("method")
+                .and_then(serde_json::Value::as_str);
+            let cacheable = method.is_some_and(broker::modern::is_cacheable);
+            watch.complete.push((id, cacheable));
         }
     }
     let body = if changed {
@@ -279,6 +341,15 @@ async fn initialize(
     let response = app.metrics.upstream(app.upstream.send(request)).await?;
     Span::current().record("upstream_status", response.status().as_u16());
     record_surface(app, caller, mcp::client_name(&ini));
+    if !response.status().is_success()
+        && let Ok(profile) = app.bridge.profile(app).await
+        && let (true, Some(discover)) = (profile.modern_only(), &profile.discover)
+    {
+        // A backend that speaks only 2026-07-28 refused the handshake: the broker answers it.
+        return crate::modern_path::initialize_for_modern_backend(
+            app, caller, parsed, ini, discover,
+        );
+    }
     let backend_session = response
         .headers()
         .get(&MCP_SESSION_ID)
@@ -293,16 +364,22 @@ async fn initialize(
             up: app.upstream_id.clone(),
             bs: backend_session.map(|s| s.to_string()),
             ini,
+            mb: false,
         };
-        let token = app
-            .keys
-            .sign(SESSION_AUDIENCE, TOKEN_LIFETIME, app.now_secs(), &claims)
-            .map_err(|_| ProxyError::Signing)?;
-        if let Ok(value) = HeaderValue::from_str(&token) {
-            relayed.headers_mut().insert(MCP_SESSION_ID, value);
-        }
+        relayed
+            .headers_mut()
+            .insert(MCP_SESSION_ID, session_id(app, &claims)?);
     }
     Ok(relayed)
+}
+
+/// The broker's session id for a client MCP session: its claims, signed.
+pub fn session_id(app: &App, claims: &SessionClaims) -> Result<HeaderValue, ProxyError> {
+    let token = app
+        .keys
+        .sign(SESSION_AUDIENCE, TOKEN_LIFETIME, app.now_secs(), claims)
+        .map_err(|_| ProxyError::Signing)?;
+    HeaderValue::from_str(&token).map_err(|_| ProxyError::Signing)
 }
 
 /// Records the request's surface in the span (`tools/call` records its own, which may come from `_meta`).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use broker::jsonrpc::RequestId;
 use broker::session::{BackendSessions, Links, WorkSession};
-use broker::store::{BackendRef, Store};
+use broker::store::{BackendRef, Store, StoreError};
 use broker::{guidance, mcp, sse};
 use bytes::Bytes;
 use http::{Response, header};
@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::body::{self, ProxyBody};
 use crate::headers;
-use crate::metrics::{Metrics, StoreOp};
+use crate::metrics::{Metrics, Refusal, StoreOp};
 use crate::upstream::content_type_is;
 
 /// Largest JSON body or SSE event the relay rewrites.
@@ -43,11 +43,29 @@ pub struct SelectWatch {
 pub struct Watch {
     pub tools_list: Vec<RequestId>,
     pub select: Option<SelectWatch>,
+    /// Replies to a modern client from a legacy backend: results gain `resultType` (and caching
+    /// directives when the method's results are cacheable: the `bool`).
+    pub complete: Vec<(RequestId, bool)>,
+    /// Run when the client goes away before the answer ended (a modern client's way to cancel).
+    pub on_abandon: Option<Abandon>,
 }
+
+/// What to do when the client abandons a request (e.g. tell a bridged backend to cancel it).
+pub type Abandon = Box<dyn FnOnce() + Send + Sync>;
 
 impl Watch {
     pub fn is_empty(&self) -> bool {
-        self.tools_list.is_empty() && self.select.is_none()
+        self.tools_list.is_empty()
+            && self.select.is_none()
+            && self.complete.is_empty()
+            && self.on_abandon.is_none()
+    }
+
+    /// The client went away: run the abandon hook, once.
+    fn abandoned(&mut self) {
+        if let Some(hook) = self.on_abandon.take() {
+            hook();
+        }
     }
 
     /// Rewrites one JSON-RPC message if it is a watched reply. Returns whether it changed. Only a
@@ -63,15 +81,19 @@ impl Watch {
         else {
             return false;
         };
+        let mut changed = false;
         if self.tools_list.contains(&id) {
-            return mcp::add_work_session_argument(message);
+            changed |= mcp::add_work_session_argument(message);
         }
-        if self.select.as_ref().is_some_and(|s| s.id == id) {
-            if let Some(select) = self.select.take() {
-                return select.settle(message).await;
-            }
+        if self.select.as_ref().is_some_and(|s| s.id == id)
+            && let Some(select) = self.select.take()
+        {
+            changed |= select.settle(message).await;
         }
-        false
+        if let Some((_, cacheable)) = self.complete.iter().find(|(c, _)| *c == id) {
+            changed |= broker::modern::mark_complete(message, *cacheable);
+        }
+        changed
     }
 
     async fn apply_value(&mut self, value: &mut Value) -> bool {
@@ -104,8 +126,17 @@ impl SelectWatch {
         }
         let bind = self.store.bind(&self.plan, &self.links);
         if let Err(error) = self.metrics.store(StoreOp::Bind, bind).await {
-            tracing::error!(%error, "the backend selected a project but the broker could not record it");
-            let text = guidance::select_not_recorded(&self.plan.project);
+            let text = match error {
+                StoreError::TooMany(cap) => {
+                    tracing::warn!(principal = %self.plan.principal, cap, "work-session cap reached at bind");
+                    self.metrics.refusal(&Refusal::TooMany { cap });
+                    guidance::too_many_unbound(cap)
+                }
+                error => {
+                    tracing::error!(%error, "the backend selected a project but the broker could not record it");
+                    guidance::select_not_recorded(&self.plan.project)
+                }
+            };
             *reply = broker::jsonrpc::tool_error_reply(&self.id, &text);
             return true;
         }
@@ -142,7 +173,17 @@ type Sender = tokio::sync::mpsc::Sender<Result<Bytes, body::BoxError>>;
 
 async fn relay_sse(mut incoming: Incoming, mut watch: Watch, tx: Sender) {
     let mut parser = sse::Parser::new(REWRITE_LIMIT);
-    while let Some(frame) = incoming.frame().await {
+    loop {
+        // A client that closes its reply stream while the backend is still silent is noticed now,
+        // not when the backend next writes: the backend is released (and told, when bridged).
+        let frame = tokio::select! {
+            frame = incoming.frame() => frame,
+            () = tx.closed() => {
+                watch.abandoned();
+                return;
+            }
+        };
+        let Some(frame) = frame else { break };
         let data = match frame {
             Ok(frame) => match frame.into_data() {
                 Ok(data) => data,
@@ -161,7 +202,8 @@ async fn relay_sse(mut incoming: Incoming, mut watch: Watch, tx: Sender) {
             }
         };
         if !forward_blocks(&mut watch, blocks, &tx).await {
-            return; // the client went away
+            watch.abandoned(); // the client went away
+            return;
         }
     }
     let ended = parser.end();
@@ -199,7 +241,14 @@ async fn rewrite_event(watch: &mut Watch, mut event: sse::Event) -> Option<Bytes
 }
 
 async fn relay_json(incoming: Incoming, mut watch: Watch, tx: Sender) {
-    let bytes = match Limited::new(incoming, REWRITE_LIMIT).collect().await {
+    let collected = tokio::select! {
+        collected = Limited::new(incoming, REWRITE_LIMIT).collect() => collected,
+        () = tx.closed() => {
+            watch.abandoned();
+            return;
+        }
+    };
+    let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
             let _ = tx.send(Err(error)).await;

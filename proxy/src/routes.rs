@@ -1,6 +1,7 @@
 //! The front door: health and readiness, the JWKS of the assertion keys, Prometheus metrics, the
 //! MCP path, and plain pass-through for every other path (OAuth metadata and the like reach the
-//! backend untouched).
+//! backend untouched). A path that is another spelling of one of these is refused first
+//! ([`crate::path`]), and no response tells the client the upstream's address (`Location`).
 //!
 //! Every request runs in one `request` span whose fields the handlers fill in as they learn them
 //! (tool, surface, work session, project, resolution path, principal hash, upstream status), and
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
@@ -20,8 +20,10 @@ use crate::app::App;
 use crate::body::{ProxyBody, full};
 use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, Origin};
+use crate::limits::RequestBody;
 use crate::mcp_path;
 use crate::metrics::{self, Rpc, StoreOp};
+use crate::path::Decision;
 use crate::relay::{self, Watch};
 
 /// Where the public keys that verify assertions (EdDSA) are published.
@@ -32,7 +34,7 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Serves one request.
 pub async fn serve(
     app: Arc<App>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client_ip: Option<std::net::IpAddr>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -56,29 +58,30 @@ pub async fn serve(
     if let Some(traceparent) = traceparent(request.headers()) {
         span.record("traceparent", traceparent);
     }
+    let guard = request.body().guard();
     let handling = async move {
-        let result = match (&method, path.as_str()) {
-            (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
-            (&Method::GET, "/readyz") => Ok(ready(&app).await),
-            (&Method::GET, JWKS_PATH) => Ok(json_response(StatusCode::OK, &app.keys.jwks())),
-            (&Method::GET, METRICS_PATH) => Ok(metrics_response(&app)),
-            (_, p) if p == app.settings.mcp_path() => {
-                metrics::set_method(match method {
-                    Method::GET => Rpc::Get,
-                    Method::DELETE => Rpc::Delete,
-                    _ => Rpc::Other,
-                });
-                mcp_path::handle(&app, request, client_ip).await
-            }
-            _ => {
+        let owned = ["/healthz", "/readyz", JWKS_PATH, METRICS_PATH];
+        let result = match crate::path::decide(&path, &owned, app.settings.mcp_path()) {
+            Decision::Serve => route(&app, &method, &path, request, client_ip).await,
+            Decision::Redirect(to) => {
                 metrics::set_method(Rpc::Passthrough);
-                pass(&app, request, client_ip).await
+                Ok(redirect(&to, request.uri().query()))
+            }
+            Decision::Refuse(to) => {
+                metrics::set_method(Rpc::Passthrough);
+                Err(ProxyError::AmbiguousPath(to))
             }
         };
-        let response = result.unwrap_or_else(|error| {
+        // A body cut by its deadline or the in-flight budget: the handler only saw a read error.
+        let result = match guard.verdict() {
+            Some(cut) => Err(cut),
+            None => result,
+        };
+        let mut response = result.unwrap_or_else(|error| {
             tracing::info!(%error, "refused");
             error.into_response()
         });
+        headers::hide_upstream_address(response.headers_mut(), app.upstream.authority());
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         let upstream = metrics::upstream_time();
@@ -93,6 +96,48 @@ pub async fn serve(
         response
     };
     metrics::in_request(handling.instrument(span)).await
+}
+
+/// Routes a request whose path is served as written.
+async fn route(
+    app: &Arc<App>,
+    method: &Method,
+    path: &str,
+    request: Request<RequestBody>,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    match (method, path) {
+        (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
+        (&Method::GET, "/readyz") => Ok(ready(app).await),
+        (&Method::GET, JWKS_PATH) => Ok(json_response(StatusCode::OK, &app.keys.jwks())),
+        (&Method::GET, METRICS_PATH) => Ok(metrics_response(app)),
+        (_, p) if p == app.settings.mcp_path() => {
+            metrics::set_method(match *method {
+                Method::GET => Rpc::Get,
+                Method::DELETE => Rpc::Delete,
+                _ => Rpc::Other,
+            });
+            mcp_path::handle(app, request, client_ip).await
+        }
+        _ => {
+            metrics::set_method(Rpc::Passthrough);
+            pass(app, request, client_ip).await
+        }
+    }
+}
+
+/// The broker's own redirect to the canonical spelling of the MCP path (nothing was forwarded).
+fn redirect(to: &str, query: Option<&str>) -> Response<ProxyBody> {
+    let target = match query {
+        Some(query) => format!("{to}?{query}"),
+        None => to.to_owned(),
+    };
+    let mut response = Response::new(crate::body::empty());
+    *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    if let Ok(value) = HeaderValue::from_str(&target) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// Milliseconds, to the microsecond.
@@ -147,7 +192,7 @@ async fn ready(app: &App) -> Response<ProxyBody> {
 /// Any other path: a plain reverse proxy.
 async fn pass(
     app: &App,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = request.into_parts();

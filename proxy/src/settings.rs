@@ -38,6 +38,9 @@ pub struct Settings {
     pub conversation_header: Option<HeaderName>,
     /// `_meta` keys of a `tools/call` that carry a conversation id, first found wins.
     pub conversation_meta_keys: Vec<String>,
+    /// Modern (2026-07-28) clients: bridged onto legacy backend sessions (`auto`: when the backend
+    /// is legacy or stateful), or passed through (`off`).
+    pub bridge: broker::modern::BridgeMode,
     pub allow_anonymous: bool,
     /// Where the principal comes from: the bearer credential's hash, a verified OAuth access
     /// token's issuer and subject, or a trusted proxy's header.
@@ -78,6 +81,12 @@ pub struct Settings {
     pub admin_listen: Option<SocketAddr>,
     /// The bearer token every admin request must present; required off loopback.
     pub admin_token: Option<AdminToken>,
+    /// How long a request body may take to arrive, in total, from the end of its headers (408 after).
+    pub body_timeout: Duration,
+    /// Most client connections open at once on the main listener (503 with `Retry-After` past it).
+    pub max_connections: usize,
+    /// Most request-body bytes all requests together may hold at once (503 with `Retry-After` past it).
+    pub max_inflight_body_bytes: usize,
 }
 
 impl Settings {
@@ -97,6 +106,7 @@ impl Settings {
             unkeyed_policy: UnkeyedPolicy::Guarded,
             surface_window: Duration::from_secs(10 * 60),
             conversation_header: None,
+            bridge: Default::default(),
             conversation_meta_keys: vec!["openai/session".into(), "gen_ai.conversation.id".into()],
             allow_anonymous: false,
             principal_source: Default::default(),
@@ -117,6 +127,9 @@ impl Settings {
             redeliver_after: Duration::from_secs(30),
             admin_listen: None,
             admin_token: None,
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            max_inflight_body_bytes: 32 * 1024 * 1024,
         }
     }
 

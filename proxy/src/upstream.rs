@@ -116,6 +116,26 @@ impl Upstream {
         self.send(request).await
     }
 
+    /// Ends a backend session the broker opened on its own (`DELETE` with its id).
+    pub async fn delete_session(
+        &self,
+        path: &str,
+        session: &broker::ids::BackendSessionId,
+    ) -> Result<(), UpstreamError> {
+        let mut request = Request::builder()
+            .method(Method::DELETE)
+            .uri(self.uri(path)?)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+        request
+            .headers_mut()
+            .insert(header::HOST, self.authority.clone());
+        if let Ok(value) = HeaderValue::from_str(session.as_str()) {
+            request.headers_mut().insert("mcp-session-id", value);
+        }
+        self.send(request).await.map(|_| ())
+    }
+
     /// Reads the JSON-RPC reply with `id` from a response, whether JSON or SSE, within the timeout.
     pub async fn read_reply(
         &self,

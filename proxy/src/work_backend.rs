@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use broker::ids::BackendSessionId;
 use broker::session::{BackendSessions, WorkSession};
-use broker::tokens::SessionClaims;
+use serde_json::Value;
 
 use crate::app::App;
 use crate::backend::{self, BackendError};
@@ -58,7 +58,7 @@ impl Openings {
 pub async fn session_for(
     app: &Arc<App>,
     caller: &Caller,
-    claims: &SessionClaims,
+    ini: &Value,
     work: &WorkSession,
     replay: bool,
     forgotten: bool,
@@ -70,7 +70,7 @@ pub async fn session_for(
     }
     if !replay {
         // A select opens its own: it selects the project itself, and binds it when it succeeds.
-        return open(app, caller, claims, work, false, protocol).await;
+        return open(app, caller, ini, work, false, protocol).await;
     }
     let key = format!(
         "{}:{}:{}",
@@ -79,7 +79,7 @@ pub async fn session_for(
         BackendSessions::field(&app.upstream_id, &work.project)
     );
     let Some(slot) = app.openings.slot(&key) else {
-        return open(app, caller, claims, work, true, protocol).await;
+        return open(app, caller, ini, work, true, protocol).await;
     };
     let mut opened = slot.lock().await;
     if let Some(session) = opened.as_ref()
@@ -87,7 +87,7 @@ pub async fn session_for(
     {
         return Ok(session.clone()); // a concurrent call opened it meanwhile
     }
-    let result = open(app, caller, claims, work, true, protocol).await;
+    let result = open(app, caller, ini, work, true, protocol).await;
     if let Ok(session) = &result {
         *opened = Some(session.clone());
     }
@@ -99,13 +99,13 @@ pub async fn session_for(
 async fn open(
     app: &Arc<App>,
     caller: &Caller,
-    claims: &SessionClaims,
+    ini: &Value,
     work: &WorkSession,
     replay: bool,
     protocol: Option<&str>,
 ) -> Result<BackendSessionId, Error> {
     app.metrics.reinitialization(Reinit::WorkSession);
-    let opened = backend::open(app, caller.own_request_headers(), &claims.ini)
+    let opened = backend::open(app, caller.own_request_headers(), ini)
         .await
         .map_err(Error::Open)?;
     if !replay {

@@ -241,6 +241,31 @@ async fn list_and_show_by_hash_or_by_credential() {
         .send(Method::GET, "/sessions?principal=NOT-HEX", &[], None)
         .await;
     assert_eq!(bad.0, StatusCode::BAD_REQUEST);
+    let other = h.principal(OTHER);
+    for query in [
+        format!("principal={hash}&principal={other}"),
+        format!("principal={hash}&principal={hash}"),
+        format!("principal={other}&%70rincipal={hash}"),
+    ] {
+        let twice = h
+            .send(Method::GET, &format!("/sessions?{query}"), &[], None)
+            .await;
+        assert_eq!(twice.0, StatusCode::BAD_REQUEST, "{query}: {}", twice.1);
+        assert!(error_of(&twice).contains("more than once"), "{}", twice.1);
+    }
+    let twice = h
+        .send(
+            Method::GET,
+            &format!("/sessions/{second}?x=1&x=2"),
+            &[("x-principal-credential", CREDENTIAL)],
+            None,
+        )
+        .await;
+    assert_eq!(
+        twice.0,
+        StatusCode::BAD_REQUEST,
+        "any parameter, on any endpoint"
+    );
 
     // Unknown paths and methods.
     assert_eq!(h.get("/nope", CREDENTIAL).await.0, StatusCode::NOT_FOUND);

@@ -23,6 +23,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACKEND_SCRIPT = REPO_ROOT / "examples" / "backend" / "server.py"
+MODERN_BACKEND_SCRIPT = REPO_ROOT / "examples" / "backend" / "modern_server.py"
 SIGNING_KEY = "e2e-test-signing-key-0123456789abcdef-not-a-secret"
 START_TIMEOUT = 30.0
 LOG_TAIL = 12_000  # characters of each log attached to a failure report
@@ -304,7 +305,7 @@ class Backend:
 
 @pytest.fixture
 def backend_factory(processes: ProcessRegistry):
-    """backend_factory(json_response=False) -> Backend, on a fresh port; Backend.restart() keeps it."""
+    """backend_factory(json_response=False, extra_args=()) -> Backend, on a fresh port; Backend.restart() keeps it."""
 
     def make(json_response: bool = False, extra_args: tuple[str, ...] = ()) -> Backend:
         if not BACKEND_SCRIPT.is_file():
@@ -315,6 +316,34 @@ def backend_factory(processes: ProcessRegistry):
             argv.append("--json-response")
         argv += list(extra_args)
         proc = processes.spawn("backend", argv, port, env={"PYTHONUNBUFFERED": "1"})
+        return Backend(proc, json_response)
+
+    return make
+
+
+def modern_python() -> str:
+    """The interpreter of .venv-modern (the Python SDK 2.x line), for the modern backend and client."""
+    path = os.environ.get("MODERN_PYTHON") or str(REPO_ROOT / ".venv-modern" / "bin" / "python")
+    if not Path(path).is_file():
+        pytest.fail(f"{path} is missing: scripts/test creates .venv-modern from examples/backend/requirements-modern.txt")
+    return path
+
+
+@pytest.fixture
+def modern_backend_factory(processes: ProcessRegistry, tmp_path: Path):
+    """modern_backend_factory(json_response=False) -> Backend: examples/backend/modern_server.py (SDK 2.x,
+    stateless), verifying the broker's assertions with the e2e signing key."""
+
+    def make(json_response: bool = False, modern_only: bool = False) -> Backend:
+        key_file = tmp_path / "modern-backend-assertion.key"
+        key_file.write_text(SIGNING_KEY)
+        port = free_port()
+        argv = [modern_python(), str(MODERN_BACKEND_SCRIPT), "--port", str(port), "--assertion-key-file", str(key_file)]
+        if json_response:
+            argv.append("--json-response")
+        if modern_only:
+            argv.append("--modern-only")
+        proc = processes.spawn("modern-backend", argv, port, env={"PYTHONUNBUFFERED": "1"})
         return Backend(proc, json_response)
 
     return make
@@ -360,12 +389,15 @@ def broker_binary() -> str:
 
 @pytest.fixture
 def broker_factory(processes: ProcessRegistry):
-    """broker_factory(backend, redis=None, extra_args=()) -> Broker; Broker.restart() keeps ports and args.
+    """broker_factory(backend, redis=None, extra_args=(), env=None) -> Broker; Broker.restart() keeps ports and args.
     `redis` is a Redis or a RedisCluster.
 
-    Each broker listens for its admin API on its own free loopback port (Broker.admin_url)."""
+    Each broker listens for its admin API on its own free loopback port (Broker.admin_url); `env` adds to
+    (or overrides) the broker's environment."""
 
-    def make(backend: Backend, redis: Redis | RedisCluster | None = None, extra_args: tuple[str, ...] = ()) -> Broker:
+    def make(
+        backend: Backend, redis: Redis | RedisCluster | None = None, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> Broker:
         binary = broker_binary()
         port = free_port()
         argv = [binary, "--listen", f"127.0.0.1:{port}", "--upstream", backend.url]
@@ -378,8 +410,8 @@ def broker_factory(processes: ProcessRegistry):
             admin_port = free_port()
             argv += ["--admin-listen", f"127.0.0.1:{admin_port}"]
         argv += list(extra_args)
-        env = {"BROKER_SIGNING_KEY": SIGNING_KEY, "RUST_LOG": os.environ.get("E2E_RUST_LOG", "info"), "NO_COLOR": "1"}
-        return Broker(processes.spawn("broker", argv, port, env=env), admin_port)
+        base = {"BROKER_SIGNING_KEY": SIGNING_KEY, "RUST_LOG": os.environ.get("E2E_RUST_LOG", "info"), "NO_COLOR": "1"}
+        return Broker(processes.spawn("broker", argv, port, env={**base, **(env or {})}), admin_port)
 
     return make
 

@@ -165,22 +165,24 @@ def assert_audit_clean(audit: list[dict], allowed: Iterable[str]) -> None:
 # ----------------------------------------------------------------------------- TypeScript client
 
 
-def run_ts_client(scenario: dict[str, Any], timeout: float = 90.0) -> list[dict[str, Any]]:
-    """Run ts/client.mjs with `scenario`; return its JSON lines (one per step)."""
+def run_ts_client(scenario: dict[str, Any], timeout: float = 90.0, script: str = "client.mjs") -> list[dict[str, Any]]:
+    """Run ts/client.mjs (SDK v1) or ts/client-v2.mjs (SDK v2) with `scenario`; return its JSON lines
+    (one per step)."""
     node = shutil.which("node")
     assert node, "node is not installed"
-    assert (TS_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir(), (
+    package = "sdk" if script == "client.mjs" else "client"
+    assert (TS_DIR / "node_modules" / "@modelcontextprotocol" / package).is_dir(), (
         f"TypeScript SDK not installed: run 'npm ci' in {TS_DIR} (scripts/test does it)"
     )
     proc = subprocess.run(
-        [node, str(TS_DIR / "client.mjs")],
+        [node, str(TS_DIR / script)],
         input=json.dumps(scenario),
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=TS_DIR,
     )
-    assert proc.returncode == 0, f"client.mjs exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == len(scenario["steps"]), f"expected one line per step, got:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return lines
@@ -188,6 +190,36 @@ def run_ts_client(scenario: dict[str, Any], timeout: float = 90.0) -> list[dict[
 
 async def run_ts_client_async(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     return await anyio.to_thread.run_sync(run_ts_client, scenario)
+
+
+async def run_ts_v2_client(scenario: dict[str, Any]) -> list[dict[str, Any]]:
+    """ts/client-v2.mjs (@modelcontextprotocol/client 2.x), mode "auto" or "legacy" in the scenario."""
+    return await anyio.to_thread.run_sync(lambda: run_ts_client(scenario, script="client-v2.mjs"))
+
+
+def ts_v2_reply(line: dict[str, Any]) -> ToolReply:
+    assert "error" not in line, f"TypeScript v2 client step failed: {line['error']}"
+    return ToolReply(bool(line["isError"]), list(line["texts"]))
+
+
+async def run_modern_client(scenario: dict[str, Any], timeout: float = 90.0) -> list[dict[str, Any]]:
+    """Run modern_client.py (the Python SDK 2.x ``mcp.Client``) under .venv-modern with `scenario`."""
+    from conftest import modern_python
+
+    script = Path(__file__).resolve().parent / "modern_client.py"
+    with anyio.fail_after(timeout):
+        done = await anyio.run_process([modern_python(), str(script)], input=json.dumps(scenario).encode(), check=False)
+    lines = [json.loads(line) for line in done.stdout.decode().splitlines() if line.strip()]
+    assert done.returncode == 0 and len(lines) == len(scenario["steps"]), (
+        f"modern client exited {done.returncode} with {len(lines)} of {len(scenario['steps'])} lines:\n"
+        f"{done.stdout.decode()}\n{done.stderr.decode()[-4000:]}"
+    )
+    return lines
+
+
+def modern_reply(line: dict[str, Any]) -> ToolReply:
+    assert "error" not in line, f"modern client step failed: {line['error']}"
+    return ToolReply(bool(line["is_error"]), list(line["texts"]))
 
 
 def ts_reply(line: dict[str, Any]) -> ToolReply:

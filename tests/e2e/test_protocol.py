@@ -35,14 +35,30 @@ TOKEN = "e2e-protocol-credential-do-not-store"
 DISCOVER = {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}}
 
 
-async def test_legacy_backend_discover_400_reaches_the_client_unchanged(make_stack) -> None:
-    stack = make_stack()
-    headers = rpc_headers(TOKEN, **{"MCP-Protocol-Version": "2026-07-28"})
+async def test_legacy_backend_discover_400_reaches_the_client_unchanged_with_bridge_off(make_stack) -> None:
+    """With --bridge off the broker passes modern traffic through: a legacy backend's own 400 to
+    server/discover reaches the client byte for byte, and the client falls back to initialize. (With
+    the default --bridge auto the broker answers server/discover itself: test_protocol_eras.py.)"""
+    stack = make_stack(broker_args=("--bridge", "off"))
+    headers = rpc_headers(TOKEN, **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"})
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    discover = {**DISCOVER, "params": {"_meta": meta}}  # well formed, as SDK clients send it
     async with httpx.AsyncClient(timeout=10.0) as http:
-        direct = await http.post(stack.backend.url, headers=headers, json=DISCOVER)
-        proxied = await http.post(stack.url, headers=headers, json=DISCOVER)
+        direct = await http.post(stack.backend.url, headers=headers, json=discover)
+        proxied = await http.post(stack.url, headers=headers, json=discover)
     assert direct.status_code == 400, direct.text
     assert (proxied.status_code, proxied.text) == (direct.status_code, direct.text)
+
+
+async def test_a_modern_request_without_its_envelope_is_refused_before_the_backend(make_stack) -> None:
+    """A request that declares 2026-07-28 but carries no _meta envelope gets the spec's -32602 from the
+    broker (bridged or not), and the backend never sees it."""
+    stack = make_stack()
+    headers = rpc_headers(TOKEN, **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"})
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        proxied = await http.post(stack.url, headers=headers, json=DISCOVER)
+    assert proxied.status_code == 400, proxied.text
+    assert proxied.json()["error"]["code"] == -32602, proxied.text
 
 
 async def test_http2_prior_knowledge_from_clients(make_stack) -> None:

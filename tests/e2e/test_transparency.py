@@ -33,6 +33,7 @@ BACKEND_TOOLS = {
     "lock_context",
     "explore_context_tree",
     "write_handover",
+    "wait",
 }
 
 

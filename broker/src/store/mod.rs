@@ -35,6 +35,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the work session was finalized meanwhile")]
     Ended,
+    /// [`Store::bind`] refused to start a work session: the principal already has this many live.
+    #[error("the principal already has {0} live work sessions, the most allowed")]
+    TooMany(u64),
 }
 
 /// How long things live in the store.
@@ -169,6 +172,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Creates or updates a work session after a successful select, with its links.
+    ///
+    /// Enforces the store's cap on live work sessions per principal (`with_max_work_sessions`, 0: no
+    /// limit) in the same atomic step: starting a work session that is not live now fails with
+    /// [`StoreError::TooMany`] when the principal already has that many live ones, so no number of
+    /// concurrent binds (on any number of replicas) can exceed it. Updating a live one always works.
+    /// A finalized one is never revived ([`StoreError::Ended`]). Nothing is written on an error.
     async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError>;
 
     /// Records the backend session that serves `session`'s project on `backend.upstream` (it was

@@ -18,6 +18,10 @@ pub struct SessionClaims {
     pub bs: Option<String>,
     /// The `initialize` params, replayed to open backend sessions elsewhere.
     pub ini: serde_json::Value,
+    /// The backend speaks only protocol 2026-07-28: the broker answered `initialize` itself and
+    /// turns each later request into a modern one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mb: bool,
 }
 
 /// A work-session handle the model can pass back as `work_session`.

@@ -8,16 +8,16 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::PRINCIPAL_CREDENTIAL_HEADER;
+use super::{PRINCIPAL_CREDENTIAL_HEADER, codec};
 use crate::app::App;
 use crate::body::ProxyBody;
 use crate::errors::json_response;
+use crate::limits::RequestBody;
 
 /// Largest admin request body.
-const MAX_BODY: usize = 64 * 1024;
+pub(super) const MAX_BODY: usize = 64 * 1024;
 
 /// A refusal: its status and the `error` text.
 struct Failure {
@@ -55,13 +55,19 @@ impl From<StoreError> for Failure {
 type Answer = Result<(StatusCode, Value), Failure>;
 
 /// Serves one admin request.
-pub(super) async fn serve(app: &App, request: Request<Incoming>) -> Response<ProxyBody> {
+pub(super) async fn serve(app: &App, request: Request<RequestBody>) -> Response<ProxyBody> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let guard = request.body().guard();
     let (parts, body) = request.into_parts();
     let answer = match authorize(app, &parts) {
         Err(failure) => Err(failure),
         Ok(()) => route(app, &parts, body).await,
+    };
+    // A body cut for taking too long: say so, not "bad body".
+    let answer = match guard.verdict() {
+        Some(cut) => Err(Failure::new(cut.status(), cut.to_string())),
+        None => answer,
     };
     let response = match answer {
         Ok((status, value)) => json_response(status, &value),
@@ -103,7 +109,8 @@ fn authorize(app: &App, parts: &Parts) -> Result<(), Failure> {
     }
 }
 
-async fn route(app: &App, parts: &Parts, body: Incoming) -> Answer {
+async fn route(app: &App, parts: &Parts, body: RequestBody) -> Answer {
+    query(parts)?;
     let segments: Vec<&str> = parts
         .uri
         .path()
@@ -139,15 +146,22 @@ async fn route(app: &App, parts: &Parts, body: Incoming) -> Answer {
     }
 }
 
+/// The query's parameters; one given twice is a 400 (which one counts would be a guess).
+fn query(parts: &Parts) -> Result<Vec<(String, String)>, Failure> {
+    codec::query_pairs(parts.uri.query().unwrap_or_default()).map_err(|name| {
+        Failure::bad_request(format!(
+            "the query gives `{name}` more than once: give each parameter once"
+        ))
+    })
+}
+
 /// The principal the request names: `?principal=<hash>` or `X-Principal-Credential`, not both.
 fn principal(app: &App, parts: &Parts) -> Result<PrincipalId, Failure> {
-    let by_hash = parts.uri.query().and_then(|query| {
-        query
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(key, _)| *key == "principal")
-            .map(|(_, value)| value)
-    });
+    let query = query(parts)?;
+    let by_hash = query
+        .iter()
+        .find(|(name, _)| name == "principal")
+        .map(|(_, value)| value.as_str());
     let credential = parts.headers.get(PRINCIPAL_CREDENTIAL_HEADER);
     match (by_hash, credential) {
         (Some(_), Some(_)) => Err(Failure::bad_request(
@@ -235,7 +249,7 @@ async fn act(
     })
 }
 
-async fn rebind(app: &App, parts: &Parts, ws: &str, body: Incoming) -> Answer {
+async fn rebind(app: &App, parts: &Parts, ws: &str, body: RequestBody) -> Answer {
     let principal = principal(app, parts)?;
     let id = work_session_id(ws)?;
     let bytes = Limited::new(body, MAX_BODY)

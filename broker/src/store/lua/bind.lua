@@ -3,12 +3,24 @@
 --       6 the bucket's deadlines, 7 the principal's index of work sessions
 -- ARGV: 1 work-session id, 2 idle TTL (ms), 3 how long the data may wait for a sweeper past its
 --       deadline (ms), 4 '1' to set the MCP link, 5 '1' to set the conversation link,
---       6 recent-projects TTL (ms), 7 project, 8 deadline member, 9.. field/value pairs of the hash
--- Returns 1, or 0 when that work session was finalized meanwhile (it is never revived).
-if redis.call('HEXISTS', KEYS[1], 'f') == 1 then return 0 end
+--       6 recent-projects TTL (ms), 7 project, 8 deadline member, 9 most live work sessions of the
+--       principal (0: no limit), 10.. field/value pairs of the hash
+-- Returns 1; 0 when that work session was finalized meanwhile (it is never revived); -1 when it is not
+-- live and the principal already has the most live work sessions allowed. Nothing is written unless 1.
+-- The check and the writes are one script, so concurrent binds can never exceed the cap.
+local state = redis.call('HMGET', KEYS[1], 'la', 'f')
+if state[2] then return 0 end
 local now = now_ms()
 local idle = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+local cap = tonumber(ARGV[9])
+if cap > 0 and not is_live(tonumber(state[1]), false, idle, now) then
+  -- The index is scored by last activity, which touch, bind and an operator's `end` (admin.lua)
+  -- keep equal to the hash's `la`; a work session is finalized only once `la` is past the idle TTL.
+  -- So the work sessions scored within the idle TTL are exactly the live ones: no hash to read (and
+  -- no undeclared key).
+  if redis.call('ZCOUNT', KEYS[7], '(' .. (now - idle), '+inf') >= cap then return -1 end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('HSET', KEYS[1], 'la', now)
 redis.call('HINCRBY', KEYS[1], 'n', 1)
 redis.call('PEXPIRE', KEYS[1], idle + tonumber(ARGV[3]))

@@ -1,11 +1,12 @@
 //! The in-memory store: one process, nothing survives a restart. Same key schema and semantics as
 //! Redis (sliding TTLs, scoped by principal, a work session's data kept past its idle deadline until
 //! it is finalized, finalized exactly once, events handed out until acknowledged with backoff, then
-//! dead-lettered), so the two are interchangeable and tested alike.
+//! dead-lettered), so the two are
+//! interchangeable and tested alike. The maps and their primitive reads and writes are in `maps.rs`,
+//! finalization and the operator's views in `events.rs`.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 
@@ -15,11 +16,14 @@ use super::{
     StoreError,
 };
 use crate::finalize::{DeadLetter, Delivery, Redelivery};
-use crate::ids::{BackendSessionId, McpSessionId, PrincipalId, Project, WorkSessionId};
+use crate::ids::{McpSessionId, PrincipalId, Project, WorkSessionId};
 use crate::resolve::Found;
 use crate::session::{BackendSessions, Links, WorkSession};
 
 mod events;
+mod maps;
+
+use maps::{Entry, Maps};
 
 const PREFIX: &str = "msb";
 
@@ -34,41 +38,11 @@ const SURFACE_LIMIT: usize = 20;
 /// How many recent projects a lookup reports.
 const RECENT_LIMIT: usize = 10;
 
-struct Entry<T> {
-    value: T,
-    expires: Instant,
-}
-
-impl<T> Entry<T> {
-    fn live(&self, now: Instant) -> bool {
-        self.expires > now
-    }
-}
-
-#[derive(Default)]
-struct Maps {
-    sessions: HashMap<String, Entry<WorkSession>>,
-    strings: HashMap<String, Entry<String>>,
-    /// Sorted sets as member → score.
-    zsets: HashMap<String, Entry<HashMap<String, u64>>>,
-    /// Work-session keys already finalized (never live again), and when.
-    finalized: HashMap<String, Instant>,
-    /// Work sessions whose data expired unclaimed (past the safety TTL), not yet reported.
-    dropped: usize,
-    /// Finalized events not yet handed out, and handed-out ones awaiting acknowledgement (with when
-    /// they were last handed out and how many times).
-    pending: VecDeque<Delivery>,
-    in_flight: HashMap<String, (Delivery, Instant, u64)>,
-    dead: Vec<DeadLetter>,
-    next_event: u64,
-    /// Distinct client MCP sessions that worked in each work session (by work-session key).
-    mcp_seen: HashMap<String, u64>,
-    last_purge: Option<Instant>,
-}
-
 /// A process-local store.
 pub struct MemoryStore {
     lifetimes: Lifetimes,
+    /// Most live work sessions per principal that [`Store::bind`] lets exist (0: no limit).
+    max_work_sessions: u64,
     maps: Mutex<Maps>,
 }
 
@@ -76,8 +50,15 @@ impl MemoryStore {
     pub fn new(lifetimes: Lifetimes) -> Self {
         Self {
             lifetimes,
+            max_work_sessions: 0,
             maps: Mutex::new(Maps::default()),
         }
+    }
+
+    /// Caps the live work sessions of each principal (0: no limit), enforced by [`Store::bind`].
+    pub fn with_max_work_sessions(mut self, cap: u64) -> Self {
+        self.max_work_sessions = cap;
+        self
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Maps, Instant) -> R) -> Result<R, StoreError> {
@@ -88,134 +69,6 @@ impl MemoryStore {
         let now = Instant::now();
         maps.purge_now_and_then(now, &self.lifetimes);
         Ok(f(&mut maps, now))
-    }
-}
-
-impl Maps {
-    /// Drops expired entries at most once a minute, so memory follows the live set: a finalized
-    /// work session after the grace, an unclaimed one only after the safety TTL (counted as dropped).
-    fn purge_now_and_then(&mut self, now: Instant, lifetimes: &Lifetimes) {
-        if self
-            .last_purge
-            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
-        {
-            return;
-        }
-        self.last_purge = Some(now);
-        let (finalized, mcp_seen) = (&mut self.finalized, &mut self.mcp_seen);
-        let mut dropped = 0;
-        self.sessions.retain(|key, e| {
-            let keep = match finalized.get(key) {
-                Some(at) => *at + lifetimes.grace > now,
-                None => e.expires + lifetimes.safety > now,
-            };
-            if !keep {
-                if finalized.remove(key).is_none() {
-                    dropped += 1;
-                }
-                mcp_seen.remove(key);
-            }
-            keep
-        });
-        self.dropped += dropped;
-        self.strings.retain(|_, e| e.live(now));
-        self.zsets.retain(|_, e| e.live(now));
-    }
-
-    fn session(&self, key: &str, now: Instant) -> Option<WorkSession> {
-        if self.finalized.contains_key(key) {
-            return None;
-        }
-        self.sessions
-            .get(key)
-            .filter(|e| e.live(now))
-            .map(|e| e.value.clone())
-    }
-
-    fn string(&self, key: &str, now: Instant) -> Option<&str> {
-        self.strings
-            .get(key)
-            .filter(|e| e.live(now))
-            .map(|e| e.value.as_str())
-    }
-
-    fn set_string(&mut self, key: String, value: String, ttl: Duration, now: Instant) {
-        self.strings.insert(
-            key,
-            Entry {
-                value,
-                expires: now + ttl,
-            },
-        );
-    }
-
-    fn zadd(&mut self, key: String, member: String, score: u64, ttl: Duration, now: Instant) {
-        let entry = self.zsets.entry(key).or_insert_with(|| Entry {
-            value: HashMap::new(),
-            expires: now,
-        });
-        if !entry.live(now) {
-            entry.value.clear();
-        }
-        entry.value.insert(member, score);
-        entry.expires = now + ttl;
-    }
-
-    /// Members by score, highest first.
-    fn zrev(&self, key: &str, now: Instant) -> Vec<String> {
-        let Some(entry) = self.zsets.get(key).filter(|e| e.live(now)) else {
-            return Vec::new();
-        };
-        let mut members: Vec<(&String, &u64)> = entry.value.iter().collect();
-        members.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        members.into_iter().map(|(m, _)| m.clone()).collect()
-    }
-
-    fn linked_session(&self, keys: &Keys, link_key: &str, now: Instant) -> Option<WorkSession> {
-        let id = self.string(link_key, now)?;
-        self.session(&format!("{}{id}", keys.work_session_prefix()), now)
-    }
-
-    fn mcp_state(&self, keys: &Keys, mcp: &McpQuery, now: Instant) -> McpState {
-        let ended = self.string(&keys.mcp_ended(&mcp.session), now).is_some();
-        let backend_override = self
-            .string(&keys.backend_session(&mcp.session, &mcp.upstream), now)
-            .and_then(|s| BackendSessionId::parse(s).ok());
-        McpState {
-            ended,
-            backend_override,
-        }
-    }
-
-    fn refresh(
-        &mut self,
-        keys: &Keys,
-        session: &WorkSession,
-        links: &Links,
-        ttl: Duration,
-        now: Instant,
-    ) {
-        let id = session.id.to_string();
-        if let Some(sid) = &links.mcp_session {
-            let link = keys.mcp_link(sid);
-            if self.string(&link, now) != Some(id.as_str()) {
-                *self
-                    .mcp_seen
-                    .entry(keys.work_session(&session.id))
-                    .or_insert(0) += 1;
-            }
-            self.set_string(link, id.clone(), ttl, now);
-        }
-        if let Some(conversation) = &links.conversation {
-            self.set_string(keys.conversation(conversation), id.clone(), ttl, now);
-        }
-        self.zadd(
-            keys.surface(&session.surface),
-            id,
-            session.last_active_ms,
-            ttl,
-            now,
-        );
     }
 }
 
@@ -253,16 +106,8 @@ impl Store for MemoryStore {
                 .as_ref()
                 .map(|mcp| maps.mcp_state(&keys, mcp, now))
                 .unwrap_or_default();
-            let prefix = keys.work_session_prefix();
-            let live_count = maps
-                .sessions
-                .iter()
-                .filter(|(key, e)| {
-                    key.starts_with(&prefix) && e.live(now) && !maps.finalized.contains_key(*key)
-                })
-                .count();
             Answer {
-                live_count: u64::try_from(live_count).unwrap_or(u64::MAX),
+                live_count: maps.live_count(&keys, now),
                 found: Found {
                     handle,
                     linked,
@@ -312,12 +157,17 @@ impl Store for MemoryStore {
     async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError> {
         let keys = Keys::new(PREFIX, &session.principal);
         let lifetimes = self.lifetimes;
-        let finalized =
-            self.with(|maps, _| maps.finalized.contains_key(&keys.work_session(&session.id)))?;
-        if finalized {
-            return Err(StoreError::Ended);
-        }
+        let cap = self.max_work_sessions;
+        // One lock for the checks and the writes: two binds cannot both see room for one more.
         self.with(|maps, now| {
+            let key = keys.work_session(&session.id);
+            if maps.finalized.contains_key(&key) {
+                return Err(StoreError::Ended);
+            }
+            let starts = maps.session(&key, now).is_none();
+            if starts && cap > 0 && maps.live_count(&keys, now) >= cap {
+                return Err(StoreError::TooMany(cap));
+            }
             let mut stored = session.clone();
             stored.calls += 1;
             // Like Redis's HSET, a bind keeps the backend sessions recorded meanwhile.
@@ -331,7 +181,7 @@ impl Store for MemoryStore {
                 }
             }
             maps.sessions.insert(
-                keys.work_session(&session.id),
+                key,
                 Entry {
                     value: stored,
                     expires: now + lifetimes.idle,
@@ -345,7 +195,8 @@ impl Store for MemoryStore {
                 lifetimes.recent_projects,
                 now,
             );
-        })
+            Ok(())
+        })?
     }
 
     async fn set_work_backend(

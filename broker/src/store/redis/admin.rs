@@ -147,10 +147,12 @@ pub(super) async fn act(
         .key(keys.work_session(id))
         .key(keys.deadlines())
         .key(keys.recent())
+        .key(keys.index())
         .arg(name)
         .arg(RedisStore::ms(store.lifetimes.idle))
         .arg(keys::deadline_member(principal, id))
-        .arg(project);
+        .arg(project)
+        .arg(id.to_string());
     let done: i64 = store
         .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
         .await?;

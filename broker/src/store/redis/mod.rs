@@ -95,6 +95,8 @@ pub struct RedisStore {
     connector: conn::Connector,
     settings: RedisSettings,
     lifetimes: Lifetimes,
+    /// Most live work sessions per principal that [`Store::bind`] lets exist (0: no limit).
+    max_work_sessions: u64,
     scripts: Scripts,
     /// Buckets whose stream has the consumer group (created once per bucket and process).
     groups: std::sync::Mutex<std::collections::HashSet<Bucket>>,
@@ -118,9 +120,17 @@ impl RedisStore {
             connector,
             settings,
             lifetimes,
+            max_work_sessions: 0,
             scripts: Scripts::new(),
             groups: Default::default(),
         })
+    }
+
+    /// Caps the live work sessions of each principal (0: no limit), enforced by [`Store::bind`]
+    /// inside its script, so across every replica.
+    pub fn with_max_work_sessions(mut self, cap: u64) -> Self {
+        self.max_work_sessions = cap;
+        self
     }
 
     fn keys(&self, principal: &PrincipalId) -> Keys {
@@ -242,17 +252,18 @@ impl Store for RedisStore {
             .arg(super::keys::deadline_member(
                 &session.principal,
                 &session.id,
-            ));
+            ))
+            .arg(self.max_work_sessions);
         for (field, value) in hash::to_fields(session) {
             invocation.arg(field).arg(value);
         }
         let bound: i64 = self
             .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await?;
-        if bound == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Ended)
+        match bound {
+            1 => Ok(()),
+            -1 => Err(StoreError::TooMany(self.max_work_sessions)),
+            _ => Err(StoreError::Ended),
         }
     }
 

@@ -1,0 +1,199 @@
+//! The memory store's maps: work sessions, strings and sorted sets with their expiry, as Redis keeps
+//! them (same key names), and the reads and writes the store's operations are made of. Every caller
+//! holds the store's one lock, so each operation sees and leaves the maps consistent.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::finalize::{DeadLetter, Delivery};
+use crate::ids::BackendSessionId;
+use crate::session::{Links, WorkSession};
+use crate::store::keys::Keys;
+use crate::store::{Lifetimes, McpQuery, McpState};
+
+/// A value and the moment it expires (a Redis key's TTL).
+pub(super) struct Entry<T> {
+    pub(super) value: T,
+    pub(super) expires: Instant,
+}
+
+impl<T> Entry<T> {
+    pub(super) fn live(&self, now: Instant) -> bool {
+        self.expires > now
+    }
+}
+
+/// Everything the memory store holds, behind its one lock.
+#[derive(Default)]
+pub(super) struct Maps {
+    pub(super) sessions: HashMap<String, Entry<WorkSession>>,
+    pub(super) strings: HashMap<String, Entry<String>>,
+    /// Sorted sets as member → score.
+    pub(super) zsets: HashMap<String, Entry<HashMap<String, u64>>>,
+    /// Work-session keys already finalized (never live again), and when.
+    pub(super) finalized: HashMap<String, Instant>,
+    /// Work sessions whose data expired unclaimed (past the safety TTL), not yet reported.
+    pub(super) dropped: usize,
+    /// Finalized events not yet handed out, and handed-out ones awaiting acknowledgement (with when
+    /// they were last handed out and how many times).
+    pub(super) pending: VecDeque<Delivery>,
+    pub(super) in_flight: HashMap<String, (Delivery, Instant, u64)>,
+    pub(super) dead: Vec<DeadLetter>,
+    pub(super) next_event: u64,
+    /// Distinct client MCP sessions that worked in each work session (by work-session key).
+    pub(super) mcp_seen: HashMap<String, u64>,
+    pub(super) last_purge: Option<Instant>,
+}
+
+impl Maps {
+    /// Drops expired entries at most once a minute, so memory follows the live set: a finalized
+    /// work session after the grace, an unclaimed one only after the safety TTL (counted as dropped).
+    pub(super) fn purge_now_and_then(&mut self, now: Instant, lifetimes: &Lifetimes) {
+        if self
+            .last_purge
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.last_purge = Some(now);
+        let (finalized, mcp_seen) = (&mut self.finalized, &mut self.mcp_seen);
+        let mut dropped = 0;
+        self.sessions.retain(|key, e| {
+            let keep = match finalized.get(key) {
+                Some(at) => *at + lifetimes.grace > now,
+                None => e.expires + lifetimes.safety > now,
+            };
+            if !keep {
+                if finalized.remove(key).is_none() {
+                    dropped += 1;
+                }
+                mcp_seen.remove(key);
+            }
+            keep
+        });
+        self.dropped += dropped;
+        self.strings.retain(|_, e| e.live(now));
+        self.zsets.retain(|_, e| e.live(now));
+    }
+
+    pub(super) fn session(&self, key: &str, now: Instant) -> Option<WorkSession> {
+        if self.finalized.contains_key(key) {
+            return None;
+        }
+        self.sessions
+            .get(key)
+            .filter(|e| e.live(now))
+            .map(|e| e.value.clone())
+    }
+
+    pub(super) fn string(&self, key: &str, now: Instant) -> Option<&str> {
+        self.strings
+            .get(key)
+            .filter(|e| e.live(now))
+            .map(|e| e.value.as_str())
+    }
+
+    pub(super) fn set_string(&mut self, key: String, value: String, ttl: Duration, now: Instant) {
+        self.strings.insert(
+            key,
+            Entry {
+                value,
+                expires: now + ttl,
+            },
+        );
+    }
+
+    pub(super) fn zadd(
+        &mut self,
+        key: String,
+        member: String,
+        score: u64,
+        ttl: Duration,
+        now: Instant,
+    ) {
+        let entry = self.zsets.entry(key).or_insert_with(|| Entry {
+            value: HashMap::new(),
+            expires: now,
+        });
+        if !entry.live(now) {
+            entry.value.clear();
+        }
+        entry.value.insert(member, score);
+        entry.expires = now + ttl;
+    }
+
+    /// Members by score, highest first.
+    pub(super) fn zrev(&self, key: &str, now: Instant) -> Vec<String> {
+        let Some(entry) = self.zsets.get(key).filter(|e| e.live(now)) else {
+            return Vec::new();
+        };
+        let mut members: Vec<(&String, &u64)> = entry.value.iter().collect();
+        members.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        members.into_iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// How many work sessions of the principal are live (within their idle TTL, not finalized).
+    pub(super) fn live_count(&self, keys: &Keys, now: Instant) -> u64 {
+        let prefix = keys.work_session_prefix();
+        let live = self
+            .sessions
+            .iter()
+            .filter(|(key, e)| {
+                key.starts_with(&prefix) && e.live(now) && !self.finalized.contains_key(*key)
+            })
+            .count();
+        u64::try_from(live).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn linked_session(
+        &self,
+        keys: &Keys,
+        link_key: &str,
+        now: Instant,
+    ) -> Option<WorkSession> {
+        let id = self.string(link_key, now)?;
+        self.session(&format!("{}{id}", keys.work_session_prefix()), now)
+    }
+
+    pub(super) fn mcp_state(&self, keys: &Keys, mcp: &McpQuery, now: Instant) -> McpState {
+        let ended = self.string(&keys.mcp_ended(&mcp.session), now).is_some();
+        let backend_override = self
+            .string(&keys.backend_session(&mcp.session, &mcp.upstream), now)
+            .and_then(|s| BackendSessionId::parse(s).ok());
+        McpState {
+            ended,
+            backend_override,
+        }
+    }
+
+    pub(super) fn refresh(
+        &mut self,
+        keys: &Keys,
+        session: &WorkSession,
+        links: &Links,
+        ttl: Duration,
+        now: Instant,
+    ) {
+        let id = session.id.to_string();
+        if let Some(sid) = &links.mcp_session {
+            let link = keys.mcp_link(sid);
+            if self.string(&link, now) != Some(id.as_str()) {
+                *self
+                    .mcp_seen
+                    .entry(keys.work_session(&session.id))
+                    .or_insert(0) += 1;
+            }
+            self.set_string(link, id.clone(), ttl, now);
+        }
+        if let Some(conversation) = &links.conversation {
+            self.set_string(keys.conversation(conversation), id.clone(), ttl, now);
+        }
+        self.zadd(
+            keys.surface(&session.surface),
+            id,
+            session.last_active_ms,
+            ttl,
+            now,
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! The bridge: modern (2026-07-28, sessionless) clients in front of a legacy or stateful backend.
+//!
+//! What the backend speaks is learned once ([`Profile`], kept for [`PROFILE_TTL`] and learned again
+//! when the backend forgets a session, i.e. restarted): a `server/discover` (does it offer a modern
+//! revision?) and a legacy `initialize` (does it hand out session ids? what are its capabilities,
+//! server info and instructions?). The probe's own backend session is closed at once.
+//!
+//! A bridged request runs on legacy backend sessions opened with an `initialize` built from the
+//! request's `_meta`: bound calls on their work session's backend session (the same state model as
+//! legacy clients, [`crate::work_backend`]), everything else on one backend session per principal
+//! (never given a project, like a legacy client's own), kept in [`Bridge`]. Who writes that map:
+//! any request of the principal that had to open or re-open it; every candidate is a project-less
+//! session of that principal, so whichever write wins is right.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use broker::ids::{BackendSessionId, PrincipalId};
+use broker::mcp;
+use broker::modern::{self, BackendEras};
+use http::header::{HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::backend::{self, BackendError};
+use crate::headers::{MCP_METHOD, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::upstream::UpstreamError;
+
+/// How long a learned profile is trusted.
+pub const PROFILE_TTL: Duration = Duration::from_secs(60);
+/// The legacy revision the broker offers a backend when it asks on its own.
+pub const LEGACY_VERSION: &str = "2025-11-25";
+/// Most principals whose bridged backend session is remembered (then the map starts over).
+const MAX_OWN_SESSIONS: usize = 10_000;
+
+/// What the backend speaks.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub eras: BackendEras,
+    /// Its `initialize` result (capabilities, serverInfo, instructions), when it answered one.
+    pub initialize: Option<Value>,
+    /// Its `server/discover` result, when it answered one offering a modern revision.
+    pub discover: Option<Value>,
+    /// The legacy revision its `initialize` agreed on.
+    pub legacy_version: String,
+}
+
+/// A modern client's request, bridged: how to open legacy backend sessions for it.
+#[derive(Debug, Clone)]
+pub struct Bridged {
+    /// The `initialize` params built from the request's `_meta`.
+    pub ini: Value,
+    /// The legacy revision to speak to the backend.
+    pub legacy_version: String,
+}
+
+/// The bridge's state in one broker process.
+#[derive(Default)]
+pub struct Bridge {
+    profile: tokio::sync::Mutex<Option<(Profile, Instant)>>,
+    own: Mutex<HashMap<PrincipalId, BackendSessionId>>,
+}
+
+impl Profile {
+    /// It speaks only 2026-07-28: it offers it and refuses the legacy handshake.
+    pub fn modern_only(&self) -> bool {
+        self.eras.modern && self.initialize.is_none()
+    }
+}
+
+impl Bridge {
+    /// The backend's profile, learned on first use and again after [`PROFILE_TTL`].
+    pub async fn profile(&self, app: &App) -> Result<Profile, BackendError> {
+        let mut cached = self.profile.lock().await;
+        if let Some((profile, at)) = cached.as_ref()
+            && at.elapsed() < PROFILE_TTL
+        {
+            return Ok(profile.clone());
+        }
+        let profile = probe(app).await?;
+        tracing::info!(
+            modern = profile.eras.modern,
+            stateful = profile.eras.stateful,
+            "learned what the backend speaks"
+        );
+        *cached = Some((profile.clone(), Instant::now()));
+        Ok(profile)
+    }
+
+    /// Forget the profile (the backend restarted): the next request learns it again.
+    pub async fn forget_profile(&self) {
+        *self.profile.lock().await = None;
+    }
+
+    /// The principal's bridged backend session, when one is open.
+    pub fn own_session(&self, principal: &PrincipalId) -> Option<BackendSessionId> {
+        self.own.lock().ok()?.get(principal).cloned()
+    }
+
+    /// Remembers the principal's bridged backend session.
+    pub fn set_own_session(&self, principal: &PrincipalId, session: &BackendSessionId) {
+        if let Ok(mut own) = self.own.lock() {
+            if own.len() >= MAX_OWN_SESSIONS {
+                own.clear();
+            }
+            own.insert(principal.clone(), session.clone());
+        }
+    }
+}
+
+/// Asks the backend what it speaks.
+async fn probe(app: &App) -> Result<Profile, BackendError> {
+    let discover = discover(app).await;
+    let modern = discover.is_some();
+    let id = "session-broker-probe-initialize";
+    let ini = json!({
+        "protocolVersion": LEGACY_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "session-broker", "version": env!("CARGO_PKG_VERSION")},
+    });
+    let path = app.settings.mcp_path();
+    let response = app
+        .upstream
+        .post_json(path, HeaderMap::new(), &mcp::initialize_request(id, &ini))
+        .await;
+    let (initialize, stateful, legacy_version) = match response {
+        Ok(response) if response.status().is_success() => {
+            let session = response
+                .headers()
+                .get(&MCP_SESSION_ID)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| BackendSessionId::parse(v).ok());
+            let reply = app.upstream.read_reply(response, id).await?;
+            if let Some(session) = &session {
+                close(app, session).await;
+            }
+            let version = mcp::negotiated_version(&reply)
+                .unwrap_or(LEGACY_VERSION)
+                .to_owned();
+            (reply.get("result").cloned(), session.is_some(), version)
+        }
+        // No legacy handshake at all: a modern-only backend.
+        Ok(_) | Err(UpstreamError::Status { .. }) => (None, false, LEGACY_VERSION.to_owned()),
+        Err(error) => return Err(error.into()),
+    };
+    Ok(Profile {
+        eras: BackendEras { modern, stateful },
+        initialize,
+        discover,
+        legacy_version,
+    })
+}
+
+/// The backend's `server/discover` result, when it answers one offering a modern revision.
+async fn discover(app: &App) -> Option<Value> {
+    let version = modern::SUPPORTED[0];
+    let id = "session-broker-probe-discover";
+    let request = json!({
+        "jsonrpc": "2.0", "id": id, "method": "server/discover",
+        "params": {"_meta": {
+            modern::META_PROTOCOL_VERSION: version,
+            modern::META_CLIENT_CAPABILITIES: {},
+            modern::META_CLIENT_INFO: {"name": "session-broker", "version": env!("CARGO_PKG_VERSION")},
+        }},
+    });
+    let mut headers = HeaderMap::new();
+    headers.insert(MCP_PROTOCOL_VERSION, HeaderValue::from_static("2026-07-28"));
+    headers.insert(MCP_METHOD, HeaderValue::from_static("server/discover"));
+    let response = app
+        .upstream
+        .post_json(app.settings.mcp_path(), headers, &request)
+        .await
+        .ok()
+        .filter(|r| r.status().is_success())?;
+    let reply = app.upstream.read_reply(response, id).await.ok()?;
+    let offers = reply
+        .pointer("/result/supportedVersions")
+        .and_then(Value::as_array)
+        .is_some_and(|v| v.iter().any(|v| v.as_str() == Some(version)));
+    offers.then(|| reply.get("result").cloned()).flatten()
+}
+
+/// Ends a backend session the broker opened only to learn something (best effort).
+async fn close(app: &App, session: &BackendSessionId) {
+    if let Err(error) = app
+        .upstream
+        .delete_session(app.settings.mcp_path(), session)
+        .await
+    {
+        tracing::debug!(%error, "could not close the probe's backend session");
+    }
+}
+
+/// The hook that tells a bridged backend a request was abandoned: a modern client cancels by closing
+/// its reply stream, a legacy backend needs `notifications/cancelled` on the session.
+pub fn cancel_on_abandon(
+    app: &std::sync::Arc<App>,
+    mut headers: HeaderMap,
+    session: &BackendSessionId,
+    bridged: &Bridged,
+    id: &broker::jsonrpc::RequestId,
+) -> crate::relay::Abandon {
+    let app = app.clone();
+    if let Ok(value) = HeaderValue::from_str(session.as_str()) {
+        headers.insert(MCP_SESSION_ID, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&bridged.legacy_version) {
+        headers.insert(MCP_PROTOCOL_VERSION, value);
+    }
+    let notification = json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": id.to_value(), "reason": "the client closed the request"},
+    });
+    Box::new(move || {
+        tokio::spawn(async move {
+            let sent = app
+                .upstream
+                .post_json(app.settings.mcp_path(), headers, &notification)
+                .await;
+            match sent {
+                Ok(_) => {
+                    tracing::info!("the client closed its request: told the backend to cancel it")
+                }
+                Err(error) => tracing::warn!(%error, "could not tell the backend to cancel"),
+            }
+        });
+    })
+}
+
+/// Opens a bridged backend session for a modern client's request (no project: like a legacy
+/// client's own).
+pub async fn open_own(
+    app: &App,
+    principal: &PrincipalId,
+    headers: HeaderMap,
+    bridged: &Bridged,
+) -> Result<BackendSessionId, BackendError> {
+    let opened = backend::open(app, headers, &bridged.ini).await?;
+    app.bridge.set_own_session(principal, &opened.session);
+    Ok(opened.session)
+}
