@@ -13,25 +13,25 @@ use redis::Value;
 use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 
 use super::RedisStore;
-use crate::finalize::{DeadLetter, Delivery, Finalized, Redelivery};
+use crate::finalize::{Delivery, Finalized, Redelivery};
 use crate::ids::{PrincipalId, Project, Surface, WorkSessionId};
 use crate::store::keys::{Bucket, Keys};
 use crate::store::{Claimed, StoreError};
 
-const GROUP: &str = "finalizers";
+pub(super) const GROUP: &str = "finalizers";
 /// Approximate number of entries kept per bucket stream (acknowledged ones are history).
-const STREAM_LENGTH: usize = 10_000;
+pub(super) const STREAM_LENGTH: usize = 10_000;
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
 /// `<bucket>:<stream id>`: the id a consumer acknowledges, or an operator replays.
-fn event_id(bucket: Bucket, id: &str) -> String {
+pub(super) fn event_id(bucket: Bucket, id: &str) -> String {
     format!("{}:{id}", bucket.name())
 }
 
-fn split_id(id: &str) -> Result<(Bucket, String), StoreError> {
+pub(super) fn split_id(id: &str) -> Result<(Bucket, String), StoreError> {
     id.split_once(':')
         .and_then(|(bucket, id)| Some((Bucket::parse(bucket)?, id.to_owned())))
         .filter(|(_, id)| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit() || c == '-'))
@@ -236,7 +236,7 @@ async fn reclaim(
         }
         if deliveries >= u64::from(policy.attempts) {
             let why = format!("not acknowledged after {deliveries} deliveries");
-            dead_letter(store, &event_id(bucket, &entry.id), &why, deliveries).await?;
+            super::dead::bury(store, &event_id(bucket, &entry.id), &why, deliveries).await?;
             continue;
         }
         let (claim_stream, claimer, id) = (stream.clone(), consumer.to_owned(), entry.id.clone());
@@ -275,80 +275,6 @@ pub(super) async fn ack(store: &RedisStore, id: &str) -> Result<(), StoreError> 
         .map(|_| ())
 }
 
-pub(super) async fn dead_letter(
-    store: &RedisStore,
-    id: &str,
-    reason: &str,
-    deliveries: u64,
-) -> Result<(), StoreError> {
-    let (bucket, id) = split_id(id)?;
-    let prefix = &store.settings.prefix;
-    let mut invocation = store.scripts.dead.prepare_invoke();
-    invocation
-        .key(bucket.finalized(prefix))
-        .key(bucket.dead_letters(prefix))
-        .arg(GROUP)
-        .arg(id)
-        .arg(reason)
-        .arg(deliveries)
-        .arg(STREAM_LENGTH);
-    store
-        .run(|mut connection| async move { invocation.invoke_async::<i64>(&mut connection).await })
-        .await
-        .map(|_| ())
-}
-
-pub(super) async fn dead_letters(
-    store: &RedisStore,
-    limit: usize,
-) -> Result<Vec<DeadLetter>, StoreError> {
-    let mut all = Vec::new();
-    for bucket in Bucket::all() {
-        let key = bucket.dead_letters(&store.settings.prefix);
-        let reply: redis::streams::StreamRangeReply = store
-            .run(|mut connection| async move {
-                redis::cmd("XREVRANGE")
-                    .arg(key)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(limit)
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await?;
-        for entry in &reply.ids {
-            let fields = fields(entry);
-            let number = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
-            all.push(DeadLetter {
-                id: event_id(bucket, &entry.id),
-                event: decode(bucket, entry, 0)?.event,
-                reason: fields.get("why").cloned().unwrap_or_default(),
-                deliveries: number("dl"),
-                dead_ms: number("at"),
-            });
-        }
-    }
-    all.sort_by_key(|d| std::cmp::Reverse(d.dead_ms));
-    all.truncate(limit);
-    Ok(all)
-}
-
-pub(super) async fn replay(store: &RedisStore, id: &str) -> Result<bool, StoreError> {
-    let (bucket, id) = split_id(id)?;
-    let prefix = &store.settings.prefix;
-    let mut invocation = store.scripts.replay.prepare_invoke();
-    invocation
-        .key(bucket.dead_letters(prefix))
-        .key(bucket.finalized(prefix))
-        .arg(id)
-        .arg(STREAM_LENGTH);
-    let replayed: i64 = store
-        .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-        .await?;
-    Ok(replayed == 1)
-}
-
 pub(super) async fn live_work_sessions(store: &RedisStore) -> Result<u64, StoreError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -372,7 +298,7 @@ pub(super) async fn live_work_sessions(store: &RedisStore) -> Result<u64, StoreE
     Ok(live)
 }
 
-fn fields(entry: &StreamId) -> HashMap<&str, String> {
+pub(super) fn fields(entry: &StreamId) -> HashMap<&str, String> {
     entry
         .map
         .iter()
@@ -380,7 +306,11 @@ fn fields(entry: &StreamId) -> HashMap<&str, String> {
         .collect()
 }
 
-fn decode(bucket: Bucket, entry: &StreamId, redeliveries: u64) -> Result<Delivery, StoreError> {
+pub(super) fn decode(
+    bucket: Bucket,
+    entry: &StreamId,
+    redeliveries: u64,
+) -> Result<Delivery, StoreError> {
     let fields = fields(entry);
     let get = |name: &str| {
         fields

@@ -9,6 +9,7 @@ use redis::Script;
 
 mod admin;
 mod conn;
+mod dead;
 mod finalize;
 mod lookup;
 
@@ -319,15 +320,15 @@ impl Store for RedisStore {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError> {
-        finalize::dead_letter(self, &delivery.id, reason, delivery.redeliveries + 1).await
+        dead::bury(self, &delivery.id, reason, delivery.redeliveries + 1).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        finalize::dead_letters(self, limit).await
+        dead::list(self, limit).await
     }
 
     async fn replay_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
-        finalize::replay(self, id).await
+        dead::replay(self, id).await
     }
 
     async fn live_work_sessions(&self) -> Result<u64, StoreError> {
