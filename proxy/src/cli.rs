@@ -16,7 +16,7 @@ mod principal;
 mod store;
 
 pub use principal::{PrincipalArgs, PrincipalError, Source as PrincipalSourceArg};
-pub use store::{RedisTlsArgs, StoreArgsError};
+pub use store::{FinalizeArgs, RedisTlsArgs, StoreArgsError};
 
 /// Keeps MCP work sessions alive across client reconnects.
 ///
@@ -121,31 +121,8 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub surface_rules: Vec<SurfaceRule>,
-    /// POST a JSON event here for each finalized work session (http://; retried, Idempotency-Key set).
-    #[arg(long, env = "BROKER_ON_EXPIRE_WEBHOOK")]
-    pub on_expire_webhook: Option<Uri>,
-    /// Call this backend tool for each finalized work session, with its project selected first.
-    #[arg(long, env = "BROKER_ON_EXPIRE_TOOL")]
-    pub on_expire_tool: Option<String>,
-    /// File holding the credential the handover tool is called with (as Authorization: a bare
-    /// token is sent as Bearer, a value with a scheme as is).
-    #[arg(long, env = "BROKER_ON_EXPIRE_TOOL_AUTH_FILE")]
-    pub on_expire_tool_auth_file: Option<PathBuf>,
-    /// Deliveries of a finalized event before it goes to the dead letters (backoff doubling from
-    /// --redeliver-after, at most 1h).
-    #[arg(long, env = "BROKER_FINALIZE_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
-    pub finalize_attempts: u32,
-    /// How long a finalized work session stays readable (admin API); unfinalized ones wait for a
-    /// sweeper, however late (at most 7 days).
-    #[arg(long, env = "BROKER_FINALIZE_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub finalize_grace: Duration,
-    /// How often each replica looks for idle work sessions to finalize.
-    #[arg(long, env = "BROKER_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub sweep_interval: Duration,
-    /// Deliver a finalized event again when it is not acknowledged by then (its actions failed or
-    /// its replica died); the wait doubles with each delivery.
-    #[arg(long, env = "BROKER_REDELIVER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub redeliver_after: Duration,
+    #[command(flatten)]
+    pub finalize: FinalizeArgs,
     /// Most live work sessions one credential may have (0: no limit).
     #[arg(long, env = "BROKER_MAX_WORK_SESSIONS", default_value_t = 50)]
     pub max_work_sessions: u64,
@@ -189,8 +166,6 @@ pub enum CliError {
     WeakKey(String),
     #[error("--upstream must be an http:// URL with a host, e.g. http://127.0.0.1:8001/mcp")]
     BadUpstream,
-    #[error("--on-expire-webhook must be an http:// URL with a host")]
-    BadWebhook,
     #[error("the admin token in {0} is shorter than {min} bytes", min = admin::MIN_TOKEN_BYTES)]
     WeakAdminToken(String),
     #[error(transparent)]
@@ -280,22 +255,7 @@ impl Args {
             .filter(|o| !o.is_empty())
             .collect();
         settings.surface_rules = self.surface_rules;
-        if let Some(webhook) = &self.on_expire_webhook
-            && (webhook.scheme_str() != Some("http") || webhook.authority().is_none())
-        {
-            return Err(CliError::BadWebhook);
-        }
-        settings.on_expire_webhook = self.on_expire_webhook;
-        settings.on_expire_tool = self.on_expire_tool.filter(|t| !t.is_empty());
-        settings.on_expire_tool_auth = self
-            .on_expire_tool_auth_file
-            .as_ref()
-            .map(store::tool_credential)
-            .transpose()?;
-        settings.finalize_attempts = self.finalize_attempts;
-        settings.finalize_grace = self.finalize_grace;
-        settings.sweep_interval = self.sweep_interval;
-        settings.redeliver_after = self.redeliver_after;
+        self.finalize.apply(&mut settings)?;
         settings.drain_timeout = self.drain_timeout;
         settings.max_work_sessions = self.max_work_sessions;
         settings.admin_listen = self.admin_listen.0;

@@ -1,11 +1,15 @@
-//! The command line's store and finalization flags that need more than a value: Redis TLS files
-//! (read here, so the store never touches the file system) and the handover tool's credential.
+//! The command line's store and finalization flags: Redis TLS files (read here, so the store never
+//! touches the file system), and how idle work sessions are finalized (actions, the handover tool's
+//! credential, redelivery).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use broker::store::redis::TlsFiles;
 use clap::Args;
-use http::HeaderValue;
+use http::{HeaderValue, Uri};
+
+use crate::settings::Settings;
 
 /// Redis TLS: a CA, and a client certificate for servers that require one.
 #[derive(Debug, Args)]
@@ -46,6 +50,61 @@ pub enum StoreArgsError {
         "--on-expire-tool-auth-file {0}: the file is empty or holds characters a header cannot"
     )]
     BadCredential(String),
+    #[error("--on-expire-webhook must be an http:// URL with a host")]
+    BadWebhook,
+}
+
+/// Finalization: what runs when a work session idles out, and how often it is tried.
+#[derive(Debug, Args)]
+pub struct FinalizeArgs {
+    /// POST a JSON event here for each finalized work session (http://; retried, Idempotency-Key set).
+    #[arg(long, env = "BROKER_ON_EXPIRE_WEBHOOK")]
+    pub on_expire_webhook: Option<Uri>,
+    /// Call this backend tool for each finalized work session, with its project selected first.
+    #[arg(long, env = "BROKER_ON_EXPIRE_TOOL")]
+    pub on_expire_tool: Option<String>,
+    /// File holding the credential the handover tool is called with (as Authorization: a bare
+    /// token is sent as Bearer, a value with a scheme as is).
+    #[arg(long, env = "BROKER_ON_EXPIRE_TOOL_AUTH_FILE")]
+    pub on_expire_tool_auth_file: Option<PathBuf>,
+    /// Deliveries of a finalized event before it goes to the dead letters (backoff doubling from
+    /// --redeliver-after, at most 1h).
+    #[arg(long, env = "BROKER_FINALIZE_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub finalize_attempts: u32,
+    /// How long a finalized work session stays readable (admin API); unfinalized ones wait for a
+    /// sweeper, however late (at most 7 days).
+    #[arg(long, env = "BROKER_FINALIZE_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub finalize_grace: Duration,
+    /// How often each replica looks for idle work sessions to finalize.
+    #[arg(long, env = "BROKER_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+    /// Deliver a finalized event again when it is not acknowledged by then (its actions failed or
+    /// its replica died); the wait doubles with each delivery.
+    #[arg(long, env = "BROKER_REDELIVER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub redeliver_after: Duration,
+}
+
+impl FinalizeArgs {
+    /// Checks the values, reads the credential file, and sets them.
+    pub fn apply(self, settings: &mut Settings) -> Result<(), StoreArgsError> {
+        if let Some(webhook) = &self.on_expire_webhook
+            && (webhook.scheme_str() != Some("http") || webhook.authority().is_none())
+        {
+            return Err(StoreArgsError::BadWebhook);
+        }
+        settings.on_expire_webhook = self.on_expire_webhook;
+        settings.on_expire_tool = self.on_expire_tool.filter(|t| !t.is_empty());
+        settings.on_expire_tool_auth = self
+            .on_expire_tool_auth_file
+            .as_ref()
+            .map(tool_credential)
+            .transpose()?;
+        settings.finalize_attempts = self.finalize_attempts;
+        settings.finalize_grace = self.finalize_grace;
+        settings.sweep_interval = self.sweep_interval;
+        settings.redeliver_after = self.redeliver_after;
+        Ok(())
+    }
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, StoreArgsError> {
