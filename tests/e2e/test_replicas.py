@@ -30,7 +30,10 @@ from test_finalization import WebhookReceiver, stream_entries, wait_until
 pytestmark = pytest.mark.anyio
 
 PROJECTS = ("linkedin", "innkeeper", "dementia", "atlas", "zephyr", "linkedin")
-ARGS = ("--idle-ttl", "3s", "--sweep-interval", "200ms", "--redeliver-after", "2s")
+# The idle TTL must outlast the longest stall of one conversation (a call cut by the kill waits for
+# its timeout, CALL_TIMEOUT): a conversation that makes no call for longer is rightly finalized.
+CALL_TIMEOUT = 4.0
+ARGS = ("--idle-ttl", "10s", "--sweep-interval", "200ms", "--redeliver-after", "2s")
 
 
 class RoundRobin:
@@ -100,13 +103,13 @@ async def session_without_affinity(url: str, token: str):
     )
     async with http, streamable_http_client(url, http_client=http) as (read, write, _):
         async with ClientSession(read, write, client_info=Implementation(name="claude-ai", version="1")) as session:
-            with anyio.fail_after(15):
+            with anyio.fail_after(CALL_TIMEOUT):
                 await session.initialize()
             yield session
 
 
 async def call(session: ClientSession, tool: str, args: dict) -> ToolReply:
-    with anyio.fail_after(15):
+    with anyio.fail_after(CALL_TIMEOUT):
         result = await session.call_tool(tool, args)
     return ToolReply(bool(result.isError), [c.text for c in result.content if isinstance(c, TextContent)])
 
@@ -190,7 +193,7 @@ async def test_three_replicas_round_robin_with_one_killed_and_restarted(
             if not (e["session_project"] == e["header_project"] == markers.get(e["args"].get("content")))
         ]
         # Finalization: one event per work session (one per conversation), exactly once.
-        keys = await wait_until("six finalizations", lambda: len(set(receiver.keys())) >= 6 and receiver.keys(), 30)
+        keys = await wait_until("six finalizations", lambda: len(set(receiver.keys())) >= 6 and receiver.keys(), 40)
         await anyio.sleep(1.5)
         keys = receiver.keys()
         events = stream_entries(redis_server.url)
