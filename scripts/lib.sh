@@ -1,12 +1,13 @@
 # shellcheck shell=bash
 # Shared helpers for scripts/test and scripts/quickstart. Source it; do not run it.
 #
-# Provides: REPO_ROOT, VENV, MODERN_VENV, stage, die, require_tools, ensure_redis, ensure_venv,
-# ensure_modern_venv, ensure_node_modules.
+# Provides: REPO_ROOT, VENV, MODERN_VENV, stage, die, require_tools, ensure_redis, ensure_kubectl,
+# ensure_venv, ensure_modern_venv, ensure_node_modules.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO_ROOT/.venv"
 E2E_REQUIREMENTS="$REPO_ROOT/tests/e2e/requirements.txt"
+DEPLOY_REQUIREMENTS="$REPO_ROOT/tests/deploy/requirements.txt"
 BACKEND_REQUIREMENTS="$REPO_ROOT/examples/backend/requirements.txt"
 MODERN_VENV="$REPO_ROOT/.venv-modern"
 MODERN_REQUIREMENTS="$REPO_ROOT/examples/backend/requirements-modern.txt"
@@ -47,6 +48,23 @@ ensure_redis() {
     die "redis-server is missing: install it (Debian/Ubuntu: 'sudo apt-get install -y redis-server'), or run this script as root so it can install it"
 }
 
+# ensure_kubectl: a kubectl whose `kubectl kustomize` works (to render deploy/kubernetes), installed
+# with apt-get (Debian's kubernetes-client) when we are root, else exit 1.
+ensure_kubectl() {
+    if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "kubectl not found; installing the Debian package kubernetes-client"
+        DEBIAN_FRONTEND=noninteractive apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y kubernetes-client
+        command -v kubectl >/dev/null 2>&1 || die "apt-get installed kubernetes-client but kubectl is not on PATH"
+        kubectl kustomize --help >/dev/null 2>&1 || die "this kubectl has no 'kustomize' subcommand (kubectl 1.14 or later needed)"
+        return 0
+    fi
+    die "kubectl is missing: install it (Debian/Ubuntu: 'sudo apt-get install -y kubernetes-client'), or run this script as root so it can install it"
+}
+
 _sha256_of() {
     # Stable digest of the given files' contents plus the python version.
     {
@@ -80,7 +98,7 @@ _venv_from() {
 
 # ensure_venv: $VENV (tests, example backend; the Python SDK 1.x line).
 ensure_venv() {
-    _venv_from "$VENV" "$E2E_REQUIREMENTS" "$BACKEND_REQUIREMENTS"
+    _venv_from "$VENV" "$E2E_REQUIREMENTS" "$BACKEND_REQUIREMENTS" "$DEPLOY_REQUIREMENTS"
 }
 
 # ensure_modern_venv: $MODERN_VENV (the modern example backend and client; the Python SDK 2.x line).

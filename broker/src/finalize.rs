@@ -4,6 +4,8 @@
 //! claim is one atomic store operation). Its event is then delivered at least once to the configured
 //! actions (webhook, backend tool); the work-session id is the idempotency key.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{PrincipalId, Project, Surface, WorkSessionId};
@@ -32,6 +34,41 @@ pub struct Delivery {
     pub redeliveries: u64,
 }
 
+/// An event whose actions failed every attempt, kept for an operator to replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// What `replay` takes.
+    pub id: String,
+    pub event: Finalized,
+    /// The last failure.
+    pub reason: String,
+    /// How many times it was delivered.
+    pub deliveries: u64,
+    /// Unix milliseconds when it was given up.
+    pub dead_ms: u64,
+}
+
+/// How unacknowledged events are delivered again: after `after`, doubling with each delivery (at
+/// most [`Redelivery::MAX_BACKOFF`]), `attempts` deliveries in all before the dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redelivery {
+    pub after: Duration,
+    pub attempts: u32,
+}
+
+impl Redelivery {
+    /// The longest wait between two deliveries of one event.
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+    /// How long an event delivered `deliveries` times waits, unacknowledged, before the next.
+    pub fn backoff(&self, deliveries: u64) -> Duration {
+        let doublings = u32::try_from(deliveries.saturating_sub(1).min(20)).unwrap_or(20);
+        self.after
+            .saturating_mul(1 << doublings)
+            .min(Self::MAX_BACKOFF.max(self.after))
+    }
+}
+
 /// The JSON body a webhook receives.
 pub fn webhook_payload(event: &Finalized) -> serde_json::Value {
     serde_json::json!({
@@ -44,6 +81,25 @@ pub fn webhook_payload(event: &Finalized) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redelivery_backs_off_exponentially_up_to_a_bound() {
+        let policy = Redelivery {
+            after: Duration::from_secs(30),
+            attempts: 8,
+        };
+        assert_eq!(policy.backoff(0), Duration::from_secs(30));
+        assert_eq!(policy.backoff(1), Duration::from_secs(30));
+        assert_eq!(policy.backoff(2), Duration::from_secs(60));
+        assert_eq!(policy.backoff(4), Duration::from_secs(240));
+        assert_eq!(policy.backoff(9), Redelivery::MAX_BACKOFF);
+        assert_eq!(policy.backoff(u64::MAX), Redelivery::MAX_BACKOFF);
+        let long = Redelivery {
+            after: Duration::from_secs(7200),
+            attempts: 2,
+        };
+        assert_eq!(long.backoff(3), Duration::from_secs(7200));
+    }
 
     #[test]
     fn payload_carries_the_idempotency_key_and_no_secret() {

@@ -15,7 +15,8 @@ it finished or was cancelled). Project-scoped replies contain
 ``project=<session project> header=<X-MCP-Project or none>`` so tests can assert on them.
 
 Extra HTTP routes: ``GET /audit`` (JSON list of every tool call: tool, mcp_session, session_project,
-header_project, has_assertion, args as received), ``DELETE /audit`` (clear it), ``GET /health`` ("ok").
+header_project, has_assertion, authorization (the ``Authorization`` header, a test backend's record),
+args as received), ``DELETE /audit`` (clear it), ``GET /health`` ("ok").
 
 Stateless mode (``--stateless``): the server keeps no MCP sessions at all (its ``initialize`` reply
 carries no session id, as serverless deployments do). It then takes the project from the broker:
@@ -99,6 +100,7 @@ def _record(ctx: Context, tool: str) -> tuple[str, str | None, str | None]:
             "session_project": session_project,
             "header_project": header_project,
             "has_assertion": ASSERTION_HEADER in headers,
+            "authorization": headers.get("authorization"),
             "args": _RAW_ARGS.get(),
             "at": time.time(),
         }

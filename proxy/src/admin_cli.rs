@@ -3,22 +3,18 @@
 //!
 //! - `sessions list|show WS|end WS|rebind WS PROJECT`: the admin API ([`crate::admin`]) as a client,
 //!   with the principal named by `--principal HASH` or `--credential C`; prints the JSON answer;
+//! - `sessions dead-letters|replay ID`: the finalization events whose actions failed every attempt,
+//!   and delivering one again (no principal needed);
 //! - `token inspect TOKEN`: verifies a session id, handle or assertion and prints its claims;
 //! - `keygen [--ed25519]`: prints a fresh signing key.
 //!
 //! Exit status: 0 on success, 1 when the API refused or the token is invalid, 2 for usage errors.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use broker::ids::{PrincipalId, WorkSessionId};
-use broker::keys::KeyMaterial;
-use broker::tokens::{
-    AssertionClaims, HANDLE_AUDIENCE, HandleClaims, KeyRing, SESSION_AUDIENCE, SessionClaims,
-    TokenError,
-};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use http::header::{self, HeaderValue};
@@ -27,11 +23,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::admin::{self, PRINCIPAL_CREDENTIAL_HEADER, codec};
-use crate::app::ISSUER;
+use crate::admin::{self, PRINCIPAL_CREDENTIAL_HEADER};
 
 /// The first arguments that select these subcommands.
 pub const SUBCOMMANDS: [&str; 3] = ["sessions", "token", "keygen"];
@@ -41,6 +35,7 @@ pub const HELP_SUBCOMMANDS: &str = "\
 Operator commands (each has its own --help):
   session-broker sessions list|show|rebind|end ...  look at and act on one principal's work sessions
                                                     (a client of the admin API, --admin-listen)
+  session-broker sessions dead-letters|replay ID    finalizations whose actions failed; deliver one again
   session-broker token inspect TOKEN                verify a session id, handle or assertion; print its claims
   session-broker keygen [--ed25519]                 print a fresh signing key
 
@@ -121,6 +116,10 @@ pub enum SessionsCommand {
     End { ws: String },
     /// Move a live work session to another project.
     Rebind { ws: String, project: String },
+    /// Finalization events whose actions failed every attempt (any principal), newest first.
+    DeadLetters,
+    /// Deliver a dead letter again, from its first attempt.
+    Replay { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +145,10 @@ pub struct InspectArgs {
     #[arg(long, default_value = "mcp-backend")]
     pub assertion_audience: String,
 }
+
+mod token;
+
+use token::{inspect, keygen};
 
 /// A failure that ends the command: its exit status and message (empty when already printed).
 struct Exit(i32, String);
@@ -195,6 +198,10 @@ fn read_file(path: &PathBuf) -> Result<Vec<u8>, Exit> {
 // --- sessions ----------------------------------------------------------------------------------
 
 async fn sessions(args: SessionsArgs) -> Result<(), Exit> {
+    let operator_wide = matches!(
+        args.command,
+        SessionsCommand::DeadLetters | SessionsCommand::Replay { .. }
+    );
     let (method, path, body) = match &args.command {
         SessionsCommand::List => (Method::GET, "/sessions".to_owned(), None),
         SessionsCommand::Show { ws } => (Method::GET, format!("/sessions/{}", ws_id(ws)?), None),
@@ -206,9 +213,21 @@ async fn sessions(args: SessionsArgs) -> Result<(), Exit> {
             format!("/sessions/{}/rebind", ws_id(ws)?),
             Some(json!({ "project": project })),
         ),
+        SessionsCommand::DeadLetters => (Method::GET, "/dead-letters".to_owned(), None),
+        SessionsCommand::Replay { id } => {
+            let valid = !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '-');
+            if !valid {
+                return Err(usage(format!("`{id}` is not a dead-letter id")));
+            }
+            (Method::POST, format!("/dead-letters/{id}/replay"), None)
+        }
     };
     let mut request = Request::builder().method(method);
     let path = match (&args.principal, &args.credential) {
+        _ if operator_wide => path,
         (Some(hash), _) => {
             let hash = PrincipalId::parse(hash.as_str())
                 .map_err(|e| usage(format!("--principal: {e}")))?;
@@ -293,101 +312,4 @@ async fn send(
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     Ok((status, value))
-}
-
-// --- token inspect -----------------------------------------------------------------------------
-
-fn inspect(args: &InspectArgs) -> Result<(), Exit> {
-    let token = if args.token == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| usage(format!("cannot read the token from stdin: {e}")))?;
-        text
-    } else {
-        args.token.clone()
-    };
-    let token = token.trim();
-    let ring = key_ring(args)?;
-    let attempts = [
-        (
-            "session",
-            verify::<SessionClaims>(&ring, SESSION_AUDIENCE, token),
-        ),
-        (
-            "handle",
-            verify::<HandleClaims>(&ring, HANDLE_AUDIENCE, token),
-        ),
-        (
-            "assertion",
-            verify::<AssertionClaims>(&ring, &args.assertion_audience, token),
-        ),
-    ];
-    let mut reason = TokenError::WrongAudience;
-    for (kind, result) in attempts {
-        match result {
-            Ok(typed) => {
-                // Verified: show the whole payload, registered claims (iss, aud, iat, exp) included.
-                let claims = codec::jwt_payload(token).unwrap_or(typed);
-                print_json(&json!({ "kind": kind, "claims": claims }));
-                return Ok(());
-            }
-            Err(TokenError::WrongAudience) => {}
-            Err(error) => reason = error,
-        }
-    }
-    println!("invalid: {reason}");
-    Err(Exit(1, String::new()))
-}
-
-/// Verifies `token` for `audience` as claims `T`; returns them as JSON.
-fn verify<T: DeserializeOwned + serde::Serialize>(
-    ring: &KeyRing,
-    audience: &str,
-    token: &str,
-) -> Result<Value, TokenError> {
-    let claims: T = ring.verify(audience, token)?;
-    serde_json::to_value(claims).map_err(|_| TokenError::Malformed)
-}
-
-/// A ring that verifies with every given key and signs with none of them (a throwaway secret).
-fn key_ring(args: &InspectArgs) -> Result<KeyRing, Exit> {
-    let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
-    match (&args.signing_key_file, &args.signing_key) {
-        (Some(path), _) => keys.push((path.display().to_string(), read_file(path)?)),
-        (None, Some(key)) => keys.push(("BROKER_SIGNING_KEY".into(), key.as_bytes().to_vec())),
-        (None, None) => {}
-    }
-    for path in &args.verify_key_file {
-        keys.push((path.display().to_string(), read_file(path)?));
-    }
-    if keys.is_empty() {
-        return Err(usage(
-            "a key is needed to verify tokens: --signing-key-file PATH, BROKER_SIGNING_KEY or \
-             --verify-key-file PATH",
-        ));
-    }
-    let throwaway = broker::ids::random_hex128().repeat(2);
-    let mut ring = KeyRing::hs256(ISSUER, throwaway.as_bytes())
-        .map_err(|e| Exit(1, format!("key ring: {e}")))?;
-    for (name, bytes) in keys {
-        let material = KeyMaterial::parse(&bytes).map_err(|e| usage(format!("{name}: {e}")))?;
-        ring.also_verify(&material)
-            .map_err(|e| usage(format!("{name}: {e}")))?;
-    }
-    Ok(ring)
-}
-
-// --- keygen ------------------------------------------------------------------------------------
-
-fn keygen(ed25519: bool) -> Result<(), Exit> {
-    if ed25519 {
-        let pem = broker::keys::generate_ed25519_pem()
-            .map_err(|e| Exit(1, format!("cannot generate a key: {e}")))?;
-        println!("{}", pem.trim_end());
-        return Ok(());
-    }
-    let secret = broker::keys::generate_secret();
-    println!("{}", codec::base64(&secret));
-    Ok(())
 }

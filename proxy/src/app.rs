@@ -84,10 +84,11 @@ impl App {
         lifetimes.grace = settings.finalize_grace;
         let cap = settings.max_work_sessions;
         let store: Arc<dyn Store> = match &settings.redis_url {
-            Some(url) => Arc::new(
-                RedisStore::new(RedisSettings::new(url.clone()), lifetimes)?
-                    .with_max_work_sessions(cap),
-            ),
+            Some(url) => {
+                let mut redis = RedisSettings::new(url.clone());
+                redis.tls = settings.redis_tls.clone();
+                Arc::new(RedisStore::new(redis, lifetimes)?.with_max_work_sessions(cap))
+            }
             None => Arc::new(MemoryStore::new(lifetimes).with_max_work_sessions(cap)),
         };
         let identities = Identities::new(

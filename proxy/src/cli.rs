@@ -13,8 +13,10 @@ use crate::admin::{self, AdminError, AdminListen, AdminToken};
 use crate::settings::Settings;
 
 mod principal;
+mod store;
 
 pub use principal::{PrincipalArgs, PrincipalError, Source as PrincipalSourceArg};
+pub use store::{FinalizeArgs, RedisTlsArgs, StoreArgsError};
 
 /// Keeps MCP work sessions alive across client reconnects.
 ///
@@ -29,9 +31,12 @@ pub struct Args {
     /// The MCP server, e.g. http://127.0.0.1:8001/mcp (clients use its path).
     #[arg(long, env = "BROKER_UPSTREAM")]
     pub upstream: Uri,
-    /// Redis URL; without it work sessions live in memory (one replica).
+    /// Redis URL: redis://, rediss:// (TLS), redis+cluster://HOST:PORT[,HOST:PORT...] or
+    /// rediss+cluster://... (Redis Cluster); without it work sessions live in memory (one replica).
     #[arg(long, env = "BROKER_REDIS_URL")]
     pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub redis_tls: RedisTlsArgs,
     /// Sliding idle TTL of a work session (e.g. 120m, 2h, 90s).
     #[arg(long, env = "BROKER_IDLE_TTL", default_value = "120m", value_parser = humantime::parse_duration)]
     pub idle_ttl: Duration,
@@ -125,21 +130,8 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub surface_rules: Vec<SurfaceRule>,
-    /// POST a JSON event here for each finalized work session (http://; retried, Idempotency-Key set).
-    #[arg(long, env = "BROKER_ON_EXPIRE_WEBHOOK")]
-    pub on_expire_webhook: Option<Uri>,
-    /// Call this backend tool for each finalized work session, with its project selected first.
-    #[arg(long, env = "BROKER_ON_EXPIRE_TOOL")]
-    pub on_expire_tool: Option<String>,
-    /// How long a work session's data outlives its idle deadline, for the finalizer.
-    #[arg(long, env = "BROKER_FINALIZE_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub finalize_grace: Duration,
-    /// How often each replica looks for idle work sessions to finalize.
-    #[arg(long, env = "BROKER_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub sweep_interval: Duration,
-    /// Hand a finalized event to another replica when its taker has not acknowledged it by then.
-    #[arg(long, env = "BROKER_REDELIVER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub redeliver_after: Duration,
+    #[command(flatten)]
+    pub finalize: FinalizeArgs,
     /// Most live work sessions one credential may have (0: no limit).
     #[arg(long, env = "BROKER_MAX_WORK_SESSIONS", default_value_t = 50)]
     pub max_work_sessions: u64,
@@ -183,14 +175,14 @@ pub enum CliError {
     WeakKey(String),
     #[error("--upstream must be an http:// URL with a host, e.g. http://127.0.0.1:8001/mcp")]
     BadUpstream,
-    #[error("--on-expire-webhook must be an http:// URL with a host")]
-    BadWebhook,
     #[error("the admin token in {0} is shorter than {min} bytes", min = admin::MIN_TOKEN_BYTES)]
     WeakAdminToken(String),
     #[error(transparent)]
     Admin(#[from] AdminError),
     #[error(transparent)]
     Principal(#[from] PrincipalError),
+    #[error(transparent)]
+    Store(#[from] StoreArgsError),
     #[error(
         "--max-inflight-body-bytes ({inflight}) is smaller than --max-body ({body}): no body of the \
          largest accepted size could ever be read"
@@ -238,6 +230,7 @@ impl Args {
             return Err(CliError::MissingKey);
         }
         let mut settings = Settings::new(self.upstream);
+        settings.redis_tls = self.redis_tls.into_files(self.redis_url.as_deref())?;
         settings.redis_url = self.redis_url;
         settings.idle_ttl = self.idle_ttl;
         settings.signing_key = signing_key;
@@ -279,16 +272,7 @@ impl Args {
             .filter(|o| !o.is_empty())
             .collect();
         settings.surface_rules = self.surface_rules;
-        if let Some(webhook) = &self.on_expire_webhook
-            && (webhook.scheme_str() != Some("http") || webhook.authority().is_none())
-        {
-            return Err(CliError::BadWebhook);
-        }
-        settings.on_expire_webhook = self.on_expire_webhook;
-        settings.on_expire_tool = self.on_expire_tool.filter(|t| !t.is_empty());
-        settings.finalize_grace = self.finalize_grace;
-        settings.sweep_interval = self.sweep_interval;
-        settings.redeliver_after = self.redeliver_after;
+        self.finalize.apply(&mut settings)?;
         settings.drain_timeout = self.drain_timeout;
         settings.max_work_sessions = self.max_work_sessions;
         settings.admin_listen = self.admin_listen.0;

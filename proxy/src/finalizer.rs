@@ -1,38 +1,33 @@
 //! Finalizing idle work sessions. Every replica runs two tasks:
 //! - the **sweeper** asks the store, every `--sweep-interval`, to finalize what is past its idle
-//!   deadline (the store makes each work session's finalization exactly-once across replicas);
-//! - the **deliverer** takes finalized events and runs the configured actions (webhook, backend tool),
-//!   acknowledging an event only when every action succeeded. An event a replica took and never
-//!   acknowledged (it died) is handed to another after `--redeliver-after`: at least once.
+//!   deadline, however long ago (the store makes each work session's finalization exactly-once
+//!   across replicas);
+//! - the **deliverer** takes finalized events and runs the configured actions ([`webhook`],
+//!   [`tool`]), each event in its own task (a failing or slow one never holds up the others),
+//!   acknowledging an event only when every action succeeded. An event whose actions failed, or
+//!   whose taker died, is delivered again after a backoff that doubles from `--redeliver-after`;
+//!   after `--finalize-attempts` deliveries it goes to the dead letters, which an operator lists
+//!   and replays (`session-broker sessions dead-letters|replay`).
 
-use std::sync::Arc;
+mod tool;
+mod webhook;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::finalize::{Delivery, Finalized, webhook_payload};
-use broker::mcp;
-use broker::session::WorkSession;
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use serde_json::json;
-use tokio::sync::watch;
+use broker::finalize::{Delivery, Finalized, Redelivery};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::backend::{self, BackendError};
-use crate::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
-use crate::upstream::error_chain;
 
 /// How many work sessions one claim may finalize.
 const CLAIM_BATCH: usize = 100;
-/// Attempts of one webhook delivery before the event is left for redelivery.
-const WEBHOOK_ATTEMPTS: u32 = 6;
+/// How many events one replica acts on at once.
+const CONCURRENT_DELIVERIES: usize = 8;
 
-/// Why an action failed (the event stays unacknowledged and is delivered again).
+/// Why an action failed (the event stays unacknowledged and is delivered again, or dead-lettered).
 #[derive(Debug, thiserror::Error)]
 enum ActionError {
     #[error("webhook: {0}")]
@@ -48,10 +43,9 @@ pub fn spawn(app: Arc<App>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> 
         std::process::id(),
         &broker::ids::random_hex128()[..8]
     );
-    let webhook = Webhook::new();
     vec![
         tokio::spawn(sweep(app.clone(), stop.clone())),
-        tokio::spawn(deliver(app, consumer, webhook, stop)),
+        tokio::spawn(deliver(app, consumer, stop)),
     ]
 }
 
@@ -99,14 +93,20 @@ async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 Ok(claimed) => {
                     outage.succeeded();
                     app.metrics
-                        .work_sessions_finalized(u64::try_from(claimed).unwrap_or(0));
-                    if claimed == CLAIM_BATCH {
-                        continue;
+                        .work_sessions_finalized(u64::try_from(claimed.finalized).unwrap_or(0));
+                    if claimed.dropped > 0 {
+                        tracing::error!(
+                            dropped = claimed.dropped,
+                            "work sessions waited for a sweeper longer than the safety TTL: their data \
+                             expired and they were dropped without an event"
+                        );
                     }
-                    if claimed > 0 {
-                        tracing::info!(claimed, "finalized idle work sessions");
+                    if claimed.finalized > 0 {
+                        tracing::info!(claimed = claimed.finalized, "finalized idle work sessions");
                     }
-                    break;
+                    if claimed.finalized < CLAIM_BATCH {
+                        break;
+                    }
                 }
                 Err(error) => {
                     outage.failed(&error);
@@ -121,21 +121,33 @@ async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn deliver(
-    app: Arc<App>,
-    consumer: String,
-    webhook: Webhook,
-    mut stop: watch::Receiver<bool>,
-) {
-    let wait = Duration::from_millis(500);
+/// The redelivery policy from the settings.
+fn policy(app: &App) -> Redelivery {
+    Redelivery {
+        after: app.settings.redeliver_after,
+        attempts: app.settings.finalize_attempts.max(1),
+    }
+}
+
+async fn deliver(app: Arc<App>, consumer: String, mut stop: watch::Receiver<bool>) {
+    // Poll often enough to honour short backoffs, rarely enough to stay cheap (each poll reads
+    // every bucket's stream: docs/design.md, "Finalization").
+    let poll = (app.settings.redeliver_after / 2)
+        .clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let policy = policy(&app);
+    let webhook = Arc::new(webhook::Webhook::new());
+    let running = Arc::new(Semaphore::new(CONCURRENT_DELIVERIES));
+    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut outage = Outage::new("deliverer");
     loop {
         if *stop.borrow() {
             return;
         }
-        let batch = tokio::select! {
-            batch = app.store.next_finalized(&consumer, 16, wait, app.settings.redeliver_after) => batch,
-            _ = stop.changed() => return,
+        let free = running.available_permits();
+        let batch = if free == 0 {
+            Ok(Vec::new())
+        } else {
+            app.store.next_finalized(&consumer, free, &policy).await
         };
         let deliveries = match batch {
             Ok(deliveries) => {
@@ -144,18 +156,43 @@ async fn deliver(
             }
             Err(error) => {
                 outage.failed(&error);
-                tokio::time::sleep(wait).await;
-                continue;
+                Vec::new()
             }
         };
+        let idle = deliveries.is_empty();
         for delivery in deliveries {
-            handle(&app, &webhook, delivery).await;
+            let fresh = in_flight
+                .lock()
+                .map(|mut set| set.insert(delivery.id.clone()))
+                .unwrap_or(false);
+            if !fresh {
+                continue; // this replica is still acting on it (a slow action)
+            }
+            let Ok(permit) = running.clone().acquire_owned().await else {
+                return;
+            };
+            let (app, webhook, in_flight) = (app.clone(), webhook.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                let id = delivery.id.clone();
+                handle(&app, &webhook, &policy, delivery).await;
+                if let Ok(mut set) = in_flight.lock() {
+                    set.remove(&id);
+                }
+                drop(permit);
+            });
+        }
+        if idle {
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => return,
+            }
         }
     }
 }
 
-async fn handle(app: &App, webhook: &Webhook, delivery: Delivery) {
+async fn handle(app: &App, webhook: &webhook::Webhook, policy: &Redelivery, delivery: Delivery) {
     let event = &delivery.event;
+    let attempt = delivery.redeliveries + 1;
     match run_actions(app, webhook, event).await {
         Ok(()) => {
             if let Err(error) = app.store.ack_finalized(&delivery.id).await {
@@ -171,20 +208,42 @@ async fn handle(app: &App, webhook: &Webhook, delivery: Delivery) {
                 "work session finalized"
             );
         }
+        Err(error) if attempt >= u64::from(policy.attempts) => {
+            let reason = error.to_string();
+            match app.store.dead_letter(&delivery, &reason).await {
+                Ok(()) => tracing::error!(
+                    work_session = %event.work_session,
+                    event = %delivery.id,
+                    attempt,
+                    %error,
+                    "finalization actions failed every attempt; the event is a dead letter now \
+                     (session-broker sessions dead-letters)"
+                ),
+                Err(store) => {
+                    tracing::warn!(%store, %error, "could not dead-letter a failed event; it will be delivered again")
+                }
+            }
+        }
         Err(error) => tracing::warn!(
             work_session = %event.work_session,
+            attempt,
+            next_in = ?policy.backoff(attempt),
             %error,
             "finalization action failed; the event will be delivered again"
         ),
     }
 }
 
-async fn run_actions(app: &App, webhook: &Webhook, event: &Finalized) -> Result<(), ActionError> {
+async fn run_actions(
+    app: &App,
+    webhook: &webhook::Webhook,
+    event: &Finalized,
+) -> Result<(), ActionError> {
     if let Some(url) = &app.settings.on_expire_webhook {
         webhook.deliver(url, event).await?;
     }
     if let Some(tool) = &app.settings.on_expire_tool {
-        call_tool(app, tool, event)
+        tool::call(app, tool, event)
             .await
             .map_err(|detail| ActionError::Tool {
                 tool: tool.clone(),
@@ -192,118 +251,4 @@ async fn run_actions(app: &App, webhook: &Webhook, event: &Finalized) -> Result<
             })?;
     }
     Ok(())
-}
-
-/// The webhook client: plain HTTP, pooled, each attempt bounded.
-struct Webhook {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl Webhook {
-    fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-        }
-    }
-
-    /// POSTs the event, retrying with exponential backoff; any 2xx is success.
-    async fn deliver(&self, url: &Uri, event: &Finalized) -> Result<(), ActionError> {
-        let body = Bytes::from(serde_json::to_vec(&webhook_payload(event)).unwrap_or_default());
-        let mut backoff = Duration::from_millis(100);
-        let mut last = String::new();
-        for attempt in 1..=WEBHOOK_ATTEMPTS {
-            match self.attempt(url, event, body.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(error) => {
-                    tracing::debug!(attempt, %error, "webhook attempt failed");
-                    last = error;
-                }
-            }
-            if attempt < WEBHOOK_ATTEMPTS {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-        Err(ActionError::Webhook(last))
-    }
-
-    async fn attempt(&self, url: &Uri, event: &Finalized, body: Bytes) -> Result<(), String> {
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(url.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("idempotency-key", event.work_session.as_str())
-            .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
-            .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| error_chain(&e))?;
-        let status = response.status();
-        let _ = response.into_body().collect().await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("HTTP {status}"))
-        }
-    }
-}
-
-/// Calls `tool` for the finalized work session: a fresh backend session, the project selected on it,
-/// then the tool, with the trusted headers of that work session.
-async fn call_tool(app: &App, tool: &str, event: &Finalized) -> Result<(), String> {
-    let work = WorkSession {
-        id: event.work_session.clone(),
-        principal: event.principal.clone(),
-        surface: event.surface.clone(),
-        conversation: None,
-        project: event.project.clone(),
-        created_ms: event.started_ms,
-        last_active_ms: event.last_active_ms,
-        calls: event.calls,
-        backends: Default::default(),
-    };
-    let ini = json!({
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "session-broker", "version": env!("CARGO_PKG_VERSION")},
-    });
-    let detail = |e: BackendError| e.to_string();
-    let opened = backend::open(app, HeaderMap::new(), &ini)
-        .await
-        .map_err(detail)?;
-    let version = opened.protocol_version.as_deref();
-    backend::replay(app, HeaderMap::new(), &opened.session, version, &work)
-        .await
-        .map_err(detail)?;
-    let id = format!(
-        "session-broker-expire-{}",
-        &broker::ids::random_hex128()[..12]
-    );
-    let mut headers = HeaderMap::new();
-    if let Ok(value) = HeaderValue::from_str(opened.session.as_str()) {
-        headers.insert(MCP_SESSION_ID, value);
-    }
-    if let Some(value) = version.and_then(|v| HeaderValue::from_str(v).ok()) {
-        headers.insert(MCP_PROTOCOL_VERSION, value);
-    }
-    backend::set_trusted(app, &mut headers, Some(&work), Some("finalizer"));
-    let request = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
-    let response = app
-        .upstream
-        .post_json(app.settings.mcp_path(), headers, &request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let reply = app
-        .upstream
-        .read_reply(response, &id)
-        .await
-        .map_err(|e| e.to_string())?;
-    if mcp::call_succeeded(&reply) {
-        Ok(())
-    } else {
-        Err(mcp::reply_text(&reply))
-    }
 }

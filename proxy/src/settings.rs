@@ -15,8 +15,10 @@ use crate::admin::AdminToken;
 pub struct Settings {
     /// The MCP server behind the broker; clients use its path.
     pub upstream: Uri,
-    /// Redis URL; `None` keeps work sessions in memory.
+    /// Redis URL (one node or a cluster, plain or TLS); `None` keeps work sessions in memory.
     pub redis_url: Option<String>,
+    /// CA and client certificate for Redis over TLS.
+    pub redis_tls: broker::store::redis::TlsFiles,
     /// Sliding idle TTL of a work session.
     pub idle_ttl: Duration,
     /// HMAC secret that signs tokens and keys principal hashes; `None` in memory mode generates one.
@@ -67,11 +69,15 @@ pub struct Settings {
     /// Backend tool called for each finalized work session, on a fresh backend session with the
     /// project selected first (e.g. a handover tool).
     pub on_expire_tool: Option<String>,
-    /// How long a work session's data outlives its idle deadline (the finalizer reads it).
+    /// The `Authorization` value the handover tool is called with (marked sensitive).
+    pub on_expire_tool_auth: Option<http::HeaderValue>,
+    /// Deliveries of a finalized event before it goes to the dead letters.
+    pub finalize_attempts: u32,
+    /// How long a finalized work session stays readable for operators.
     pub finalize_grace: Duration,
     /// How often each replica looks for work sessions past their idle deadline.
     pub sweep_interval: Duration,
-    /// An event taken by a replica that did not acknowledge it within this is handed to another.
+    /// An event not acknowledged within this is delivered again (the wait doubles each time).
     pub redeliver_after: Duration,
     /// The admin API's address; `None` turns it off. The command line defaults to 127.0.0.1:9091,
     /// [`Settings::new`] (tests, embedders) to off.
@@ -92,6 +98,7 @@ impl Settings {
         Self {
             upstream,
             redis_url: None,
+            redis_tls: Default::default(),
             idle_ttl: Duration::from_secs(120 * 60),
             signing_key: None,
             verify_keys: Vec::new(),
@@ -117,6 +124,8 @@ impl Settings {
             max_work_sessions: 50,
             on_expire_webhook: None,
             on_expire_tool: None,
+            on_expire_tool_auth: None,
+            finalize_attempts: 8,
             finalize_grace: Duration::from_secs(10 * 60),
             sweep_interval: Duration::from_secs(1),
             redeliver_after: Duration::from_secs(30),

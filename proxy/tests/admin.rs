@@ -332,7 +332,15 @@ async fn rebind_and_end_act_on_live_work_sessions_only() {
     assert_eq!(late.0, StatusCode::CONFLICT);
 
     // The next sweep finalizes it.
-    assert_eq!(h.app.store.claim_expired(10).await.expect("sweep"), 1);
+    assert_eq!(
+        h.app
+            .store
+            .claim_expired(10)
+            .await
+            .expect("sweep")
+            .finalized,
+        1
+    );
     let (_, shown) = h.get(&format!("/sessions/{ws}"), CREDENTIAL).await;
     assert_eq!(shown["finalized"], true);
     assert_eq!(shown["project"], "dementia");

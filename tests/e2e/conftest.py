@@ -189,6 +189,91 @@ def redis_server(processes: ProcessRegistry, tmp_path: Path) -> Redis:
     return Redis(processes.spawn("redis", argv, port))
 
 
+def free_cluster_port(taken: set[int]) -> int:
+    """A free port P whose cluster bus port P+10000 is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55_000 or port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+    pytest.fail("no free port pair (P, P+10000) on loopback for a Redis Cluster node")
+
+
+@dataclass
+class RedisCluster:
+    """Three masters and three replicas, real redis-servers, joined by `redis-cli --cluster create`."""
+
+    nodes: list[ManagedProcess]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def cli(self, port: int, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10).stdout
+
+    def roles(self) -> dict[int, str]:
+        """port -> 'master' or 'slave', as each node sees itself."""
+        roles = {}
+        for node in self.nodes:
+            for line in self.cli(node.port, "CLUSTER", "NODES").splitlines():
+                if "myself" in line:
+                    roles[node.port] = "master" if "master" in line.split()[2] else "slave"
+        return roles
+
+    def wait_ok(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all("cluster_state:ok" in self.cli(n.port, "CLUSTER", "INFO") for n in self.nodes):
+                return
+            time.sleep(0.1)
+        pytest.fail("the Redis Cluster is not ok after %ss" % timeout)
+
+    def failover(self, replica_port: int, timeout: float = 15.0) -> float:
+        """`CLUSTER FAILOVER` on a replica: it takes over its master's slots (the master becomes its
+        replica). Returns how long until the replica reported itself master."""
+        started = time.monotonic()
+        out = self.cli(replica_port, "CLUSTER", "FAILOVER").strip()
+        assert out == "OK", f"CLUSTER FAILOVER on {replica_port}: {out!r}"
+        while time.monotonic() - started < timeout:
+            if self.roles().get(replica_port) == "master":
+                self.wait_ok()
+                return time.monotonic() - started
+            time.sleep(0.05)
+        pytest.fail(f"replica {replica_port} did not become master within {timeout}s")
+
+
+@pytest.fixture
+def redis_cluster(processes: ProcessRegistry, tmp_path: Path) -> RedisCluster:
+    binary = shutil.which("redis-server")
+    if binary is None or shutil.which("redis-cli") is None:
+        pytest.fail("redis-server and redis-cli are not installed (Debian: apt-get install -y redis-server)")
+    taken: set[int] = set()
+    nodes = []
+    for _ in range(6):
+        port = free_cluster_port(taken)
+        taken.add(port)
+        data_dir = tmp_path / f"redis-cluster-{port}"
+        data_dir.mkdir()
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+                "--dir", str(data_dir)]
+        nodes.append(processes.spawn("redis-cluster", argv, port))
+    created = subprocess.run(
+        ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-replicas", "1", "--cluster-yes"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert created.returncode == 0, f"redis-cli --cluster create failed:\n{created.stdout}\n{created.stderr}"
+    cluster = RedisCluster(nodes)
+    cluster.wait_ok()
+    return cluster
+
+
 # --------------------------------------------------------------------------------------- backend
 
 
@@ -305,12 +390,13 @@ def broker_binary() -> str:
 @pytest.fixture
 def broker_factory(processes: ProcessRegistry):
     """broker_factory(backend, redis=None, extra_args=(), env=None) -> Broker; Broker.restart() keeps ports and args.
+    `redis` is a Redis or a RedisCluster.
 
     Each broker listens for its admin API on its own free loopback port (Broker.admin_url); `env` adds to
     (or overrides) the broker's environment."""
 
     def make(
-        backend: Backend, redis: Redis | None = None, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+        backend: Backend, redis: Redis | RedisCluster | None = None, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
     ) -> Broker:
         binary = broker_binary()
         port = free_port()
@@ -334,7 +420,7 @@ def broker_factory(processes: ProcessRegistry):
 class Stack:
     backend: Backend
     broker: Broker
-    redis: Redis | None
+    redis: Redis | RedisCluster | None
 
     @property
     def url(self) -> str:

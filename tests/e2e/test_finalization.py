@@ -38,11 +38,14 @@ PROJECTS = ("linkedin", "innkeeper", "dementia", "atlas", "zephyr")
 
 
 class WebhookReceiver:
-    """A real HTTP server recording deliveries; it can fail the first N with 500."""
+    """A real HTTP server recording deliveries; it can fail the first N with 500, and every event of
+    the projects in `fail_projects` (a set the test may change: the receiver is then healed)."""
 
     def __init__(self, fail_first: int = 0) -> None:
         self.deliveries: list[tuple[str, dict]] = []
         self.failed = 0
+        self.fail_projects: set[str] = set()
+        self.failed_projects: list[str] = []
         self._fail_first = fail_first
         self._lock = threading.Lock()
         receiver = self
@@ -51,7 +54,11 @@ class WebhookReceiver:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 with receiver._lock:
-                    if receiver.failed < receiver._fail_first:
+                    project = json.loads(body)["work_session"]["project"]
+                    if project in receiver.fail_projects:
+                        receiver.failed_projects.append(project)
+                        status = 500
+                    elif receiver.failed < receiver._fail_first:
                         receiver.failed += 1
                         status = 500
                     else:
@@ -105,13 +112,17 @@ async def wait_until(what: str, check, timeout: float = 30.0):
 
 
 def stream_entries(redis_url: str) -> list[str]:
-    """Work-session ids of every entry in the broker's finalized stream."""
+    """Work-session ids of every entry in the broker's finalized streams (one per bucket, see
+    broker/src/store/keys.rs); on a cluster, any node's port will do (`redis-cli -c` follows MOVED)."""
     cli = shutil.which("redis-cli") or pytest.fail("redis-cli is missing (it comes with redis-server)")
-    port = redis_url.rsplit(":", 1)[1].split("/")[0]
-    out = subprocess.run([cli, "-p", port, "--no-raw", "XRANGE", "msb:finalized", "-", "+"],
-                         capture_output=True, text=True, check=True).stdout
-    lines = [line.split('"')[1] for line in out.splitlines() if '"' in line]
-    return [lines[i + 1] for i, value in enumerate(lines[:-1]) if value == "ws"]
+    port = redis_url.split("://", 1)[1].split(",")[0].rsplit(":", 1)[1].split("/")[0]
+    ids = []
+    for bucket in "0123456789abcdef":
+        out = subprocess.run([cli, "-c", "-p", port, "--no-raw", "XRANGE", f"msb:{{b:{bucket}}}:finalized", "-", "+"],
+                             capture_output=True, text=True, check=True).stdout
+        lines = [line.split('"')[1] for line in out.splitlines() if '"' in line]
+        ids += [lines[i + 1] for i, value in enumerate(lines[:-1]) if value == "ws"]
+    return ids
 
 
 def scrape(base: str) -> dict[str, float]:

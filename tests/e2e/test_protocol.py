@@ -7,6 +7,7 @@ credential or handle stored in Redis in plain form.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -134,8 +135,8 @@ def redis_dump(url: str) -> str:
     parts = []
     for key in keys:
         kind = subprocess.run([cli, "-p", port, "TYPE", key], capture_output=True, text=True, check=True).stdout.strip()
-        if kind == "stream" and key == "msb:finalized":
-            continue  # the finalizers' stream and consumer group exist from start-up, whatever the traffic
+        if kind == "stream" and re.fullmatch(r"msb:\{b:[0-9a-f]\}:finalized", key):
+            continue  # the finalizers' streams and consumer groups exist from start-up, whatever the traffic
         command = {"hash": ["HGETALL"], "zset": ["ZRANGE", key, "0", "-1", "WITHSCORES"], "string": ["GET"],
                    "stream": ["XRANGE", key, "-", "+"]}[kind]
         args = command if kind in ("zset", "stream") else command + [key]

@@ -1,39 +1,88 @@
 //! The key schema, shared by both stores (the memory store uses the same names as map keys).
 //!
-//! Every key of a principal carries the hash tag `{p:<principal>}`, so in Redis Cluster they share a
-//! slot and one script can touch them all. No key or value holds a credential, a signing key or a
-//! handle: principals are HMACs, conversation keys are hashes, work-session ids are random.
+//! Every key carries the hash tag of one **bucket**, `{b:<x>}`, `x` one of [`BUCKETS`] hex digits
+//! taken from the principal: a principal's keys all live in its bucket, and so do the bucket's idle
+//! deadlines and finalized events. So in Redis Cluster every script touches exactly one slot, however
+//! it combines a principal's keys with its bucket's deadlines and stream, and a sweep is one script
+//! per bucket. No key or value holds a credential, a signing key or a handle: principals are HMACs,
+//! conversation keys are hashes, work-session ids are random.
 //!
 //! | key | type | holds | TTL |
 //! |---|---|---|---|
-//! | `msb:{p:P}:ws:<ws>` | hash | one work session, with its backend sessions (`b:<upstream>:<project>`) | idle, sliding |
-//! | `msb:{p:P}:surf:<surface>` | zset | live work sessions on a surface, by last activity | idle, sliding |
-//! | `msb:{p:P}:conv:<conversation>` | string | the conversation's work session | idle, sliding |
-//! | `msb:{p:P}:mcp:<sid>` | string | the work session a client MCP session selected | idle, sliding |
-//! | `msb:{p:P}:end:<sid>` | string | a client MCP session that was ended (DELETE) | session-id life |
-//! | `msb:{p:P}:bk:<sid>:<upstream>` | string | the backend session replacing that MCP session's own there (never has a project) | idle |
-//! | `msb:{p:P}:recent` | zset | recently used projects | 30 days |
-//! | `msb:{p:P}:index` | zset | every work session of the principal, by last activity | idle + grace |
-//! | `msb:deadlines` | zset | `<principal>:<ws>` by idle deadline (ms) | none |
-//! | `msb:finalized` | stream | one entry per finalized work session; consumer group `finalizers` | trimmed to ~100k |
+//! | `msb:{b:X}:p:P:ws:<ws>` | hash | one work session, with its backend sessions (`b:<upstream>:<project>`) | idle + safety until claimed, then the grace |
+//! | `msb:{b:X}:p:P:surf:<surface>` | zset | work sessions on a surface, by last activity | idle, sliding |
+//! | `msb:{b:X}:p:P:conv:<conversation>` | string | the conversation's work session | idle, sliding |
+//! | `msb:{b:X}:p:P:mcp:<sid>` | string | the work session a client MCP session selected | idle, sliding |
+//! | `msb:{b:X}:p:P:end:<sid>` | string | a client MCP session that was ended (DELETE) | session-id life |
+//! | `msb:{b:X}:p:P:bk:<sid>:<upstream>` | string | the backend session replacing that MCP session's own there (never has a project) | idle |
+//! | `msb:{b:X}:p:P:recent` | zset | recently used projects | 30 days |
+//! | `msb:{b:X}:p:P:index` | zset | every work session of the principal, by last activity | idle + safety |
+//! | `msb:{b:X}:deadlines` | zset | `<principal>:<ws>` of the bucket, by idle deadline (ms) | none |
+//! | `msb:{b:X}:finalized` | stream | one entry per finalized work session of the bucket; group `finalizers` | trimmed to ~10k |
+//! | `msb:{b:X}:dead` | stream | events whose actions failed every attempt (dead letters) | trimmed to ~10k |
 //!
-//! A work-session hash lives for its idle TTL plus a grace period, so the sweeper can still read it
-//! after its deadline; it counts as live only while `la + idle > now` and it has no `f` field.
+//! A work-session hash outlives its idle deadline until a sweeper claims it (bounded by the safety
+//! TTL), then keeps the grace period for operators; it counts as live only while `la + idle > now`
+//! and it has no `f` field.
 
 use crate::ids::{ConversationKey, McpSessionId, PrincipalId, Surface, UpstreamId, WorkSessionId};
 
-/// The sorted set of idle deadlines of every work session (member `<principal>:<work session>`).
-/// Not hash-tagged by principal: Redis Cluster would need it sharded (not supported yet).
-pub fn deadlines(prefix: &str) -> String {
-    format!("{prefix}:deadlines")
+/// How many buckets the key space has. Fixed: changing it moves every key.
+pub const BUCKETS: u8 = 16;
+
+/// A bucket: a share of the principals, one Redis Cluster slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bucket(u8);
+
+impl Bucket {
+    /// The principal's bucket: its first hex digit (principals are uniformly random HMACs).
+    pub fn of(principal: &PrincipalId) -> Self {
+        let digit = principal
+            .as_str()
+            .chars()
+            .next()
+            .and_then(|c| c.to_digit(16))
+            .unwrap_or(0);
+        Self(u8::try_from(digit).unwrap_or(0) % BUCKETS)
+    }
+
+    /// Every bucket, in order.
+    pub fn all() -> impl Iterator<Item = Bucket> {
+        (0..BUCKETS).map(Bucket)
+    }
+
+    /// The bucket named by [`Bucket::name`], if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        let digit = u8::from_str_radix(name, 16).ok()?;
+        (name.len() == 1 && digit < BUCKETS).then_some(Self(digit))
+    }
+
+    /// One hex digit.
+    pub fn name(&self) -> String {
+        format!("{:x}", self.0)
+    }
+
+    fn tag(&self, prefix: &str) -> String {
+        format!("{prefix}:{{b:{:x}}}", self.0)
+    }
+
+    /// The bucket's idle deadlines (member `<principal>:<work session>`, score the deadline in ms).
+    pub fn deadlines(&self, prefix: &str) -> String {
+        format!("{}:deadlines", self.tag(prefix))
+    }
+
+    /// The bucket's stream of finalized work sessions.
+    pub fn finalized(&self, prefix: &str) -> String {
+        format!("{}:finalized", self.tag(prefix))
+    }
+
+    /// The bucket's dead letters: finalized events whose actions failed every attempt.
+    pub fn dead_letters(&self, prefix: &str) -> String {
+        format!("{}:dead", self.tag(prefix))
+    }
 }
 
-/// The stream of finalized work sessions.
-pub fn finalized_stream(prefix: &str) -> String {
-    format!("{prefix}:finalized")
-}
-
-/// The member of [`deadlines`] for one work session.
+/// The member of a bucket's deadlines for one work session.
 pub fn deadline_member(principal: &PrincipalId, id: &WorkSessionId) -> String {
     format!("{principal}:{id}")
 }
@@ -41,14 +90,34 @@ pub fn deadline_member(principal: &PrincipalId, id: &WorkSessionId) -> String {
 /// Key names for one principal.
 #[derive(Debug, Clone)]
 pub struct Keys {
+    prefix: String,
+    bucket: Bucket,
     tag: String,
 }
 
 impl Keys {
     pub fn new(prefix: &str, principal: &PrincipalId) -> Self {
+        let bucket = Bucket::of(principal);
         Self {
-            tag: format!("{prefix}:{{p:{principal}}}"),
+            prefix: prefix.to_owned(),
+            tag: format!("{}:p:{principal}", bucket.tag(prefix)),
+            bucket,
         }
+    }
+
+    /// The principal's bucket.
+    pub fn bucket(&self) -> Bucket {
+        self.bucket
+    }
+
+    /// The deadlines of the principal's bucket.
+    pub fn deadlines(&self) -> String {
+        self.bucket.deadlines(&self.prefix)
+    }
+
+    /// The finalized stream of the principal's bucket.
+    pub fn finalized(&self) -> String {
+        self.bucket.finalized(&self.prefix)
     }
 
     /// Prefix of work-session hashes (the id follows).
@@ -100,8 +169,15 @@ impl Keys {
 mod tests {
     use super::*;
 
+    /// The part of a key Redis Cluster hashes: the first `{...}` with something inside.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').expect("open");
+        let close = open + key[open..].find('}').expect("close");
+        &key[open + 1..close]
+    }
+
     #[test]
-    fn every_key_carries_the_principal_hash_tag() {
+    fn every_key_of_a_principal_shares_its_buckets_slot() {
         let p = PrincipalId::parse("0f".repeat(16)).expect("p");
         let keys = Keys::new("msb", &p);
         let ws = WorkSessionId::random();
@@ -110,18 +186,35 @@ mod tests {
         let all = [
             keys.work_session(&ws),
             keys.surface(&Surface::parse("claude-ai").expect("s")),
+            keys.conversation(&ConversationKey::parse("cd".repeat(16)).expect("c")),
             keys.mcp_link(&sid),
             keys.mcp_ended(&sid),
             keys.backend_session(&sid, &up),
             keys.recent(),
+            keys.index(),
             keys.unused(),
+            keys.deadlines(),
+            keys.finalized(),
+            keys.bucket().dead_letters("msb"),
         ];
-        let tag = format!("{{p:{p}}}");
         for key in all {
-            assert!(key.starts_with(&format!("msb:{tag}:")), "{key}");
-            // The cluster slot is computed from the first {...}: it must be ours.
-            let first = &key[key.find('{').expect("open")..=key.find('}').expect("close")];
-            assert_eq!(first, tag);
+            assert!(key.starts_with("msb:{b:0}:"), "{key}");
+            assert_eq!(hash_tag(&key), "b:0", "{key}");
         }
+    }
+
+    #[test]
+    fn buckets_cover_every_principal_and_parse_back() {
+        let mut seen = std::collections::HashSet::new();
+        for first in "0123456789abcdef".chars() {
+            let p = PrincipalId::parse(format!("{first}{}", "0".repeat(31))).expect("p");
+            let bucket = Bucket::of(&p);
+            assert_eq!(Bucket::parse(&bucket.name()), Some(bucket));
+            seen.insert(bucket);
+        }
+        assert_eq!(seen.len(), usize::from(BUCKETS));
+        assert_eq!(Bucket::all().count(), usize::from(BUCKETS));
+        assert_eq!(Bucket::parse("10"), None);
+        assert_eq!(Bucket::parse("g"), None);
     }
 }

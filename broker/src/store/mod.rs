@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::finalize::Delivery;
+use crate::finalize::{DeadLetter, Delivery, Redelivery};
 use crate::ids::{
     BackendSessionId, ConversationKey, McpSessionId, PrincipalId, Project, Surface, UpstreamId,
     WorkSessionId,
@@ -45,8 +45,13 @@ pub enum StoreError {
 pub struct Lifetimes {
     /// Sliding idle TTL of a work session and everything that points at it.
     pub idle: Duration,
-    /// How long a work session's data outlives its idle deadline, so the finalizer can still read it.
+    /// How long a finalized work session stays readable (operators see it as finalized).
     pub grace: Duration,
+    /// How long a work session's data waits for a sweeper past its idle deadline, at most: until a
+    /// sweeper claims it, however late, within this bound (7 days), so no replica running for a while
+    /// does not lose a finalization. Past it the data expires and the work session is dropped
+    /// without an event ([`Claimed::dropped`]).
+    pub safety: Duration,
     /// How long an ended MCP session id stays refused (the life of a session id).
     pub ended_mcp_session: Duration,
     /// How long the principal's recent-projects list is kept.
@@ -58,6 +63,7 @@ impl Lifetimes {
         Self {
             idle,
             grace: Duration::from_secs(10 * 60),
+            safety: Duration::from_secs(7 * 24 * 3600),
             ended_mcp_session: Duration::from_secs(7 * 24 * 3600),
             recent_projects: Duration::from_secs(30 * 24 * 3600),
         }
@@ -131,6 +137,16 @@ pub enum AdminAction {
     End,
 }
 
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Claimed {
+    /// Work sessions finalized (each exactly once, with its event).
+    pub finalized: usize,
+    /// Deadlines whose work session had no data left (it waited longer than
+    /// [`Lifetimes::safety`]): removed without an event.
+    pub dropped: usize,
+}
+
 /// The work-session store.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -192,23 +208,35 @@ pub trait Store: Send + Sync + 'static {
     /// Is the store reachable?
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Finalizes up to `limit` work sessions whose idle deadline has passed: each is re-checked,
-    /// marked finalized and its event appended, atomically, so across any number of replicas each
-    /// work session is finalized exactly once. Returns how many this call claimed.
-    async fn claim_expired(&self, limit: usize) -> Result<usize, StoreError>;
+    /// Finalizes up to `limit` work sessions whose idle deadline has passed, however long ago: each
+    /// is re-checked, marked finalized and its event appended, atomically, so across any number of
+    /// replicas each work session is finalized exactly once.
+    async fn claim_expired(&self, limit: usize) -> Result<Claimed, StoreError>;
 
-    /// Hands out finalized events for `consumer` to act on: new ones, and ones another consumer took
-    /// but did not acknowledge within `stale` (it died). Waits up to `wait` when there are none.
+    /// Hands out up to `count` finalized events for `consumer` to act on: new ones, and ones taken
+    /// but not acknowledged (an action failed, or the taker died) once `policy`'s backoff for their
+    /// delivery count has passed. An event handed out `policy.attempts` times without an
+    /// acknowledgement goes to the dead letters instead. Never waits.
     async fn next_finalized(
         &self,
         consumer: &str,
         count: usize,
-        wait: Duration,
-        stale: Duration,
+        policy: &Redelivery,
     ) -> Result<Vec<Delivery>, StoreError>;
 
     /// Acknowledges an event whose actions all succeeded.
     async fn ack_finalized(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Moves an event whose actions failed its last attempt to the dead letters (and acknowledges
+    /// it), atomically: it is kept for an operator and not delivered again.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError>;
+
+    /// Admin: the dead letters, newest first.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Admin: delivers a dead letter again as a new event (from its first attempt); `false` when
+    /// there is no such dead letter.
+    async fn replay_dead_letter(&self, id: &str) -> Result<bool, StoreError>;
 
     /// How many work sessions are live (in Redis: across every replica), for the metrics gauge.
     async fn live_work_sessions(&self) -> Result<u64, StoreError>;

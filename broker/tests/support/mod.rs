@@ -1,9 +1,17 @@
-//! Test harness: a real `redis-server` child on a free loopback port, killed on drop.
-//! A missing `redis-server` fails the test with a message saying how to install it; it never skips.
+//! Test harness: a real `redis-server` child on a free loopback port, killed on drop; a real Redis
+//! Cluster in [`cluster`]. A missing `redis-server` fails the test with a message saying how to
+//! install it; it never skips.
+
+#![allow(dead_code)] // each test crate uses its own part of the harness
+
+pub mod cluster;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub struct TempDir(pub std::path::PathBuf);
 
 pub struct RedisServer {
     child: Child,
@@ -11,19 +19,39 @@ pub struct RedisServer {
     _dir: TempDir,
 }
 
-struct TempDir(std::path::PathBuf);
-
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+pub fn redis_server_binary() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+pub fn cannot_start(binary: &str, error: &std::io::Error) -> ! {
+    panic!(
+        "cannot start {binary:?} ({error}). Install it (Debian: apt-get install redis-server) \
+         or set REDIS_SERVER to its path; scripts/test does this for you."
+    )
+}
+
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("redis-server did not listen on port {port} within 10 s");
 }
 
 impl RedisServer {
@@ -31,20 +59,24 @@ impl RedisServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("msb-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let binary = redis_server_binary();
         let child = Command::new(&binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {binary:?} ({e}). Install it (Debian: apt-get install redis-server) \
-                     or set REDIS_SERVER to its path; scripts/test does this for you."
-                )
-            });
+            .unwrap_or_else(|e| cannot_start(&binary, &e));
         let server = Self {
             child,
             port,
@@ -59,17 +91,7 @@ impl RedisServer {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "redis-server did not listen on port {} within 10 s",
-            self.port
-        );
+        wait_for_port(self.port);
     }
 }
 

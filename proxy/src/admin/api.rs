@@ -1,4 +1,5 @@
-//! The admin endpoints: token check, principal selection, the four work-session operations.
+//! The admin endpoints: token check, principal selection, the four work-session operations, and the
+//! finalization dead letters (list, replay).
 //! One log line per request (method, path, status); never the query, a credential or a token.
 
 use broker::ids::{PrincipalId, Project, WorkSessionId};
@@ -124,12 +125,20 @@ async fn route(app: &App, parts: &Parts, body: RequestBody) -> Answer {
         (["sessions", ws], &Method::GET) => show(app, parts, ws).await,
         (["sessions", ws, "rebind"], &Method::POST) => rebind(app, parts, ws, body).await,
         (["sessions", ws, "end"], &Method::POST) => end(app, parts, ws).await,
-        (["healthz"] | ["sessions"] | ["sessions", _] | ["sessions", _, "rebind" | "end"], _) => {
-            Err(Failure::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} is not allowed here"),
-            ))
-        }
+        (["dead-letters"], &Method::GET) => dead_letters(app).await,
+        (["dead-letters", id, "replay"], &Method::POST) => replay(app, id).await,
+        (
+            ["healthz"]
+            | ["sessions"]
+            | ["sessions", _]
+            | ["sessions", _, "rebind" | "end"]
+            | ["dead-letters"]
+            | ["dead-letters", _, "replay"],
+            _,
+        ) => Err(Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here"),
+        )),
         _ => Err(Failure::new(
             StatusCode::NOT_FOUND,
             "no such admin endpoint: see docs/admin.md",
@@ -267,4 +276,33 @@ async fn end(app: &App, parts: &Parts, ws: &str) -> Answer {
     let status = act(app, &principal, &id, &AdminAction::End).await?;
     tracing::info!(work_session = %id, "admin: work session ended, the next sweep finalizes it");
     Ok((StatusCode::ACCEPTED, status))
+}
+
+/// How many dead letters a listing shows at most.
+const DEAD_LETTER_LIMIT: usize = 500;
+
+async fn dead_letters(app: &App) -> Answer {
+    let dead = app.store.dead_letters(DEAD_LETTER_LIMIT).await?;
+    Ok((StatusCode::OK, json!({ "dead_letters": dead })))
+}
+
+async fn replay(app: &App, id: &str) -> Answer {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '-');
+    if !valid {
+        return Err(Failure::bad_request(format!(
+            "`{id}` is not a dead-letter id"
+        )));
+    }
+    match app.store.replay_dead_letter(id).await {
+        Ok(true) => Ok((StatusCode::ACCEPTED, json!({ "replayed": id }))),
+        Ok(false) => Err(Failure::new(StatusCode::NOT_FOUND, "no such dead letter")),
+        Err(StoreError::Corrupt(_)) => Err(Failure::bad_request(format!(
+            "`{id}` is not a dead-letter id"
+        ))),
+        Err(error) => Err(error.into()),
+    }
 }

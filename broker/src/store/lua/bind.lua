@@ -1,39 +1,31 @@
 -- Creates or updates a work session after a successful select, with its links, indexes and deadline.
 -- KEYS: 1 work session, 2 surface index, 3 MCP-session link, 4 conversation link, 5 recent projects,
---       6 deadlines, 7 the principal's index of work sessions
--- ARGV: 1 work-session id, 2 idle TTL (ms), 3 grace (ms), 4 '1' to set the MCP link, 5 '1' to set the
---       conversation link, 6 recent-projects TTL (ms), 7 project, 8 deadline member,
---       9 most live work sessions of the principal (0: no limit), 10.. field/value pairs of the hash
+--       6 the bucket's deadlines, 7 the principal's index of work sessions
+-- ARGV: 1 work-session id, 2 idle TTL (ms), 3 how long the data may wait for a sweeper past its
+--       deadline (ms), 4 '1' to set the MCP link, 5 '1' to set the conversation link,
+--       6 recent-projects TTL (ms), 7 project, 8 deadline member, 9 most live work sessions of the
+--       principal (0: no limit), 10.. field/value pairs of the hash
 -- Returns 1; 0 when that work session was finalized meanwhile (it is never revived); -1 when it is not
 -- live and the principal already has the most live work sessions allowed. Nothing is written unless 1.
 -- The check and the writes are one script, so concurrent binds can never exceed the cap.
 local state = redis.call('HMGET', KEYS[1], 'la', 'f')
 if state[2] then return 0 end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = now_ms()
 local idle = tonumber(ARGV[2])
 local cap = tonumber(ARGV[9])
-local last = tonumber(state[1])
-if cap > 0 and not (last and last + idle > now) then
-  -- The index (scored by last activity) counts every work session active within the idle TTL: an
-  -- upper bound on the live ones (an operator's `end` moves the hash's activity back, not the score).
-  local floor = '(' .. (now - idle)
-  if redis.call('ZCOUNT', KEYS[7], floor, '+inf') >= cap then
-    local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
-    local live = 0
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], floor, '+inf')) do
-      local other = redis.call('HMGET', prefix .. id, 'la', 'f')
-      local at = tonumber(other[1])
-      if at and not other[2] and at + idle > now then live = live + 1 end
-    end
-    if live >= cap then return -1 end
-  end
+if cap > 0 and not is_live(tonumber(state[1]), false, idle, now) then
+  -- The index is scored by last activity, which touch, bind and an operator's `end` (admin.lua)
+  -- keep equal to the hash's `la`; a work session is finalized only once `la` is past the idle TTL.
+  -- So the work sessions scored within the idle TTL are exactly the live ones: no hash to read (and
+  -- no undeclared key).
+  if redis.call('ZCOUNT', KEYS[7], '(' .. (now - idle), '+inf') >= cap then return -1 end
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('HSET', KEYS[1], 'la', now)
 redis.call('HINCRBY', KEYS[1], 'n', 1)
 redis.call('PEXPIRE', KEYS[1], idle + tonumber(ARGV[3]))
 redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - idle)
 redis.call('PEXPIRE', KEYS[2], idle)
 if ARGV[4] == '1' then
   if redis.call('GET', KEYS[3]) ~= ARGV[1] then redis.call('HINCRBY', KEYS[1], 'm', 1) end

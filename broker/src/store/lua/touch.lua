@@ -1,22 +1,24 @@
 -- Records a call in a live work session, slides the TTL of everything that points at it and moves
 -- its idle deadline, in one round trip. Time is Redis's own, so replicas' clocks do not matter.
--- KEYS: 1 work session, 2 surface index, 3 MCP-session link, 4 conversation link, 5 deadlines,
---       6 the principal's index of work sessions
--- ARGV: 1 work-session id, 2 idle TTL (ms), 3 grace (ms), 4 '1' to set the MCP link, 5 '1' to set the
---       conversation link, 6 deadline member ('<principal>:<work session>')
+-- KEYS: 1 work session, 2 surface index, 3 MCP-session link, 4 conversation link, 5 the bucket's
+--       deadlines, 6 the principal's index of work sessions
+-- ARGV: 1 work-session id, 2 idle TTL (ms), 3 how long the data may wait for a sweeper past its
+--       deadline (ms), 4 '1' to set the MCP link, 5 '1' to set the conversation link, 6 deadline
+--       member ('<principal>:<work session>')
 -- Returns 1, or 0 when the work session is gone, idle past its deadline or finalized (nothing is
 -- written then: a late call never revives a work session the sweeper may be finalizing).
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- Also drops surface entries idle past their deadline (the read path never writes).
+local now = now_ms()
 local idle = tonumber(ARGV[2])
 local last = redis.call('HGET', KEYS[1], 'la')
-if not last or redis.call('HEXISTS', KEYS[1], 'f') == 1 or tonumber(last) + idle <= now then
+if not is_live(tonumber(last), redis.call('HEXISTS', KEYS[1], 'f') == 1, idle, now) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'la', now)
 redis.call('HINCRBY', KEYS[1], 'n', 1)
 redis.call('PEXPIRE', KEYS[1], idle + tonumber(ARGV[3]))
 redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - idle)
 redis.call('PEXPIRE', KEYS[2], idle)
 if ARGV[4] == '1' then
   if redis.call('GET', KEYS[3]) ~= ARGV[1] then redis.call('HINCRBY', KEYS[1], 'm', 1) end

@@ -1,11 +1,12 @@
 //! The memory store's finalization and operator views: idle work sessions claimed once, their events
-//! queued and handed out until acknowledged (stale ones handed out again), and the status of one work
-//! session as an operator sees it.
+//! queued and handed out until acknowledged (unacknowledged ones again after their backoff, until
+//! their attempts are spent: then they become dead letters), and the status of one work session as
+//! an operator sees it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Maps, wall_clock_ms};
-use crate::finalize::{Delivery, Finalized};
+use crate::finalize::{DeadLetter, Delivery, Finalized, Redelivery};
 use crate::store::Status;
 
 impl Maps {
@@ -14,7 +15,7 @@ impl Maps {
         let due: Vec<String> = self
             .sessions
             .iter()
-            .filter(|(key, e)| !e.live(now) && !self.finalized.contains(*key))
+            .filter(|(key, e)| !e.live(now) && !self.finalized.contains_key(*key))
             .map(|(key, _)| key.clone())
             .take(limit)
             .collect();
@@ -33,20 +34,24 @@ impl Maps {
                 finalized_ms: wall_clock_ms(),
                 calls: session.calls,
             };
-            self.next_event += 1;
-            self.pending.push_back(Delivery {
-                id: format!("{}-0", self.next_event),
-                event,
-                redeliveries: 0,
-            });
-            self.finalized.insert(key.clone());
+            self.push_event(event);
+            self.finalized.insert(key.clone(), now);
         }
         due.len()
     }
 
+    fn push_event(&mut self, event: Finalized) {
+        self.next_event += 1;
+        self.pending.push_back(Delivery {
+            id: format!("{}-0", self.next_event),
+            event,
+            redeliveries: 0,
+        });
+    }
+
     pub(super) fn status(&self, key: &str, now: Instant) -> Option<Status> {
         let entry = self.sessions.get(key)?;
-        let finalized = self.finalized.contains(key);
+        let finalized = self.finalized.contains_key(key);
         Some(Status {
             session: entry.value.clone(),
             live: entry.live(now) && !finalized,
@@ -55,34 +60,67 @@ impl Maps {
         })
     }
 
-    /// Hands out up to `count` events: stale in-flight ones first, then new ones.
+    /// Hands out up to `count` events: unacknowledged ones whose backoff has passed first (or to
+    /// the dead letters when their attempts are spent), then new ones.
     pub(super) fn take_events(
         &mut self,
         count: usize,
-        stale: Duration,
+        policy: &Redelivery,
         now: Instant,
     ) -> Vec<Delivery> {
-        let stale_ids: Vec<String> = self
+        let stale: Vec<(String, u64)> = self
             .in_flight
             .iter()
-            .filter(|(_, (_, taken))| now.duration_since(*taken) >= stale)
-            .map(|(id, _)| id.clone())
+            .filter(|(_, (_, taken, deliveries))| {
+                now.duration_since(*taken) >= policy.backoff(*deliveries)
+            })
+            .map(|(id, (_, _, deliveries))| (id.clone(), *deliveries))
             .collect();
-        for id in stale_ids {
-            if let Some((mut delivery, _)) = self.in_flight.remove(&id) {
-                delivery.redeliveries += 1;
-                self.pending.push_front(delivery);
+        let mut out = Vec::new();
+        for (id, deliveries) in stale {
+            if deliveries >= u64::from(policy.attempts) {
+                let why = format!("not acknowledged after {deliveries} deliveries");
+                self.bury(&id, &why);
+            } else if out.len() < count
+                && let Some(entry) = self.in_flight.get_mut(&id)
+            {
+                entry.0.redeliveries = deliveries;
+                entry.1 = now;
+                entry.2 += 1;
+                out.push(entry.0.clone());
             }
         }
-        let mut out = Vec::new();
         while out.len() < count {
             let Some(delivery) = self.pending.pop_front() else {
                 break;
             };
             self.in_flight
-                .insert(delivery.id.clone(), (delivery.clone(), now));
+                .insert(delivery.id.clone(), (delivery.clone(), now, 1));
             out.push(delivery);
         }
         out
+    }
+
+    /// Moves an unacknowledged event to the dead letters.
+    pub(super) fn bury(&mut self, id: &str, reason: &str) {
+        if let Some((delivery, _, deliveries)) = self.in_flight.remove(id) {
+            self.dead.push(DeadLetter {
+                id: delivery.id,
+                event: delivery.event,
+                reason: reason.to_owned(),
+                deliveries,
+                dead_ms: wall_clock_ms(),
+            });
+        }
+    }
+
+    /// Queues a dead letter again as a new event.
+    pub(super) fn replay(&mut self, id: &str) -> bool {
+        let Some(index) = self.dead.iter().position(|d| d.id == id) else {
+            return false;
+        };
+        let dead = self.dead.remove(index);
+        self.push_event(dead.event);
+        true
     }
 }

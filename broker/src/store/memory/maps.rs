@@ -2,14 +2,14 @@
 //! them (same key names), and the reads and writes the store's operations are made of. Every caller
 //! holds the store's one lock, so each operation sees and leaves the maps consistent.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::finalize::Delivery;
+use crate::finalize::{DeadLetter, Delivery};
 use crate::ids::BackendSessionId;
 use crate::session::{Links, WorkSession};
 use crate::store::keys::Keys;
-use crate::store::{McpQuery, McpState};
+use crate::store::{Lifetimes, McpQuery, McpState};
 
 /// A value and the moment it expires (a Redis key's TTL).
 pub(super) struct Entry<T> {
@@ -30,11 +30,15 @@ pub(super) struct Maps {
     pub(super) strings: HashMap<String, Entry<String>>,
     /// Sorted sets as member → score.
     pub(super) zsets: HashMap<String, Entry<HashMap<String, u64>>>,
-    /// Work-session keys already finalized (never live again).
-    pub(super) finalized: HashSet<String>,
-    /// Finalized events not yet handed out, and handed-out ones awaiting acknowledgement.
+    /// Work-session keys already finalized (never live again), and when.
+    pub(super) finalized: HashMap<String, Instant>,
+    /// Work sessions whose data expired unclaimed (past the safety TTL), not yet reported.
+    pub(super) dropped: usize,
+    /// Finalized events not yet handed out, and handed-out ones awaiting acknowledgement (with when
+    /// they were last handed out and how many times).
     pub(super) pending: VecDeque<Delivery>,
-    pub(super) in_flight: HashMap<String, (Delivery, Instant)>,
+    pub(super) in_flight: HashMap<String, (Delivery, Instant, u64)>,
+    pub(super) dead: Vec<DeadLetter>,
     pub(super) next_event: u64,
     /// Distinct client MCP sessions that worked in each work session (by work-session key).
     pub(super) mcp_seen: HashMap<String, u64>,
@@ -42,8 +46,9 @@ pub(super) struct Maps {
 }
 
 impl Maps {
-    /// Drops expired entries at most once a minute, so memory follows the live set.
-    pub(super) fn purge_now_and_then(&mut self, now: Instant, grace: Duration) {
+    /// Drops expired entries at most once a minute, so memory follows the live set: a finalized
+    /// work session after the grace, an unclaimed one only after the safety TTL (counted as dropped).
+    pub(super) fn purge_now_and_then(&mut self, now: Instant, lifetimes: &Lifetimes) {
         if self
             .last_purge
             .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
@@ -52,20 +57,27 @@ impl Maps {
         }
         self.last_purge = Some(now);
         let (finalized, mcp_seen) = (&mut self.finalized, &mut self.mcp_seen);
+        let mut dropped = 0;
         self.sessions.retain(|key, e| {
-            let keep = e.expires + grace > now;
+            let keep = match finalized.get(key) {
+                Some(at) => *at + lifetimes.grace > now,
+                None => e.expires + lifetimes.safety > now,
+            };
             if !keep {
-                finalized.remove(key);
+                if finalized.remove(key).is_none() {
+                    dropped += 1;
+                }
                 mcp_seen.remove(key);
             }
             keep
         });
+        self.dropped += dropped;
         self.strings.retain(|_, e| e.live(now));
         self.zsets.retain(|_, e| e.live(now));
     }
 
     pub(super) fn session(&self, key: &str, now: Instant) -> Option<WorkSession> {
-        if self.finalized.contains(key) {
+        if self.finalized.contains_key(key) {
             return None;
         }
         self.sessions
@@ -127,7 +139,7 @@ impl Maps {
             .sessions
             .iter()
             .filter(|(key, e)| {
-                key.starts_with(&prefix) && e.live(now) && !self.finalized.contains(*key)
+                key.starts_with(&prefix) && e.live(now) && !self.finalized.contains_key(*key)
             })
             .count();
         u64::try_from(live).unwrap_or(u64::MAX)

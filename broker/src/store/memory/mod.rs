@@ -1,20 +1,21 @@
 //! The in-memory store: one process, nothing survives a restart. Same key schema and semantics as
-//! Redis (sliding TTLs, scoped by principal, a work session's data kept for a grace period after its
-//! idle deadline, finalized exactly once, events handed out until acknowledged), so the two are
+//! Redis (sliding TTLs, scoped by principal, a work session's data kept past its idle deadline until
+//! it is finalized, finalized exactly once, events handed out until acknowledged with backoff, then
+//! dead-lettered), so the two are
 //! interchangeable and tested alike. The maps and their primitive reads and writes are in `maps.rs`,
 //! finalization and the operator's views in `events.rs`.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 
 use super::keys::Keys;
 use super::{
-    AdminAction, Answer, BackendRef, Lifetimes, McpQuery, McpState, Query, Status, Store,
+    AdminAction, Answer, BackendRef, Claimed, Lifetimes, McpQuery, McpState, Query, Status, Store,
     StoreError,
 };
-use crate::finalize::Delivery;
+use crate::finalize::{DeadLetter, Delivery, Redelivery};
 use crate::ids::{McpSessionId, PrincipalId, Project, WorkSessionId};
 use crate::resolve::Found;
 use crate::session::{BackendSessions, Links, WorkSession};
@@ -43,7 +44,6 @@ pub struct MemoryStore {
     /// Most live work sessions per principal that [`Store::bind`] lets exist (0: no limit).
     max_work_sessions: u64,
     maps: Mutex<Maps>,
-    events: tokio::sync::Notify,
 }
 
 impl MemoryStore {
@@ -52,7 +52,6 @@ impl MemoryStore {
             lifetimes,
             max_work_sessions: 0,
             maps: Mutex::new(Maps::default()),
-            events: tokio::sync::Notify::new(),
         }
     }
 
@@ -68,7 +67,7 @@ impl MemoryStore {
             .lock()
             .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))?;
         let now = Instant::now();
-        maps.purge_now_and_then(now, self.lifetimes.grace);
+        maps.purge_now_and_then(now, &self.lifetimes);
         Ok(f(&mut maps, now))
     }
 }
@@ -140,7 +139,7 @@ impl Store for MemoryStore {
         let ttl = self.lifetimes.idle;
         self.with(|maps, now| {
             let key = keys.work_session(&session.id);
-            if maps.finalized.contains(&key) {
+            if maps.finalized.contains_key(&key) {
                 return false;
             }
             let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {
@@ -162,7 +161,7 @@ impl Store for MemoryStore {
         // One lock for the checks and the writes: two binds cannot both see room for one more.
         self.with(|maps, now| {
             let key = keys.work_session(&session.id);
-            if maps.finalized.contains(&key) {
+            if maps.finalized.contains_key(&key) {
                 return Err(StoreError::Ended);
             }
             let starts = maps.session(&key, now).is_none();
@@ -208,7 +207,7 @@ impl Store for MemoryStore {
         let key = Keys::new(PREFIX, &session.principal).work_session(&session.id);
         let field = BackendSessions::field(&backend.upstream, &session.project);
         self.with(|maps, _| {
-            if maps.finalized.contains(&key) {
+            if maps.finalized.contains_key(&key) {
                 return false;
             }
             let Some(entry) = maps.sessions.get_mut(&key) else {
@@ -250,28 +249,32 @@ impl Store for MemoryStore {
         self.with(|_, _| ())
     }
 
-    async fn claim_expired(&self, limit: usize) -> Result<usize, StoreError> {
-        let claimed = self.with(|maps, now| maps.claim_expired(limit, now))?;
-        if claimed > 0 {
-            self.events.notify_waiters();
-        }
-        Ok(claimed)
+    async fn claim_expired(&self, limit: usize) -> Result<Claimed, StoreError> {
+        self.with(|maps, now| Claimed {
+            finalized: maps.claim_expired(limit, now),
+            dropped: std::mem::take(&mut maps.dropped),
+        })
     }
 
     async fn next_finalized(
         &self,
         _consumer: &str,
         count: usize,
-        wait: Duration,
-        stale: Duration,
+        policy: &Redelivery,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let notified = self.events.notified();
-        let events = self.with(|maps, now| maps.take_events(count, stale, now))?;
-        if !events.is_empty() {
-            return Ok(events);
-        }
-        let _ = tokio::time::timeout(wait, notified).await;
-        self.with(|maps, now| maps.take_events(count, stale, now))
+        self.with(|maps, now| maps.take_events(count, policy, now))
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError> {
+        self.with(|maps, _| maps.bury(&delivery.id, reason))
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.with(|maps, _| maps.dead.iter().rev().take(limit).cloned().collect())
+    }
+
+    async fn replay_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|maps, _| maps.replay(id))
     }
 
     async fn live_work_sessions(&self) -> Result<u64, StoreError> {
@@ -279,7 +282,7 @@ impl Store for MemoryStore {
             let live = maps
                 .sessions
                 .iter()
-                .filter(|(key, e)| e.live(now) && !maps.finalized.contains(*key))
+                .filter(|(key, e)| e.live(now) && !maps.finalized.contains_key(*key))
                 .count();
             u64::try_from(live).unwrap_or(u64::MAX)
         })
@@ -318,7 +321,7 @@ impl Store for MemoryStore {
         let key = keys.work_session(id);
         let recent_ttl = self.lifetimes.recent_projects;
         self.with(|maps, now| {
-            if maps.finalized.contains(&key) {
+            if maps.finalized.contains_key(&key) {
                 return false;
             }
             let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {

@@ -1,9 +1,12 @@
-//! Operator views and actions in Redis: a principal's work sessions from its index, one work session,
-//! rebind and end-now (`admin.lua`, atomic and refused on a work session that is not live).
+//! Operator views and actions in Redis (a principal's work sessions from its index, one work session,
+//! rebind and end-now through `admin.lua`, atomic and refused on a work session that is not live),
+//! and the small per-MCP-session records (ended sessions, replacement backend sessions).
 
 use super::RedisStore;
-use crate::ids::{PrincipalId, WorkSessionId};
-use crate::store::{AdminAction, Status, StoreError, hash, keys};
+use crate::ids::{McpSessionId, PrincipalId, Surface, WorkSessionId};
+use crate::store::{
+    AdminAction, BackendRef, McpQuery, McpState, Query, Status, StoreError, hash, keys,
+};
 
 /// How many work sessions a listing shows at most.
 const LIST_LIMIT: isize = 200;
@@ -13,6 +16,71 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+pub(super) async fn mcp_state(
+    store: &RedisStore,
+    principal: &PrincipalId,
+    mcp: &McpQuery,
+) -> Result<McpState, StoreError> {
+    let query = Query {
+        principal: principal.clone(),
+        surface: Surface::parse("none").map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        mcp: Some(mcp.clone()),
+        handle: None,
+        conversation: None,
+    };
+    Ok(super::lookup::lookup(store, &query).await?.mcp)
+}
+
+pub(super) async fn set_backend_session(
+    store: &RedisStore,
+    principal: &PrincipalId,
+    session: &McpSessionId,
+    backend: &BackendRef,
+) -> Result<(), StoreError> {
+    let key = store
+        .keys(principal)
+        .backend_session(session, &backend.upstream);
+    let value = backend.session.to_string();
+    let ttl = RedisStore::ms(store.lifetimes.idle);
+    store
+        .run(|mut connection| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+}
+
+/// Marks the MCP session ended first, then drops its link: a reader in between sees it ended.
+pub(super) async fn end_mcp_session(
+    store: &RedisStore,
+    principal: &PrincipalId,
+    session: &McpSessionId,
+) -> Result<(), StoreError> {
+    let keys = store.keys(principal);
+    let ttl = RedisStore::ms(store.lifetimes.ended_mcp_session);
+    let (ended, link) = (keys.mcp_ended(session), keys.mcp_link(session));
+    store
+        .run(|mut connection| async move {
+            redis::cmd("SET")
+                .arg(ended)
+                .arg("1")
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut connection)
+                .await?;
+            redis::cmd("DEL")
+                .arg(link)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
 }
 
 pub(super) async fn list(
@@ -31,24 +99,16 @@ pub(super) async fn list(
                 .await
         })
         .await?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
+    let mut all = Vec::new();
+    for id in ids {
+        let Ok(id) = WorkSessionId::parse(id) else {
+            continue;
+        };
+        if let Some(status) = one(store, principal, &id).await? {
+            all.push(status);
+        }
     }
-    let mut pipe = redis::pipe();
-    for id in &ids {
-        pipe.cmd("HGETALL")
-            .arg(format!("{}{id}", keys.work_session_prefix()));
-    }
-    let hashes: Vec<Vec<String>> = store
-        .run(|mut connection| async move { pipe.query_async(&mut connection).await })
-        .await?;
-    let idle = RedisStore::ms(store.lifetimes.idle);
-    let now = now_ms();
-    hashes
-        .into_iter()
-        .filter(|flat| !flat.is_empty())
-        .map(|flat| hash::status_from_flat(flat, idle, now))
-        .collect()
+    Ok(all)
 }
 
 pub(super) async fn one(
@@ -82,15 +142,17 @@ pub(super) async fn act(
         AdminAction::Rebind(project) => ("rebind", project.to_string()),
         AdminAction::End => ("end", String::new()),
     };
-    let mut invocation = store.admin.prepare_invoke();
+    let mut invocation = store.scripts.admin.prepare_invoke();
     invocation
         .key(keys.work_session(id))
-        .key(keys::deadlines(&store.settings.prefix))
+        .key(keys.deadlines())
         .key(keys.recent())
+        .key(keys.index())
         .arg(name)
         .arg(RedisStore::ms(store.lifetimes.idle))
         .arg(keys::deadline_member(principal, id))
-        .arg(project);
+        .arg(project)
+        .arg(id.to_string());
     let done: i64 = store
         .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
         .await?;
