@@ -76,4 +76,8 @@ impl BackendSessions {
 pub struct Links {
     pub mcp_session: Option<McpSessionId>,
     pub conversation: Option<ConversationKey>,
+    /// Count `mcp_session` as one more MCP session that worked in the work session, but write no
+    /// link for it: a call that resolved without the link (by surface, handle or conversation) does
+    /// not make its MCP session stick, so a connector's fresh MCP session per call adds no key.
+    pub count_only: bool,
 }

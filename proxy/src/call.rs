@@ -165,12 +165,19 @@ pub async fn plan(
     let links = Links {
         mcp_session: mcp.as_ref().map(|m| m.session.clone()),
         conversation,
+        count_only: false,
     };
     let answer = answer.unwrap_or_default();
     if forward.touch
         && let Some(session) = &forward.bound
     {
-        touch_off_the_reply_path(app, session.clone(), links.clone(), now);
+        // Only a call that came through its MCP session's link slides it; any other counts the
+        // MCP session without linking it (a connector's fresh session per call adds no key).
+        let links = Links {
+            count_only: forward.path != Some(Path::McpSession),
+            ..links.clone()
+        };
+        touch_off_the_reply_path(app, session.clone(), links, now);
     }
     Span::current().record(
         "resolution",

@@ -80,6 +80,7 @@ impl Harness {
         let links = Links {
             mcp_session: Some(McpSessionId::random()),
             conversation: None,
+            count_only: false,
         };
         self.app.store.bind(&session, &links).await.expect("bind");
         session.id

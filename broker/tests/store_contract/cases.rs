@@ -55,6 +55,7 @@ pub async fn binding_is_found_by_every_key_and_nowhere_else(store: &dyn Store) {
     let links = Links {
         mcp_session: Some(sid.clone()),
         conversation: Some(conversation.clone()),
+        count_only: false,
     };
     store.bind(&session, &links).await.expect("bind");
 
@@ -207,6 +208,7 @@ pub async fn work_sessions_remember_their_backend_sessions(store: &dyn Store) {
     let links = Links {
         mcp_session: Some(sid.clone()),
         conversation: None,
+        count_only: false,
     };
     let first = BackendRef {
         upstream: upstream(),
@@ -283,10 +285,12 @@ pub async fn operators_list_rebind_and_end_work_sessions(store: &dyn Store) {
     let first = Links {
         mcp_session: Some(McpSessionId::random()),
         conversation: None,
+        count_only: false,
     };
     let second = Links {
         mcp_session: Some(McpSessionId::random()),
         conversation: None,
+        count_only: false,
     };
     store.bind(&session, &first).await.expect("bind");
     assert!(store.touch(&session, &first, 2).await.expect("touch"));
@@ -297,6 +301,27 @@ pub async fn operators_list_rebind_and_end_work_sessions(store: &dyn Store) {
     assert_eq!(
         listed[0].mcp_sessions, 2,
         "two distinct MCP sessions worked in it"
+    );
+    // A call that resolved without its MCP session's link counts the session and links nothing.
+    let third = McpSessionId::random();
+    let counted = Links {
+        mcp_session: Some(third.clone()),
+        conversation: None,
+        count_only: true,
+    };
+    assert!(store.touch(&session, &counted, 4).await.expect("touch"));
+    let listed = store.list_work_sessions(&p).await.expect("list");
+    assert_eq!(listed[0].mcp_sessions, 3);
+    let mut q = query(&p, "claude-ai");
+    q.mcp = Some(McpQuery {
+        session: third,
+        upstream: upstream(),
+        backend: None,
+    });
+    assert_eq!(
+        store.lookup(&q).await.expect("lookup").found.linked,
+        None,
+        "no link was written"
     );
     assert!(
         store

@@ -3,8 +3,8 @@
 -- KEYS: 1 work session, 2 surface index, 3 MCP-session link, 4 conversation link, 5 the bucket's
 --       deadlines, 6 the principal's index of work sessions
 -- ARGV: 1 work-session id, 2 idle TTL (ms), 3 how long the data may wait for a sweeper past its
---       deadline (ms), 4 '1' to set the MCP link, 5 '1' to set the conversation link, 6 deadline
---       member ('<principal>:<work session>')
+--       deadline (ms), 4 '1' to set the MCP link, '2' to count the MCP session without linking it,
+--       5 '1' to set the conversation link, 6 deadline member ('<principal>:<work session>')
 -- Returns 1, or 0 when the work session is gone, idle past its deadline or finalized (nothing is
 -- written then: a late call never revives a work session the sweeper may be finalizing).
 -- Also drops surface entries idle past their deadline (the read path never writes).
@@ -23,6 +23,8 @@ redis.call('PEXPIRE', KEYS[2], idle)
 if ARGV[4] == '1' then
   if redis.call('GET', KEYS[3]) ~= ARGV[1] then redis.call('HINCRBY', KEYS[1], 'm', 1) end
   redis.call('SET', KEYS[3], ARGV[1], 'PX', idle)
+elseif ARGV[4] == '2' then
+  redis.call('HINCRBY', KEYS[1], 'm', 1)
 end
 if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'PX', idle) end
 redis.call('ZADD', KEYS[5], now + idle, ARGV[6])

@@ -2,7 +2,7 @@
 //! them (same key names), and the reads and writes the store's operations are made of. Every caller
 //! holds the store's one lock, so each operation sees and leaves the maps consistent.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::finalize::{DeadLetter, Delivery};
@@ -42,6 +42,9 @@ pub(super) struct Maps {
     pub(super) next_event: u64,
     /// Distinct client MCP sessions that worked in each work session (by work-session key).
     pub(super) mcp_seen: HashMap<String, u64>,
+    /// Each principal's work-session keys (by work-session key prefix), so counting one principal's
+    /// live work sessions reads that principal's only, never every work session of every principal.
+    pub(super) by_principal: HashMap<String, HashSet<String>>,
     pub(super) last_purge: Option<Instant>,
 }
 
@@ -72,6 +75,11 @@ impl Maps {
             keep
         });
         self.dropped += dropped;
+        let sessions = &self.sessions;
+        self.by_principal.retain(|_, keys| {
+            keys.retain(|key| sessions.contains_key(key));
+            !keys.is_empty()
+        });
         self.strings.retain(|_, e| e.live(now));
         self.zsets.retain(|_, e| e.live(now));
     }
@@ -134,12 +142,14 @@ impl Maps {
 
     /// How many work sessions of the principal are live (within their idle TTL, not finalized).
     pub(super) fn live_count(&self, keys: &Keys, now: Instant) -> u64 {
-        let prefix = keys.work_session_prefix();
-        let live = self
-            .sessions
+        let Some(own) = self.by_principal.get(&keys.work_session_prefix()) else {
+            return 0;
+        };
+        let live = own
             .iter()
-            .filter(|(key, e)| {
-                key.starts_with(&prefix) && e.live(now) && !self.finalized.contains_key(*key)
+            .filter(|key| {
+                !self.finalized.contains_key(*key)
+                    && self.sessions.get(*key).is_some_and(|e| e.live(now))
             })
             .count();
         u64::try_from(live).unwrap_or(u64::MAX)
@@ -175,7 +185,12 @@ impl Maps {
         now: Instant,
     ) {
         let id = session.id.to_string();
-        if let Some(sid) = &links.mcp_session {
+        if let (Some(_), true) = (&links.mcp_session, links.count_only) {
+            *self
+                .mcp_seen
+                .entry(keys.work_session(&session.id))
+                .or_insert(0) += 1;
+        } else if let Some(sid) = &links.mcp_session {
             let link = keys.mcp_link(sid);
             if self.string(&link, now) != Some(id.as_str()) {
                 *self

@@ -180,6 +180,10 @@ impl Store for MemoryStore {
                     }
                 }
             }
+            maps.by_principal
+                .entry(keys.work_session_prefix())
+                .or_default()
+                .insert(key.clone());
             maps.sessions.insert(
                 key,
                 Entry {

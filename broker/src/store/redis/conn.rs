@@ -1,5 +1,7 @@
-//! Connections to Redis: one node (a deadpool of multiplexed connections) or a Redis Cluster (one
-//! cluster connection, multiplexed per node, that follows `MOVED` and failovers by itself), plain or
+//! Connections to Redis: one node (one multiplexed connection shared by every operation, reconnected
+//! by redis-rs's connection manager: no checkout, no per-checkout `UNWATCH`+`PING` as a pool does) or
+//! a Redis Cluster (one cluster connection, multiplexed per node, that follows `MOVED` and failovers
+//! by itself), plain or
 //! over TLS (rustls with the `ring` provider; the public web roots, or the CA the operator gives, and
 //! optionally a client certificate).
 //!
@@ -9,8 +11,7 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
-use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
@@ -104,8 +105,16 @@ impl Target {
 
 /// Hands out connections.
 pub enum Connector {
-    Single(Pool),
+    Single(Box<Single>),
     Cluster(Box<Cluster>),
+}
+
+/// One node: one multiplexed connection shared by every operation (pipelined, no checkout and no
+/// per-checkout health check), reconnected by the manager when it breaks.
+pub struct Single {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    connection: tokio::sync::OnceCell<ConnectionManager>,
 }
 
 /// The cluster client and its one connection, made at the first operation (and made again after
@@ -121,12 +130,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 impl Connector {
     /// Builds the connector; nothing connects until the first operation.
-    pub fn new(
-        target: &Target,
-        tls: &TlsFiles,
-        pool_size: usize,
-        timeout: Duration,
-    ) -> Result<Self, StoreError> {
+    pub fn new(target: &Target, tls: &TlsFiles, timeout: Duration) -> Result<Self, StoreError> {
         // The redis crate builds its rustls config from the process's default provider: make it
         // ring, the one the whole workspace uses (a no-op when one is installed already).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -137,20 +141,15 @@ impl Connector {
                     None => redis::Client::open(url.as_str()),
                 }
                 .map_err(unavailable)?;
-                let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
-                    .map_err(unavailable)?;
-                let mut config = PoolConfig::new(pool_size);
-                config.timeouts = Timeouts {
-                    wait: Some(timeout),
-                    create: Some(timeout),
-                    recycle: Some(timeout),
-                };
-                let pool = Pool::builder(manager)
-                    .config(config)
-                    .runtime(Runtime::Tokio1)
-                    .build()
-                    .map_err(unavailable)?;
-                Ok(Self::Single(pool))
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1);
+                Ok(Self::Single(Box::new(Single {
+                    client,
+                    config,
+                    connection: tokio::sync::OnceCell::new(),
+                })))
             }
             Target::Cluster(nodes) => {
                 let mut builder = ClusterClientBuilder::new(nodes.clone())
@@ -174,10 +173,14 @@ impl Connector {
     /// A connection for one operation.
     pub async fn get(&self) -> Result<Connection, StoreError> {
         match self {
-            Self::Single(pool) => pool
-                .get()
+            Self::Single(single) => single
+                .connection
+                .get_or_try_init(|| {
+                    ConnectionManager::new_with_config(single.client.clone(), single.config.clone())
+                })
                 .await
-                .map(Connection::Pooled)
+                .cloned()
+                .map(Connection::Single)
                 .map_err(unavailable),
             Self::Cluster(cluster) => cluster
                 .connection
@@ -190,16 +193,16 @@ impl Connector {
     }
 }
 
-/// One connection: pooled (one node) or a clone of the cluster connection.
+/// One connection: a clone of the node's or of the cluster's multiplexed connection.
 pub enum Connection {
-    Pooled(deadpool_redis::Connection),
+    Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Pooled(c) => c.req_packed_command(cmd),
+            Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -211,14 +214,14 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Pooled(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
             Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Pooled(c) => c.get_db(),
+            Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
         }
     }

@@ -33,8 +33,6 @@ pub struct RedisSettings {
     pub prefix: String,
     /// Upper bound for one operation, waiting for a connection included.
     pub timeout: Duration,
-    /// Connections to one node (a cluster connection is multiplexed instead).
-    pub pool_size: usize,
     /// CA and client certificate for TLS, when the defaults do not fit.
     pub tls: TlsFiles,
 }
@@ -45,7 +43,6 @@ impl RedisSettings {
             url: url.into(),
             prefix: "msb".into(),
             timeout: Duration::from_millis(500),
-            pool_size: 32,
             tls: TlsFiles::default(),
         }
     }
@@ -115,8 +112,7 @@ impl RedisStore {
     /// Builds the connector; no connection is made until the first operation.
     pub fn new(settings: RedisSettings, lifetimes: Lifetimes) -> Result<Self, StoreError> {
         let target = Target::parse(&settings.url)?;
-        let connector =
-            conn::Connector::new(&target, &settings.tls, settings.pool_size, settings.timeout)?;
+        let connector = conn::Connector::new(&target, &settings.tls, settings.timeout)?;
         Ok(Self {
             connector,
             settings,
@@ -220,7 +216,11 @@ impl Store for RedisStore {
             .arg(session.id.to_string())
             .arg(Self::ms(self.lifetimes.idle))
             .arg(self.keep_ms())
-            .arg(flag(links.mcp_session.is_some()))
+            .arg(match (&links.mcp_session, links.count_only) {
+                (None, _) => "0",
+                (Some(_), false) => "1",
+                (Some(_), true) => "2",
+            })
             .arg(flag(links.conversation.is_some()))
             .arg(super::keys::deadline_member(
                 &session.principal,
