@@ -23,15 +23,16 @@ OFFSET = re.compile(r"\+0x[0-9a-f]+$")
 
 # (label, substrings of a frame): a sample counts for the label when any frame holds one of them.
 # Everything runs under tokio's scheduler, so it is not an activity here (its own frames show in the
-# self-time view).
+# self-time view); frames of tracing's `Instrumented` wrapper are ignored for the same reason.
 ACTIVITIES = [
     ("syscalls (all)", ["entry_SYSCALL_64"]),
     ("  send: writev/write/sendto (on loopback: the peer's TCP receive and wake-up too)",
      ["do_writev", "__x64_sys_writev", "__x64_sys_write", "ksys_write", "__x64_sys_sendto", "__x64_sys_sendmsg"]),
     ("  receive: recvfrom/read", ["__x64_sys_recvfrom", "__x64_sys_read", "ksys_read", "__x64_sys_recvmsg"]),
     ("  epoll_wait", ["__x64_sys_epoll_wait", "do_epoll_wait"]),
-    ("client side: hyper server connection", ["hyper::proto::h1::dispatch::Server", "hyper::server"]),
-    ("upstream side: hyper client connection, proxy::upstream",
+    ("client connections' tasks (hyper server; the request handler runs inside)",
+     ["hyper::proto::h1::dispatch::Server", "hyper::server"]),
+    ("upstream: hyper client and its connection tasks, proxy::upstream",
      ["hyper::proto::h1::dispatch::Client", "hyper_util::client", "proxy::upstream"]),
     ("store (broker::store)", ["broker::store"]),
     ("redis client (redis::, deadpool; its connection tasks)", ["redis::", "deadpool"]),
@@ -104,6 +105,8 @@ def main(folded_path: str) -> None:
             stacks[";".join(symbol for symbol, _ in reversed(frames))] += 1
             leaves[area(*frames[0])] += 1
             names = [symbol for symbol, _ in frames]
+            # `Instrumented<F>` (a tracing span around a future) wraps whole requests: not tracing work.
+            names = [name for name in names if "Instrumented" not in name]
             for label, needles in ACTIVITIES:
                 if any(needle in name for name in names for needle in needles):
                     activities[label] += 1

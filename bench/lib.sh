@@ -3,7 +3,8 @@
 #
 # Provides: bench_tools_ready (installs nginx, wrk, redis, perf from Debian when root, else names
 # what is missing), bench_build, start_stack (redis, fake upstream, nginx, broker with the memory
-# store, broker with Redis; each on a free loopback port), pin_layout one|split, and the readings
+# store, broker with Redis; each on a free loopback port), restart_brokers (fresh state),
+# pin_layout one|split, and the readings
 # proc_ticks, rss_kib, redis_commands, upstream_stats. Every process started here is killed (by its
 # pid) when the sourcing script exits.
 
@@ -73,7 +74,8 @@ wait_port() { # port, name
 }
 
 # start_stack: sets URL_direct URL_nginx URL_memory URL_redis, PID_of_<target> (the proxy's pids,
-# space separated), PID_upstream, PID_redisd, REDIS_PORT, UPSTREAM_PORT.
+# space separated), PID_upstream, PID_redisd, REDIS_PORT, UPSTREAM_PORT. The brokers' ports stay
+# the same across restart_brokers.
 start_stack() {
     WORK=$(mktemp -d /tmp/msb-bench.XXXXXX)
     trap bench_cleanup EXIT
@@ -119,20 +121,39 @@ CONF
     PID_of_nginx="$master $worker"
     URL_nginx="http://127.0.0.1:$nginx_port/mcp"
 
-    local port
-    port=$(free_port)
-    TOKIO_WORKER_THREADS=1 "$BROKER" --listen "127.0.0.1:$port" --upstream "$URL_direct" \
-        --admin-listen off >"$WORK/broker-memory.log" 2>&1 &
-    PIDS+=($!) PID_of_memory=$!
-    wait_port "$port" "broker (memory)"
-    URL_memory="http://127.0.0.1:$port/mcp"
+    MEMORY_PORT=$(free_port)
+    REDIS_BROKER_PORT=$(free_port)
+    URL_memory="http://127.0.0.1:$MEMORY_PORT/mcp"
+    URL_redis="http://127.0.0.1:$REDIS_BROKER_PORT/mcp"
+    start_brokers
+}
 
-    port=$(free_port)
-    TOKIO_WORKER_THREADS=1 "$BROKER" --listen "127.0.0.1:$port" --upstream "$URL_direct" \
-        --admin-listen off --redis-url "redis://127.0.0.1:$REDIS_PORT/0" >"$WORK/broker-redis.log" 2>&1 &
+# start_brokers: the broker with each store, one worker thread each, on their fixed ports.
+start_brokers() {
+    local common=(--upstream "$URL_direct" --admin-listen off --drain-timeout 1s)
+    TOKIO_WORKER_THREADS=1 "$BROKER" --listen "127.0.0.1:$MEMORY_PORT" "${common[@]}" \
+        >>"$WORK/broker-memory.log" 2>&1 &
+    PIDS+=($!) PID_of_memory=$!
+    TOKIO_WORKER_THREADS=1 "$BROKER" --listen "127.0.0.1:$REDIS_BROKER_PORT" "${common[@]}" \
+        --redis-url "redis://127.0.0.1:$REDIS_PORT/0" >>"$WORK/broker-redis.log" 2>&1 &
     PIDS+=($!) PID_of_redis=$!
-    wait_port "$port" "broker (redis)"
-    URL_redis="http://127.0.0.1:$port/mcp"
+    wait_port "$MEMORY_PORT" "broker (memory)"
+    wait_port "$REDIS_BROKER_PORT" "broker (redis)"
+}
+
+# restart_brokers: both brokers stopped (by pid) and started again on an empty Redis, so that what a
+# workload leaves in the store (one MCP-session link per connector turn, today) does not weigh on
+# the next; the caller pins them again.
+restart_brokers() {
+    local pid kept=()
+    kill "$PID_of_memory" "$PID_of_redis"
+    wait "$PID_of_memory" "$PID_of_redis" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do
+        [[ "$pid" == "$PID_of_memory" || "$pid" == "$PID_of_redis" ]] || kept+=("$pid")
+    done
+    PIDS=("${kept[@]}")
+    redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
+    start_brokers
 }
 
 # pin_layout one|split: the proxies (every thread) on CPU 0 with everything else, or alone on CPU 1.
