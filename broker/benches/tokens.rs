@@ -34,6 +34,8 @@ fn session_claims() -> SessionClaims {
         ini: serde_json::json!({"protocolVersion": "2025-06-18",
             "capabilities": {"roots": {"listChanged": true}},
             "clientInfo": {"name": "claude-ai", "version": "0.1.0"}}),
+        mb: false,
+        lz: false,
     }
 }
 

@@ -82,8 +82,6 @@ async def connector_call(http: httpx.AsyncClient, url: str, token: str, tool: st
     return ToolReply(bool(result.get("isError")), [c["text"] for c in result["content"] if c.get("type") == "text"])
 
 
-@pytest.mark.xfail(raises=StoreGrowth, strict=True,
-                   reason="issue 8: each connector call leaves its own mcp:<sid> link key in Redis")
 async def test_connector_calls_add_at_most_ten_keys(make_stack) -> None:
     stack = make_stack(json_response=True)
     token = "e2e-token-store-size"
