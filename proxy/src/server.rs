@@ -241,27 +241,40 @@ async fn refuse(stream: TcpStream, _slot: OwnedSemaphorePermit) {
 }
 
 /// The state of `accept`: failures back off (10 ms doubling to [`MAX_ACCEPT_BACKOFF`]) and are
-/// logged once until an accept works again.
+/// logged once per outage. At the descriptor limit accepts flap (a connection closes, one accept
+/// works, the next fails), so an outage ends only when accepts have kept working for
+/// [`RECOVERED_AFTER`]: one WARN when it starts, one INFO when it is over.
 struct Accepting {
     listener: &'static str,
     backoff: Option<Duration>,
+    /// An outage was logged and is not over.
+    in_outage: bool,
+    /// When accepts started working again during an outage.
+    working_since: Option<std::time::Instant>,
 }
+
+/// How long accepts must keep working before an outage counts as over.
+const RECOVERED_AFTER: Duration = Duration::from_secs(1);
 
 impl Accepting {
     fn new(listener: &'static str) -> Self {
         Self {
             listener,
             backoff: None,
+            in_outage: false,
+            working_since: None,
         }
     }
 
     /// How long to pause after this failure.
     fn failed(&mut self, error: &std::io::Error) -> Duration {
+        self.working_since = None;
+        if !self.in_outage {
+            self.in_outage = true;
+            tracing::warn!(listener = self.listener, %error, "accept failed (out of file descriptors?); backing off, logged again when accepting works");
+        }
         let pause = match self.backoff {
-            None => {
-                tracing::warn!(listener = self.listener, %error, "accept failed (out of file descriptors?); backing off, logged again when accepting works");
-                Duration::from_millis(10)
-            }
+            None => Duration::from_millis(10),
             Some(previous) => (previous * 2).min(MAX_ACCEPT_BACKOFF),
         };
         self.backoff = Some(pause);
@@ -269,7 +282,16 @@ impl Accepting {
     }
 
     fn worked(&mut self) {
-        if self.backoff.take().is_some() {
+        self.backoff = None;
+        if !self.in_outage {
+            return;
+        }
+        let since = *self
+            .working_since
+            .get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= RECOVERED_AFTER {
+            self.in_outage = false;
+            self.working_since = None;
             tracing::info!(listener = self.listener, "accepting connections again");
         }
     }
@@ -289,5 +311,12 @@ mod tests {
         assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
         accepting.worked();
         assert_eq!(accepting.failed(&error).as_millis(), 10);
+        assert!(
+            accepting.in_outage,
+            "a failure right after one working accept continues the outage (no second WARN)"
+        );
+        accepting.working_since = Some(std::time::Instant::now() - RECOVERED_AFTER);
+        accepting.worked();
+        assert!(!accepting.in_outage, "accepts that kept working end it");
     }
 }
