@@ -251,20 +251,9 @@ async fn open_lazily(
     claims: &SessionClaims,
 ) -> Result<BackendSessionId, ProxyError> {
     let key = format!("own:{}:{}", caller.principal, claims.sid);
-    let Some(slot) = app.openings.slot(&key) else {
-        return reopen_own(app, caller, claims, Reinit::Lazy).await;
-    };
-    let mut opened = slot.lock().await;
-    if let Some(session) = opened.as_ref() {
-        return Ok(session.clone());
-    }
-    let result = reopen_own(app, caller, claims, Reinit::Lazy).await;
-    if let Ok(session) = &result {
-        *opened = Some(session.clone());
-    }
-    drop(opened);
-    app.openings.release(&key);
-    result
+    app.openings
+        .once(&key, None, || reopen_own(app, caller, claims, Reinit::Lazy))
+        .await
 }
 
 /// Opens a new own backend session for the client's MCP session and records it.

@@ -33,7 +33,7 @@ pub enum Error {
     Replay(BackendError),
 }
 
-pub(crate) type Slot = Arc<tokio::sync::Mutex<Option<BackendSessionId>>>;
+type Slot = Arc<tokio::sync::Mutex<Option<BackendSessionId>>>;
 
 /// Backend sessions being opened right now, by work session and field: who opens one, and what
 /// the callers waiting for it get. An entry lives only while its opening runs.
@@ -41,15 +41,46 @@ pub(crate) type Slot = Arc<tokio::sync::Mutex<Option<BackendSessionId>>>;
 pub struct Openings(Mutex<HashMap<String, Slot>>);
 
 impl Openings {
-    pub(crate) fn slot(&self, key: &str) -> Option<Slot> {
+    fn slot(&self, key: &str) -> Option<Slot> {
         let mut map = self.0.lock().ok()?;
         Some(map.entry(key.to_owned()).or_default().clone())
     }
 
-    pub(crate) fn release(&self, key: &str) {
+    fn release(&self, key: &str) {
         if let Ok(mut map) = self.0.lock() {
             map.remove(key);
         }
+    }
+
+    /// Runs `open` once for concurrent callers with the same `key`: the first opens, the ones
+    /// waiting meanwhile get its session (unless it is `stale`, the one that just failed), and if it
+    /// failed they try themselves.
+    pub(crate) async fn once<E, F, Fut>(
+        &self,
+        key: &str,
+        stale: Option<&BackendSessionId>,
+        open: F,
+    ) -> Result<BackendSessionId, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<BackendSessionId, E>>,
+    {
+        let Some(slot) = self.slot(key) else {
+            return open().await;
+        };
+        let mut opened = slot.lock().await;
+        if let Some(session) = opened.as_ref()
+            && Some(session) != stale
+        {
+            return Ok(session.clone()); // a concurrent caller opened it meanwhile
+        }
+        let result = open().await;
+        if let Ok(session) = &result {
+            *opened = Some(session.clone());
+        }
+        drop(opened);
+        self.release(key);
+        result
     }
 }
 
@@ -78,22 +109,11 @@ pub async fn session_for(
         work.id,
         BackendSessions::field(&app.upstream_id, &work.project)
     );
-    let Some(slot) = app.openings.slot(&key) else {
-        return open(app, caller, ini, work, true, protocol).await;
-    };
-    let mut opened = slot.lock().await;
-    if let Some(session) = opened.as_ref()
-        && Some(session) != recorded
-    {
-        return Ok(session.clone()); // a concurrent call opened it meanwhile
-    }
-    let result = open(app, caller, ini, work, true, protocol).await;
-    if let Ok(session) = &result {
-        *opened = Some(session.clone());
-    }
-    drop(opened);
-    app.openings.release(&key);
-    result
+    app.openings
+        .once(&key, recorded, || {
+            open(app, caller, ini, work, true, protocol)
+        })
+        .await
 }
 
 async fn open(
