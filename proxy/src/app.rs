@@ -11,7 +11,8 @@ use broker::store::memory::MemoryStore;
 use broker::store::redis::{RedisSettings, RedisStore};
 use broker::store::{Lifetimes, Store, StoreError};
 use broker::surface::SurfaceRules;
-use broker::tokens::{KeyRing, TokenError};
+use broker::tokens::cache::{Signed, Verified};
+use broker::tokens::{AssertionClaims, KeyRing, SESSION_AUDIENCE, SessionClaims, TokenError};
 use sha2::{Digest, Sha256};
 
 use crate::identify::{Identities, ResourceMetadata};
@@ -23,6 +24,8 @@ use crate::upstream::Upstream;
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Lifetime of the assertion sent to the backend with each request.
 pub const ASSERTION_LIFETIME: Duration = Duration::from_secs(120);
+/// How long the same assertion is sent again for the same claims: it keeps at least 110 s of life.
+pub const ASSERTION_REUSE: Duration = Duration::from_secs(10);
 /// Issuer of every token.
 pub const ISSUER: &str = "mcp-session-broker";
 
@@ -42,6 +45,10 @@ pub struct App {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
     pub keys: KeyRing,
+    /// Client session ids verified already (a client sends the same one with every request).
+    pub session_ids: Verified<SessionClaims>,
+    /// Assertions signed in the last [`ASSERTION_REUSE`], by their claims.
+    pub assertions: Signed<AssertionClaims>,
     pub principals: PrincipalHasher,
     /// Who a request is from, by the configured principal source.
     pub identities: Identities,
@@ -106,6 +113,12 @@ impl App {
             openings: Default::default(),
             bridge: Default::default(),
             initialize_cache: Default::default(),
+            session_ids: Verified::new(SESSION_AUDIENCE),
+            assertions: Signed::new(
+                settings.assertion_audience.clone(),
+                ASSERTION_LIFETIME,
+                ASSERTION_REUSE,
+            ),
             store,
             keys,
             principals,

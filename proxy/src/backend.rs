@@ -10,7 +10,7 @@ use broker::tokens::AssertionClaims;
 use http::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use crate::app::{ASSERTION_LIFETIME, App};
+use crate::app::App;
 use crate::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_MCP_PROJECT, X_MCP_WORK_SESSION};
 use crate::metrics::{self, Own};
 use crate::upstream::UpstreamError;
@@ -157,12 +157,7 @@ pub fn set_trusted(
         project: work.project.clone(),
         via: via.map(str::to_owned),
     };
-    match app.keys.sign(
-        &app.settings.assertion_audience,
-        ASSERTION_LIFETIME,
-        app.now_secs(),
-        &claims,
-    ) {
+    match app.assertions.sign(&app.keys, &claims, app.now_secs()) {
         Ok(token) => {
             headers.insert(X_MCP_WORK_SESSION, header_value(&token));
         }

@@ -4,7 +4,9 @@
 use broker::ids::{ConversationKey, PrincipalId, Surface};
 use broker::jsonrpc::Message;
 use broker::surface::SurfaceSignals;
-use broker::tokens::{SESSION_AUDIENCE, SessionClaims};
+use std::sync::Arc;
+
+use broker::tokens::SessionClaims;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 
@@ -19,7 +21,7 @@ pub struct Caller {
     /// Forwarded as is on the broker's own requests to the backend (it may authenticate too).
     pub authorization: Option<HeaderValue>,
     /// The client MCP session, when the request names one and it verified.
-    pub session: Option<SessionClaims>,
+    pub session: Option<Arc<SessionClaims>>,
     /// A modern client's request bridged onto legacy backend sessions.
     pub bridge: Option<crate::bridge::Bridged>,
     /// The `work_session` handle a modern client mirrored into `Mcp-Param-Work-Session`.
@@ -51,8 +53,10 @@ impl Caller {
             None => None,
             Some(value) => {
                 let token = value.to_str().map_err(|_| ProxyError::UnknownSession)?;
-                let claims: SessionClaims =
-                    app.keys.verify(SESSION_AUDIENCE, token).map_err(|error| {
+                let claims = app
+                    .session_ids
+                    .verify(&app.keys, token, app.now_secs())
+                    .map_err(|error| {
                         tracing::info!(%error, "session id refused");
                         ProxyError::UnknownSession
                     })?;

@@ -57,7 +57,7 @@ pub async fn forward(
     app: &Arc<App>,
     mut out: Outbound<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let claims = out.caller.session.as_ref();
+    let claims = out.caller.session.as_deref();
     let mut session = match choose(app, &out, claims, false).await {
         Ok(session) => session,
         Err(Chosen::Replay(work, error)) => return replay_failed(&out, &work, error),

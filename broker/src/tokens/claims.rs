@@ -29,14 +29,14 @@ pub struct SessionClaims {
 }
 
 /// A work-session handle the model can pass back as `work_session`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HandleClaims {
     pub p: PrincipalId,
     pub ws: WorkSessionId,
 }
 
 /// What the backend is told about the call it receives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AssertionClaims {
     /// The principal hash.
     pub sub: PrincipalId,

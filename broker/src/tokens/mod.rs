@@ -26,6 +26,8 @@ pub const SESSION_AUDIENCE: &str = "msb-session";
 pub const HANDLE_AUDIENCE: &str = "msb-handle";
 /// Smallest accepted HMAC secret.
 pub const MIN_SECRET_BYTES: usize = 32;
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
 
 /// Why a token was not issued or not accepted. The messages are safe to show a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -224,6 +226,16 @@ impl KeyRing {
         audience: &str,
         token: &str,
     ) -> Result<T, TokenError> {
+        self.verify_with_expiry(audience, token)
+            .map(|(claims, _)| claims)
+    }
+
+    /// Verifies a token for `audience` and returns its claims and its `exp` (Unix seconds).
+    pub fn verify_with_expiry<T: DeserializeOwned>(
+        &self,
+        audience: &str,
+        token: &str,
+    ) -> Result<(T, u64), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(map_error)?;
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
         let verifier = self.verifiers.get(&kid).ok_or(TokenError::UnknownKey)?;
@@ -235,10 +247,10 @@ impl KeyRing {
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "aud", "iss"]);
         validation.validate_nbf = true;
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         let data = jsonwebtoken::decode::<Envelope<T>>(token, &verifier.key, &validation)
             .map_err(map_error)?;
-        Ok(data.claims.claims)
+        Ok((data.claims.claims, data.claims.exp))
     }
 }
 
@@ -253,6 +265,7 @@ struct Envelope<T> {
     claims: T,
 }
 
+pub mod cache;
 mod claims;
 
 pub use claims::{AssertionClaims, HandleClaims, SessionClaims};
