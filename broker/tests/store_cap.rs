@@ -40,6 +40,7 @@ async fn live_count(store: &dyn Store, p: &PrincipalId) -> u64 {
         mcp: None,
         handle: None,
         conversation: None,
+        settle_early: false,
     };
     store.lookup(&query).await.expect("lookup").live_count
 }

@@ -122,6 +122,7 @@ pub async fn plan(
         mcp: mcp.clone(),
         handle: handle_id,
         conversation: conversation.clone(),
+        settle_early: !matches!(tool, Tool::Select(_)),
     };
     let looked_up = app
         .metrics

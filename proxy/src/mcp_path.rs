@@ -255,14 +255,15 @@ pub async fn pass_through(
     }) {
         return Err(ProxyError::BatchedProjectCall);
     }
-    let state = session_state(app, caller).await?;
-    if not_opened_yet(caller, &state)
+    if caller.session.as_ref().is_some_and(|c| c.lz)
         && matches!(&parsed, Body::Single(m) if matches!(&m.kind, Kind::Notification(method) if method == "notifications/initialized"))
     {
-        // The broker answered this client's initialize; the backend session it will open gets its
-        // own notifications/initialized then.
+        // The broker answered this client's initialize from its cache: whenever its own backend
+        // session is opened, the broker sends that session's notifications/initialized itself. So
+        // this one has nowhere to go, and is acknowledged without a store read.
         return Ok(empty(StatusCode::ACCEPTED));
     }
+    let state = session_state(app, caller).await?;
     let mut watch = Watch::default();
     let mut changed = false;
     for message in parsed.messages_mut() {

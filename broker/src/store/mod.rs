@@ -87,6 +87,11 @@ pub struct Query {
     pub mcp: Option<McpQuery>,
     pub handle: Option<WorkSessionId>,
     pub conversation: Option<ConversationKey>,
+    /// The store may stop reading once the handle, the conversation key or the MCP-session link
+    /// settles the work session: the answer then lists no surface sessions or recent projects and
+    /// a live count of 0. A call needs none of them once settled; a select does (it is capped, and
+    /// plans on the resolution), so it asks for everything.
+    pub settle_early: bool,
 }
 
 /// What the store knows about one client MCP session.

@@ -39,6 +39,7 @@ pub fn query(p: &PrincipalId, s: &str) -> Query {
         mcp: None,
         handle: None,
         conversation: None,
+        settle_early: false,
     }
 }
 
@@ -380,4 +381,85 @@ pub async fn operators_list_rebind_and_end_work_sessions(store: &dyn Store) {
             .expect("end"),
         "already finalized"
     );
+}
+
+/// A call's lookup that stops once its pointer settles the work session (`settle_early`) finds the
+/// same work session as a full one, lookup after lookup (the Redis store then reads the hinted work
+/// session in its first step), and follows a pointer that moved since.
+pub async fn a_settled_lookup_finds_what_a_full_one_finds(store: &dyn Store) {
+    let p = principal(60);
+    let sid = McpSessionId::random();
+    let conversation = ConversationKey::parse("ef".repeat(16)).expect("conversation");
+    let first = work(&p, "claude-ai", "atlas", 1000);
+    let links = Links {
+        mcp_session: Some(sid.clone()),
+        conversation: Some(conversation.clone()),
+        count_only: false,
+    };
+    store.bind(&first, &links).await.expect("bind");
+    let other = work(&p, "claude-ai", "zephyr", 1000);
+    store.bind(&other, &Links::default()).await.expect("bind");
+    let mcp = McpQuery {
+        session: sid.clone(),
+        upstream: upstream(),
+        backend: None,
+    };
+    settled_matches_full(store, &p, &mcp, &conversation, &first).await;
+
+    // The link and the conversation move to a new work session: the hints name the old one.
+    let moved = work(&p, "claude-ai", "orion", 1500);
+    store.bind(&moved, &links).await.expect("bind");
+    settled_matches_full(store, &p, &mcp, &conversation, &moved).await;
+}
+
+async fn settled_matches_full(
+    store: &dyn Store,
+    p: &PrincipalId,
+    mcp: &McpQuery,
+    conversation: &ConversationKey,
+    want: &WorkSession,
+) {
+    use broker::resolve::{Asked, Found, Unkeyed, UnkeyedPolicy, resolve};
+    let rules = Unkeyed {
+        policy: UnkeyedPolicy::Guarded,
+        window_ms: u64::MAX / 4,
+        now_ms: 2000,
+    };
+    let bound =
+        |found: &Found, asked: Asked| resolve(found, asked, rules).session().map(|s| s.id.clone());
+    let kinds = [
+        (
+            "handle",
+            Asked {
+                handle: true,
+                keyed: false,
+            },
+        ),
+        (
+            "conversation",
+            Asked {
+                handle: false,
+                keyed: true,
+            },
+        ),
+        ("link", Asked::default()),
+    ];
+    for (kind, asked) in kinds {
+        let mut q = query(p, "claude-ai");
+        q.mcp = Some(mcp.clone());
+        match kind {
+            "handle" => q.handle = Some(want.id.clone()),
+            "conversation" => q.conversation = Some(conversation.clone()),
+            _ => {}
+        }
+        let full = store.lookup(&q).await.expect("lookup");
+        q.settle_early = true;
+        for round in 0..3 {
+            let settled = store.lookup(&q).await.expect("lookup");
+            let (got, wanted) = (bound(&settled.found, asked), bound(&full.found, asked));
+            assert_eq!(got, wanted, "{kind}, round {round}");
+            assert_eq!(got, Some(want.id.clone()), "{kind}, round {round}");
+            assert_eq!(settled.mcp, full.mcp, "{kind}");
+        }
+    }
 }

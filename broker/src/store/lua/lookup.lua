@@ -1,26 +1,45 @@
 -- What one request needs, first step: read only, every key declared, all in the principal's slot.
 -- KEYS: 1 ended marker, 2 MCP-session link, 3 conversation link, 4 surface index, 5 recent projects,
 --       6 backend-session override, 7 the principal's index of work sessions, 8 the handle's work
---       session (absent ones are the principal's never-written placeholder)
+--       session, 9 the hinted work session (absent ones are the principal's never-written
+--       placeholder)
 -- ARGV: 1 surface candidates limit, 2 recent limit, 3 '1' when the request has an MCP session,
---       4 idle TTL (ms)
+--       4 idle TTL (ms), 5 the hinted work-session id ('' for none), 6 '1' to stop as soon as the
+--       handle, conversation or link settles the work session, 7 '1' when a handle was presented,
+--       8 '1' when the request carries a conversation key
 -- Returns {ended, handle's work session, linked id, conversation id, {surface ids active within the
 -- idle TTL, newest first}, {recent...}, override, work sessions of the principal active within the
--- idle TTL}; a work session is its HGETALL array, or nil when it is missing, idle past its deadline
--- or finalized. The ids are read in a second step (sessions.lua), with their keys declared.
+-- idle TTL, the hinted work session, 1 when the hinted work session was read}; a work session is its
+-- HGETALL array, or nil when it is missing, idle past its deadline or finalized. The hint is the id
+-- the broker expects one of the pointers to name (it remembers what they held): read only when one
+-- does, so that the common request needs no second step. The other ids are read in a second step
+-- (sessions.lua), with their keys declared. Stopping early, the surface, recent projects and count
+-- are not read: the call is settled without them (a select always reads everything).
 local now = now_ms()
 local idle = tonumber(ARGV[4])
 
-local handle = false
-local fields = redis.call('HGETALL', KEYS[8])
-if #fields > 0 then
+local function live_fields(key)
+  local fields = redis.call('HGETALL', key)
+  if #fields == 0 then return false end
   local last, finalized = nil, false
   for i = 1, #fields, 2 do
     if fields[i] == 'la' then last = tonumber(fields[i + 1]) end
     if fields[i] == 'f' then finalized = true end
   end
-  if is_live(last, finalized, idle, now) then handle = fields end
+  if is_live(last, finalized, idle, now) then return fields end
+  return false
 end
+
+local hint_id, hinted, hint_read = ARGV[5], false, 0
+local function read_hint(id)
+  if hint_read == 0 and hint_id ~= '' and id == hint_id then
+    hint_read = 1
+    hinted = live_fields(KEYS[9])
+  end
+end
+
+local handle = false
+if ARGV[7] == '1' then handle = live_fields(KEYS[8]) end
 
 local ended, override, linked = 0, false, false
 if ARGV[3] == '1' then
@@ -29,7 +48,25 @@ if ARGV[3] == '1' then
   linked = redis.call('GET', KEYS[2])
 end
 local conversation = redis.call('GET', KEYS[3])
+
+if ARGV[6] == '1' then
+  -- The resolution order: a handle, else the conversation key when sent, else the link.
+  if ARGV[7] == '1' then
+    return {ended, handle, false, false, {}, {}, override, 0, false, 0}
+  end
+  if ARGV[8] == '1' then
+    read_hint(conversation)
+    if hinted then return {ended, false, false, conversation, {}, {}, override, 0, hinted, 1} end
+  elseif linked then
+    read_hint(linked)
+    if hinted then return {ended, false, linked, false, {}, {}, override, 0, hinted, 1} end
+  end
+end
+
 local surface = redis.call('ZREVRANGEBYSCORE', KEYS[4], '+inf', '(' .. (now - idle), 'LIMIT', 0, tonumber(ARGV[1]))
 local recent = redis.call('ZREVRANGE', KEYS[5], 0, tonumber(ARGV[2]) - 1)
 local active = redis.call('ZCOUNT', KEYS[7], '(' .. (now - idle), '+inf')
-return {ended, handle, linked, conversation, surface, recent, override, active}
+if linked then read_hint(linked) end
+if conversation then read_hint(conversation) end
+for _, id in ipairs(surface) do read_hint(id) end
+return {ended, handle, linked, conversation, surface, recent, override, active, hinted, hint_read}

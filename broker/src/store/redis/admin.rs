@@ -3,10 +3,8 @@
 //! and the small per-MCP-session records (ended sessions, replacement backend sessions).
 
 use super::RedisStore;
-use crate::ids::{McpSessionId, PrincipalId, Surface, WorkSessionId};
-use crate::store::{
-    AdminAction, BackendRef, McpQuery, McpState, Query, Status, StoreError, hash, keys,
-};
+use crate::ids::{McpSessionId, PrincipalId, WorkSessionId};
+use crate::store::{AdminAction, BackendRef, McpQuery, McpState, Status, StoreError, hash, keys};
 
 /// How many work sessions a listing shows at most.
 const LIST_LIMIT: isize = 200;
@@ -18,19 +16,24 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether the MCP session ended and its replacement backend session: two reads pipelined in one
+/// round trip (both keys in the principal's slot), no script.
 pub(super) async fn mcp_state(
     store: &RedisStore,
     principal: &PrincipalId,
     mcp: &McpQuery,
 ) -> Result<McpState, StoreError> {
-    let query = Query {
-        principal: principal.clone(),
-        surface: Surface::parse("none").map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        mcp: Some(mcp.clone()),
-        handle: None,
-        conversation: None,
-    };
-    Ok(super::lookup::lookup(store, &query).await?.mcp)
+    let keys = store.keys(principal);
+    let mut pipe = redis::pipe();
+    pipe.exists(keys.mcp_ended(&mcp.session))
+        .get(keys.backend_session(&mcp.session, &mcp.upstream));
+    let (ended, backend): (bool, Option<String>) = store
+        .run(|mut connection| async move { pipe.query_async(&mut connection).await })
+        .await?;
+    Ok(McpState {
+        ended,
+        backend_override: backend.and_then(|s| crate::ids::BackendSessionId::parse(s).ok()),
+    })
 }
 
 pub(super) async fn set_backend_session(

@@ -1,8 +1,10 @@
 //! The lookup in Redis, in at most two steps, every key declared: `lookup.lua` reads the links, the
-//! surface index and the handle's work session; `sessions.lua` then reads the work sessions the
-//! links and the surface name (skipped when there are none besides the handle's). Neither writes.
+//! surface index, the handle's work session and the hinted one ([`super::hints`]); `sessions.lua`
+//! then reads the work sessions the links and the surface name that the first step did not (skipped
+//! when there are none: a steady call whose link still names the hinted work session takes one
+//! round trip). Neither writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use redis::Value;
 
@@ -57,9 +59,11 @@ struct First {
     recent: Vec<Project>,
     backend_override: Option<BackendSessionId>,
     active: u64,
+    /// The hinted work session, when the first step read it: `Some(None)` if it is not live.
+    hinted: Option<(WorkSessionId, Option<WorkSession>)>,
 }
 
-fn decode_first(reply: Value) -> Result<First, StoreError> {
+fn decode_first(reply: Value, hint: Option<&WorkSessionId>) -> Result<First, StoreError> {
     let Value::Array(items) = reply else {
         return Err(StoreError::Corrupt("lookup did not return an array".into()));
     };
@@ -72,11 +76,18 @@ fn decode_first(reply: Value) -> Result<First, StoreError> {
         recent,
         override_,
         active,
-    ] = <[Value; 8]>::try_from(items)
+        hinted,
+        hint_read,
+    ] = <[Value; 10]>::try_from(items)
         .map_err(|_| StoreError::Corrupt("lookup returned a wrong arity".into()))?;
     let ended: i64 = redis::from_redis_value_ref(&ended).map_err(corrupt)?;
     let surface: Vec<String> = redis::from_redis_value_ref(&surface).unwrap_or_default();
     let recent: Vec<String> = redis::from_redis_value_ref(&recent).unwrap_or_default();
+    let hint_read: i64 = redis::from_redis_value_ref(&hint_read).map_err(corrupt)?;
+    let hinted = match hint {
+        Some(id) if hint_read == 1 => Some((id.clone(), optional_session(&hinted)?)),
+        _ => None,
+    };
     Ok(First {
         ended: ended == 1,
         handle: optional_session(&handle)?,
@@ -93,6 +104,7 @@ fn decode_first(reply: Value) -> Result<First, StoreError> {
         backend_override: optional_string(&override_)?
             .and_then(|s| BackendSessionId::parse(s).ok()),
         active: redis::from_redis_value_ref::<u64>(&active).unwrap_or(0),
+        hinted,
     })
 }
 
@@ -100,24 +112,25 @@ pub(super) async fn lookup(store: &RedisStore, query: &Query) -> Result<Answer, 
     let keys = store.keys(&query.principal);
     let unused = keys.unused();
     let mcp = query.mcp.as_ref();
+    let link = mcp.map(|m| keys.mcp_link(&m.session));
+    let conversation = query.conversation.as_ref().map(|c| keys.conversation(c));
+    let surface = keys.surface(&query.surface);
+    // The pointer that decides a call (the conversation key when sent, else the link), else the
+    // surface: what it named last time is most likely what the first step will find.
+    let hint = conversation
+        .as_deref()
+        .or(link.as_deref())
+        .and_then(|pointer| store.hints.get(pointer))
+        .or_else(|| store.hints.get(&surface));
     let mut invocation = store.scripts.lookup.prepare_invoke();
     invocation
         .key(
             mcp.map(|m| keys.mcp_ended(&m.session))
                 .unwrap_or_else(|| unused.clone()),
         )
-        .key(
-            mcp.map(|m| keys.mcp_link(&m.session))
-                .unwrap_or_else(|| unused.clone()),
-        )
-        .key(
-            query
-                .conversation
-                .as_ref()
-                .map(|c| keys.conversation(c))
-                .unwrap_or_else(|| unused.clone()),
-        )
-        .key(keys.surface(&query.surface))
+        .key(link.clone().unwrap_or_else(|| unused.clone()))
+        .key(conversation.clone().unwrap_or_else(|| unused.clone()))
+        .key(&surface)
         .key(keys.recent())
         .key(
             mcp.map(|m| keys.backend_session(&m.session, &m.upstream))
@@ -131,14 +144,30 @@ pub(super) async fn lookup(store: &RedisStore, query: &Query) -> Result<Answer, 
                 .map(|id| keys.work_session(id))
                 .unwrap_or_else(|| unused.clone()),
         )
+        .key(
+            hint.as_ref()
+                .map(|id| keys.work_session(id))
+                .unwrap_or_else(|| unused.clone()),
+        )
         .arg(SURFACE_CANDIDATES)
         .arg(RECENT_LIMIT)
-        .arg(if mcp.is_some() { "1" } else { "0" })
-        .arg(RedisStore::ms(store.lifetimes.idle));
+        .arg(flag(mcp.is_some()))
+        .arg(RedisStore::ms(store.lifetimes.idle))
+        .arg(hint.as_ref().map(|id| id.as_str()).unwrap_or(""))
+        .arg(flag(query.settle_early))
+        .arg(flag(query.handle.is_some()))
+        .arg(flag(query.conversation.is_some()));
     let reply: Value = store
         .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
         .await?;
-    let first = decode_first(reply)?;
+    let first = decode_first(reply, hint.as_ref())?;
+    remember(
+        store,
+        &first,
+        link.as_deref(),
+        conversation.as_deref(),
+        &surface,
+    );
     let sessions = read_sessions(store, &keys, &first).await?;
     let get = |id: &Option<WorkSessionId>| id.as_ref().and_then(|id| sessions.get(id)).cloned();
     Ok(Answer {
@@ -162,16 +191,47 @@ pub(super) async fn lookup(store: &RedisStore, query: &Query) -> Result<Answer, 
     })
 }
 
-/// The live work sessions the first step named, by id (the handle's included, without reading it
-/// again).
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
+}
+
+/// Remembers what the pointers named, as hints for the next lookup.
+fn remember(
+    store: &RedisStore,
+    first: &First,
+    link: Option<&str>,
+    conversation: Option<&str>,
+    surface: &str,
+) {
+    let pairs = [
+        (link, first.linked.as_ref()),
+        (conversation, first.conversation.as_ref()),
+        (Some(surface), first.surface.first()),
+    ];
+    for (pointer, id) in pairs {
+        if let (Some(pointer), Some(id)) = (pointer, id) {
+            store.hints.remember(pointer, id);
+        }
+    }
+}
+
+/// The live work sessions the first step named, by id (the handle's and the hinted one included,
+/// without reading them again).
 async fn read_sessions(
     store: &RedisStore,
     keys: &Keys,
     first: &First,
 ) -> Result<HashMap<WorkSessionId, WorkSession>, StoreError> {
     let mut found = HashMap::new();
+    let mut read_already = HashSet::new();
     if let Some(handle) = &first.handle {
         found.insert(handle.id.clone(), handle.clone());
+    }
+    if let Some((id, session)) = &first.hinted {
+        read_already.insert(id.clone());
+        if let Some(session) = session {
+            found.insert(id.clone(), session.clone());
+        }
     }
     let mut wanted: Vec<WorkSessionId> = Vec::new();
     let named = first
@@ -180,7 +240,7 @@ async fn read_sessions(
         .chain(&first.conversation)
         .chain(&first.surface);
     for id in named {
-        if !found.contains_key(id) && !wanted.contains(id) {
+        if !found.contains_key(id) && !read_already.contains(id) && !wanted.contains(id) {
             wanted.push(id.clone());
         }
     }

@@ -11,6 +11,7 @@ mod admin;
 mod conn;
 mod dead;
 mod finalize;
+mod hints;
 mod lookup;
 
 pub use conn::{Target, TlsFiles};
@@ -98,6 +99,8 @@ pub struct RedisStore {
     scripts: Scripts,
     /// Buckets whose stream has the consumer group (created once per bucket and process).
     groups: std::sync::Mutex<std::collections::HashSet<Bucket>>,
+    /// What the pointers held when last read (advisory: lets a lookup take one round trip).
+    hints: hints::Hints,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -120,6 +123,7 @@ impl RedisStore {
             max_work_sessions: 0,
             scripts: Scripts::new(),
             groups: Default::default(),
+            hints: Default::default(),
         })
     }
 
