@@ -102,6 +102,11 @@ impl Conn {
         })
     }
 
+    /// Sends the next requests with another bearer credential (another principal).
+    pub fn set_bearer(&mut self, bearer: String) {
+        self.target.bearer = Some(bearer);
+    }
+
     /// The server closed the connection (e.g. after its `keepalive_requests`): connect again.
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()

@@ -8,6 +8,9 @@
 //!   turn is one unit (latency from the first byte sent to the last byte of the call's reply).
 //! - `mcp-load calls --url U --session S ...`: one `tools/call` per unit on an established session
 //!   (what wrk does with `bench/call.lua`; for machines without wrk, or to cross-check it).
+//! - `mcp-load populate --url U --from 0 --to 100000`: live work sessions for `bench/scale`, one
+//!   per credential `TOKEN-<i>` (so one principal each: the store's worst case), each made as a
+//!   client makes it (initialize, notifications/initialized, select).
 //!
 //! Each of `-c` connections is one keep-alive TCP connection and one unit in flight at a time; the
 //! run stops starting units after `-d` seconds, and every request is bounded by `--timeout`. It
@@ -54,6 +57,18 @@ enum Command {
         /// The session to call on (from `mcp-load open`).
         #[arg(long)]
         session: String,
+    },
+    /// Live work sessions numbered FROM..TO, one per credential `TOKEN-<i>`.
+    Populate {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+        /// Concurrent connections.
+        #[arg(short = 'c', long, default_value_t = 16)]
+        connections: usize,
     },
 }
 
@@ -122,6 +137,12 @@ fn main() {
                 let plan = plan(&common, &load, Some(session));
                 drive(&common, &load, plan).await
             }
+            Command::Populate {
+                common,
+                from,
+                to,
+                connections,
+            } => populate(&common, from..to, connections).await,
         }
     });
     std::process::exit(code);
@@ -197,6 +218,76 @@ async fn open(common: &Common, project: &str) -> i32 {
             1
         }
     }
+}
+
+async fn populate(common: &Common, range: std::ops::Range<u64>, connections: usize) -> i32 {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let target = target(common);
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(range.start));
+    let failed = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..connections.max(1))
+        .map(|_| {
+            let (target, next, failed) = (target.clone(), next.clone(), failed.clone());
+            let (token, client) = (
+                target.bearer.clone().unwrap_or_default(),
+                common.client.clone(),
+            );
+            let end = range.end;
+            tokio::spawn(async move {
+                let initialize = Bytes::from(messages::initialize(&client));
+                let initialized = Bytes::from(messages::initialized());
+                let mut conn: Option<Conn> = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= end {
+                        break;
+                    }
+                    if conn.as_ref().is_none_or(Conn::is_closed) {
+                        conn = Conn::connect(&target).await.ok();
+                    }
+                    let Some(current) = conn.as_mut() else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    current.set_bearer(format!("{token}-{i}"));
+                    let project = format!("project-{}", i % 50);
+                    let select = Bytes::from(messages::tools_call(
+                        "select_project_for_session",
+                        serde_json::json!({ "name": project }),
+                    ));
+                    let made = async {
+                        let session = turn_start(current, &initialize, &initialized).await?;
+                        current.post(Some(&session), select).await
+                    };
+                    match made.await {
+                        Ok(reply)
+                            if reply.status.is_success()
+                                && contains(&reply.body, b"Selected project") => {}
+                        Ok(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            conn = None;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    println!(
+        "POPULATED from={} to={} failed={failed} seconds={:.1}",
+        range.start,
+        range.end,
+        started.elapsed().as_secs_f64()
+    );
+    i32::from(failed > 0)
 }
 
 async fn drive(common: &Common, load: &Load, plan: Plan) -> i32 {
