@@ -75,6 +75,7 @@ fn bench(c: &mut Criterion) {
         },
         mcp: McpState::default(),
         live_count: 1,
+        recorded: false,
     };
     let by_surface = Answer {
         found: Found {
@@ -87,6 +88,7 @@ fn bench(c: &mut Criterion) {
         },
         mcp: McpState::default(),
         live_count: 2,
+        recorded: false,
     };
     let select = Tool::Select(SelectArg::Project(
         Project::parse("linkedin").expect("a project"),

@@ -278,6 +278,14 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
     }
 }
 
+/// Whether the store may record a call in the work session its lookup settles on (a live one, found
+/// by the handle, the conversation key or the MCP-session link, with the MCP session not ended), in
+/// the lookup's own round trip: only when [`decide`] then always forwards it bound with `touch`, that
+/// is for any tool but a select, with no refused handle.
+pub fn record_with_lookup(tool: &Tool, handle: &HandleFact) -> bool {
+    !matches!(tool, Tool::Select(_)) && !matches!(handle, HandleFact::Refused(_))
+}
+
 /// The protocol era of a request without a session id: sessionless (2026-07-28 and later) when it
 /// declares such a version in `_meta` or the `MCP-Protocol-Version` header.
 pub fn is_sessionless(declared_version: Option<&str>) -> bool {

@@ -41,6 +41,7 @@ async fn live_count(store: &dyn Store, p: &PrincipalId) -> u64 {
         handle: None,
         conversation: None,
         settle_early: false,
+        record_when_settled: false,
     };
     store.lookup(&query).await.expect("lookup").live_count
 }

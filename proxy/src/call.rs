@@ -116,6 +116,7 @@ pub async fn plan(
     let surface = caller.surface(app, client_name);
     Span::current().record("surface", display(&surface));
     let conversation = caller.conversation(app, message);
+    let record_when_settled = decide::record_with_lookup(&tool, &handle);
     let query = Query {
         principal: caller.principal.clone(),
         surface: surface.clone(),
@@ -123,6 +124,7 @@ pub async fn plan(
         handle: handle_id,
         conversation: conversation.clone(),
         settle_early: !matches!(tool, Tool::Select(_)),
+        record_when_settled,
     };
     let looked_up = app
         .metrics
@@ -170,6 +172,7 @@ pub async fn plan(
     };
     let answer = answer.unwrap_or_default();
     if forward.touch
+        && !answer.recorded
         && let Some(session) = &forward.bound
     {
         // Only a call that came through its MCP session's link slides it; any other counts the

@@ -87,6 +87,7 @@ fn answer(found: Found) -> Answer {
         found,
         mcp: McpState::default(),
         live_count: 0,
+        recorded: false,
     }
 }
 
@@ -193,4 +194,69 @@ fn protocol_eras() {
     assert!(is_sessionless(Some("2026-07-28")));
     assert!(!is_sessionless(Some("2025-11-25")));
     assert!(!is_sessionless(None));
+}
+
+/// A store may record a call in the work session its lookup settles on only when the decision then
+/// forwards it bound to that work session with `touch`: checked for every tool and handle, with the
+/// work session found by each pointer the lookup settles on, whatever else the store found.
+#[test]
+fn a_call_recorded_with_its_lookup_is_always_forwarded_bound_and_touched() {
+    let alpha = ws("alpha");
+    let others = Found {
+        surface_live: vec![ws("beta"), ws("gamma")],
+        ..Default::default()
+    };
+    let tools = [
+        Tool::NeedsProject,
+        Tool::Exempt,
+        select("alpha"),
+        Tool::Select(SelectArg::Unusable("x".into())),
+    ];
+    let handles = [
+        HandleFact::Absent,
+        HandleFact::Verified,
+        HandleFact::Refused("bad".into()),
+    ];
+    for tool in &tools {
+        for handle in &handles {
+            if !record_with_lookup(tool, handle) {
+                continue;
+            }
+            // The pointer the lookup settles on, as the store would: the handle's work session,
+            // else the conversation's when keyed, else the link's.
+            for keyed in [false, true] {
+                let found = match (handle, keyed) {
+                    (HandleFact::Verified, _) => Found {
+                        handle: Some(alpha.clone()),
+                        ..others.clone()
+                    },
+                    (_, true) => Found {
+                        conversation: Some(alpha.clone()),
+                        ..others.clone()
+                    },
+                    (_, false) => Found {
+                        linked: Some(alpha.clone()),
+                        ..others.clone()
+                    },
+                };
+                let found = answer(found);
+                let mut facts = facts(tool.clone(), Some(&found));
+                facts.handle = handle.clone();
+                facts.keyed = keyed;
+                let case = format!("{tool:?} {handle:?} keyed={keyed}");
+                match decide(&facts) {
+                    Decision::Forward(f) => {
+                        assert!(f.touch, "{case}");
+                        assert_eq!(f.bound.map(|b| b.id), Some(alpha.id.clone()), "{case}");
+                    }
+                    other => panic!("{case}: {}", summary(&other)),
+                }
+            }
+        }
+    }
+    assert!(!record_with_lookup(&select("alpha"), &HandleFact::Absent));
+    assert!(!record_with_lookup(
+        &Tool::NeedsProject,
+        &HandleFact::Refused("x".into())
+    ));
 }

@@ -92,6 +92,11 @@ pub struct Query {
     /// a live count of 0. A call needs none of them once settled; a select does (it is capped, and
     /// plans on the resolution), so it asks for everything.
     pub settle_early: bool,
+    /// Record the call (as [`Store::touch`] would) in the live work session a handle, conversation
+    /// key or MCP-session link settles it on, in the same round trip, unless the MCP session has
+    /// ended: for a call that is then always forwarded bound and touched
+    /// ([`crate::decide::record_with_lookup`]). [`Answer::recorded`] says whether it was.
+    pub record_when_settled: bool,
 }
 
 /// What the store knows about one client MCP session.
@@ -112,6 +117,9 @@ pub struct Answer {
     pub mcp: McpState,
     /// How many work sessions of the principal were active within the idle TTL (for the cap).
     pub live_count: u64,
+    /// The lookup recorded the call in the work session it settled on ([`Query::record_when_settled`]):
+    /// no separate touch is needed. Stores that cannot do it in the lookup leave it false.
+    pub recorded: bool,
 }
 
 /// A backend session on one upstream instance.

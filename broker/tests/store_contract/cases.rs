@@ -40,6 +40,7 @@ pub fn query(p: &PrincipalId, s: &str) -> Query {
         handle: None,
         conversation: None,
         settle_early: false,
+        record_when_settled: false,
     }
 }
 
@@ -462,4 +463,95 @@ async fn settled_matches_full(
             assert_eq!(settled.mcp, full.mcp, "{kind}");
         }
     }
+}
+
+/// A call the lookup recorded (`record_when_settled`, `Answer::recorded`) counts exactly as a touch
+/// right after the lookup would: one call, the link slid, no extra MCP session. Where the lookup
+/// did not record it, the broker touches, as here. Never recorded: a work session of another
+/// surface (its surface index is not the request's), or a call on an ended MCP session.
+pub async fn a_call_recorded_by_its_lookup_counts_as_a_touch(store: &dyn Store) {
+    let p = principal(61);
+    let sid = McpSessionId::random();
+    let links = Links {
+        mcp_session: Some(sid.clone()),
+        conversation: None,
+        count_only: false,
+    };
+    let session = work(&p, "claude-ai", "atlas", 1000);
+    store.bind(&session, &links).await.expect("bind");
+    let before = status_of(store, &p, session.id.clone()).await;
+    let mut q = query(&p, "claude-ai");
+    q.mcp = Some(McpQuery {
+        session: sid.clone(),
+        upstream: upstream(),
+        backend: None,
+    });
+    q.settle_early = true;
+    q.record_when_settled = true;
+    for _ in 0..3 {
+        let answer = store.lookup(&q).await.expect("lookup");
+        assert_eq!(
+            answer.found.linked.as_ref().map(|s| &s.id),
+            Some(&session.id)
+        );
+        if !answer.recorded {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            assert!(store.touch(&session, &links, now).await.expect("touch"));
+        }
+    }
+    let after = status_of(store, &p, session.id.clone()).await;
+    assert_eq!(after.session.calls, before.session.calls + 3);
+    assert_eq!(
+        after.mcp_sessions, before.mcp_sessions,
+        "the same MCP session"
+    );
+    assert!(after.session.last_active_ms >= before.session.last_active_ms);
+
+    // A handle naming a work session of another surface: found, never recorded by the lookup.
+    let elsewhere = work(&p, "cursor", "zephyr", 1000);
+    store
+        .bind(&elsewhere, &Links::default())
+        .await
+        .expect("bind");
+    let calls_elsewhere = status_of(store, &p, elsewhere.id.clone())
+        .await
+        .session
+        .calls;
+    let mut by_handle = q.clone();
+    by_handle.handle = Some(elsewhere.id.clone());
+    for _ in 0..2 {
+        let answer = store.lookup(&by_handle).await.expect("lookup");
+        assert_eq!(
+            answer.found.handle.as_ref().map(|s| &s.id),
+            Some(&elsewhere.id)
+        );
+        assert!(!answer.recorded);
+    }
+    assert_eq!(
+        status_of(store, &p, elsewhere.id.clone())
+            .await
+            .session
+            .calls,
+        calls_elsewhere
+    );
+
+    // An ended MCP session: its calls are refused, so nothing is recorded.
+    store.end_mcp_session(&p, &sid).await.expect("end");
+    let answer = store.lookup(&q).await.expect("lookup");
+    assert!(answer.mcp.ended && !answer.recorded);
+    assert_eq!(
+        status_of(store, &p, session.id.clone()).await.session.calls,
+        after.session.calls
+    );
+}
+
+async fn status_of(store: &dyn Store, p: &PrincipalId, id: WorkSessionId) -> broker::store::Status {
+    store
+        .work_session(p, &id)
+        .await
+        .expect("status")
+        .expect("exists")
 }

@@ -30,6 +30,7 @@ async fn contract(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
     binding_is_found_by_every_key_and_nowhere_else(store.as_ref()).await;
     a_settled_lookup_finds_what_a_full_one_finds(store.as_ref()).await;
+    a_call_recorded_by_its_lookup_counts_as_a_touch(store.as_ref()).await;
     surfaces_list_newest_first(store.as_ref()).await;
     mcp_sessions_end_and_remember_backends(store.as_ref()).await;
     work_sessions_remember_their_backend_sessions(store.as_ref()).await;

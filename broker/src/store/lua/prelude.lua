@@ -9,3 +9,29 @@ end
 local function is_live(last, finalized, idle, now)
   return last ~= nil and not finalized and last + idle > now
 end
+
+-- Records a call in a live work session: its last activity, call count and MCP-session count, and
+-- slides the idle TTL of everything that points at it and its idle deadline. Shared by touch.lua and
+-- lookup.lua (which records a settled call in the same round trip).
+-- k: {work session, its surface index, MCP-session link, conversation link, the bucket's
+-- deadlines, the principal's index}; link_mode: '1' set the MCP link, '2' count the MCP session
+-- without linking it, else neither; conversation: set the conversation link; member: the deadline
+-- member ('<principal>:<work session>').
+local function record_call(k, id, idle, keep, link_mode, conversation, member, now)
+  redis.call('HSET', k[1], 'la', now)
+  redis.call('HINCRBY', k[1], 'n', 1)
+  redis.call('PEXPIRE', k[1], idle + keep)
+  redis.call('ZADD', k[2], now, id)
+  redis.call('ZREMRANGEBYSCORE', k[2], '-inf', now - idle)
+  redis.call('PEXPIRE', k[2], idle)
+  if link_mode == '1' then
+    if redis.call('GET', k[3]) ~= id then redis.call('HINCRBY', k[1], 'm', 1) end
+    redis.call('SET', k[3], id, 'PX', idle)
+  elseif link_mode == '2' then
+    redis.call('HINCRBY', k[1], 'm', 1)
+  end
+  if conversation then redis.call('SET', k[4], id, 'PX', idle) end
+  redis.call('ZADD', k[5], now + idle, member)
+  redis.call('ZADD', k[6], now, id)
+  redis.call('PEXPIRE', k[6], idle + keep)
+end

@@ -14,20 +14,5 @@ local last = redis.call('HGET', KEYS[1], 'la')
 if not is_live(tonumber(last), redis.call('HEXISTS', KEYS[1], 'f') == 1, idle, now) then
   return 0
 end
-redis.call('HSET', KEYS[1], 'la', now)
-redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('PEXPIRE', KEYS[1], idle + tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[2], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - idle)
-redis.call('PEXPIRE', KEYS[2], idle)
-if ARGV[4] == '1' then
-  if redis.call('GET', KEYS[3]) ~= ARGV[1] then redis.call('HINCRBY', KEYS[1], 'm', 1) end
-  redis.call('SET', KEYS[3], ARGV[1], 'PX', idle)
-elseif ARGV[4] == '2' then
-  redis.call('HINCRBY', KEYS[1], 'm', 1)
-end
-if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'PX', idle) end
-redis.call('ZADD', KEYS[5], now + idle, ARGV[6])
-redis.call('ZADD', KEYS[6], now, ARGV[1])
-redis.call('PEXPIRE', KEYS[6], idle + tonumber(ARGV[3]))
+record_call(KEYS, ARGV[1], idle, tonumber(ARGV[3]), ARGV[4], ARGV[5] == '1', ARGV[6], now)
 return 1

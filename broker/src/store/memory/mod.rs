@@ -116,6 +116,7 @@ impl Store for MemoryStore {
                     recent_projects,
                 },
                 mcp,
+                recorded: false, // the touch that follows costs no round trip here
             }
         })
     }

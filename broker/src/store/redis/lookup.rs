@@ -61,6 +61,8 @@ struct First {
     active: u64,
     /// The hinted work session, when the first step read it: `Some(None)` if it is not live.
     hinted: Option<(WorkSessionId, Option<WorkSession>)>,
+    /// The call was recorded in the work session it settled on.
+    recorded: bool,
 }
 
 fn decode_first(reply: Value, hint: Option<&WorkSessionId>) -> Result<First, StoreError> {
@@ -78,7 +80,8 @@ fn decode_first(reply: Value, hint: Option<&WorkSessionId>) -> Result<First, Sto
         active,
         hinted,
         hint_read,
-    ] = <[Value; 10]>::try_from(items)
+        recorded,
+    ] = <[Value; 11]>::try_from(items)
         .map_err(|_| StoreError::Corrupt("lookup returned a wrong arity".into()))?;
     let ended: i64 = redis::from_redis_value_ref(&ended).map_err(corrupt)?;
     let surface: Vec<String> = redis::from_redis_value_ref(&surface).unwrap_or_default();
@@ -105,6 +108,7 @@ fn decode_first(reply: Value, hint: Option<&WorkSessionId>) -> Result<First, Sto
             .and_then(|s| BackendSessionId::parse(s).ok()),
         active: redis::from_redis_value_ref::<u64>(&active).unwrap_or(0),
         hinted,
+        recorded: redis::from_redis_value_ref::<i64>(&recorded).map_err(corrupt)? == 1,
     })
 }
 
@@ -149,6 +153,7 @@ pub(super) async fn lookup(store: &RedisStore, query: &Query) -> Result<Answer, 
                 .map(|id| keys.work_session(id))
                 .unwrap_or_else(|| unused.clone()),
         )
+        .key(keys.deadlines())
         .arg(SURFACE_CANDIDATES)
         .arg(RECENT_LIMIT)
         .arg(flag(mcp.is_some()))
@@ -156,7 +161,11 @@ pub(super) async fn lookup(store: &RedisStore, query: &Query) -> Result<Answer, 
         .arg(hint.as_ref().map(|id| id.as_str()).unwrap_or(""))
         .arg(flag(query.settle_early))
         .arg(flag(query.handle.is_some()))
-        .arg(flag(query.conversation.is_some()));
+        .arg(flag(query.conversation.is_some()))
+        .arg(flag(query.record_when_settled))
+        .arg(store.keep_ms())
+        .arg(query.principal.as_str())
+        .arg(query.surface.as_str());
     let reply: Value = store
         .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
         .await?;
@@ -188,6 +197,7 @@ pub(super) async fn lookup(store: &RedisStore, query: &Query) -> Result<Answer, 
             backend_override: first.backend_override,
         },
         live_count: first.active,
+        recorded: first.recorded,
     })
 }
 
