@@ -89,25 +89,39 @@ impl Store for MemoryStore {
                 .conversation
                 .as_ref()
                 .and_then(|c| maps.linked_session(&keys, &keys.conversation(c), now));
-            let surface_live = maps
-                .zrev(&keys.surface(&query.surface), now)
-                .into_iter()
-                .filter_map(|id| maps.session(&format!("{}{id}", keys.work_session_prefix()), now))
-                .take(SURFACE_LIMIT)
-                .collect();
-            let recent_projects = maps
-                .zrev(&keys.recent(), now)
-                .into_iter()
-                .filter_map(|p| Project::parse(p).ok())
-                .take(RECENT_LIMIT)
-                .collect();
+            // A call settled by its handle, conversation or link needs nothing else (Query::settle_early).
+            let settled = query.settle_early
+                && match (&query.handle, &query.conversation) {
+                    (Some(_), _) => true,
+                    (None, Some(_)) => conversation.is_some(),
+                    (None, None) => linked.is_some(),
+                };
+            let (surface_live, recent_projects, live_count) = if settled {
+                (Vec::new(), Vec::new(), 0)
+            } else {
+                let surface_live: Vec<WorkSession> = maps
+                    .zrev(&keys.surface(&query.surface), now)
+                    .into_iter()
+                    .filter_map(|id| {
+                        maps.session(&format!("{}{id}", keys.work_session_prefix()), now)
+                    })
+                    .take(SURFACE_LIMIT)
+                    .collect();
+                let recent_projects: Vec<Project> = maps
+                    .zrev(&keys.recent(), now)
+                    .into_iter()
+                    .filter_map(|p| Project::parse(p).ok())
+                    .take(RECENT_LIMIT)
+                    .collect();
+                (surface_live, recent_projects, maps.live_count(&keys, now))
+            };
             let mcp = query
                 .mcp
                 .as_ref()
                 .map(|mcp| maps.mcp_state(&keys, mcp, now))
                 .unwrap_or_default();
             Answer {
-                live_count: maps.live_count(&keys, now),
+                live_count,
                 found: Found {
                     handle,
                     linked,
