@@ -128,13 +128,14 @@ CONF
     start_brokers
 }
 
-# start_brokers: the broker with each store, one worker thread each, on their fixed ports.
+# start_brokers: the broker with each store, on one thread each (BROKER_THREADS, default 1: its
+# --worker-threads), on their fixed ports.
 start_brokers() {
-    local common=(--upstream "$URL_direct" --admin-listen off --drain-timeout 1s)
-    TOKIO_WORKER_THREADS=1 "$BROKER" --listen "127.0.0.1:$MEMORY_PORT" "${common[@]}" \
+    local common=(--upstream "$URL_direct" --admin-listen off --drain-timeout 1s --worker-threads "${BROKER_THREADS:-1}")
+    "$BROKER" --listen "127.0.0.1:$MEMORY_PORT" "${common[@]}" \
         >>"$WORK/broker-memory.log" 2>&1 &
     PIDS+=($!) PID_of_memory=$!
-    TOKIO_WORKER_THREADS=1 "$BROKER" --listen "127.0.0.1:$REDIS_BROKER_PORT" "${common[@]}" \
+    "$BROKER" --listen "127.0.0.1:$REDIS_BROKER_PORT" "${common[@]}" \
         --redis-url "redis://127.0.0.1:$REDIS_PORT/0" >>"$WORK/broker-redis.log" 2>&1 &
     PIDS+=($!) PID_of_redis=$!
     wait_port "$MEMORY_PORT" "broker (memory)"

@@ -138,6 +138,10 @@ pub struct Args {
     /// How long in-flight requests and open streams get to finish on SIGTERM before the broker exits.
     #[arg(long, env = "BROKER_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Threads serving requests: 0 for one per CPU; 1 serves everything on one thread, which costs
+    /// the least CPU per request (the choice for a sidecar given one CPU or less).
+    #[arg(long, env = "BROKER_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
     /// Log as JSON lines.
     #[arg(long, env = "BROKER_LOG_JSON")]
     pub log_json: bool,

@@ -5,11 +5,11 @@
 use proxy::config_file::{self, ConfigError};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if proxy::admin_cli::is_subcommand(&argv) {
-        std::process::exit(proxy::admin_cli::main(argv).await);
+        let code = runtime(1).map_or(2, |rt| rt.block_on(proxy::admin_cli::main(argv)));
+        std::process::exit(code);
     }
     let args = match config_file::load() {
         Ok(args) => args,
@@ -19,6 +19,34 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    match runtime(args.worker_threads) {
+        Some(runtime) => runtime.block_on(serve(args)),
+        None => std::process::exit(2),
+    }
+}
+
+/// The tokio runtime for `--worker-threads`: one thread for 1 (no work-stealing scheduler, no
+/// hand-offs between threads), else a multi-threaded one (0: one worker per CPU, or
+/// `TOKIO_WORKER_THREADS`).
+fn runtime(threads: usize) -> Option<tokio::runtime::Runtime> {
+    let built = match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    built
+        .map_err(|error| eprintln!("session-broker: cannot start the runtime: {error}"))
+        .ok()
+}
+
+async fn serve(args: proxy::cli::Args) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal: a log file or collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());

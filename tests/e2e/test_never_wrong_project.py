@@ -39,11 +39,13 @@ async def call_with_meta(session, tool: str, args: dict, meta: dict) -> ToolRepl
     return ToolReply(bool(result.isError), [c.text for c in result.content if hasattr(c, "text")])
 
 
+@pytest.mark.parametrize("threads", ["0", "1"], ids=["threads-per-cpu", "one-thread"])
 @pytest.mark.parametrize("redis", STORES)
-async def test_concurrent_calls_with_two_handles_on_one_mcp_session(make_stack, redis: bool) -> None:
+async def test_concurrent_calls_with_two_handles_on_one_mcp_session(make_stack, redis: bool, threads: str) -> None:
     """One MCP session carries two conversations' handles; 40 concurrent calls alternating them, three
-    rounds: every reply and every backend call on its handle's project."""
-    stack = make_stack(redis=redis)
+    rounds: every reply and every backend call on its handle's project. With a thread per CPU and with
+    everything on one thread (`--worker-threads 1`)."""
+    stack = make_stack(redis=redis, broker_args=("--worker-threads", threads))
     token = "e2e-token-multiplexing-agent"
     async with mcp_session(stack.url, token, "agent-platform") as (session, _):
         handles = {
