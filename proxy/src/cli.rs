@@ -116,6 +116,10 @@ pub struct Args {
     /// How long the backend may take to answer with headers.
     #[arg(long, env = "BROKER_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
+    /// How long an idle connection to the backend is kept for reuse: keep it below the backend's own
+    /// keep-alive timeout (uvicorn's is 5 s), or a request may be sent on a connection it is closing.
+    #[arg(long, env = "BROKER_UPSTREAM_IDLE_TIMEOUT", default_value = "4s", value_parser = humantime::parse_duration)]
+    pub upstream_idle_timeout: Duration,
     /// Origins allowed besides loopback ones (repeatable; `*` allows all).
     #[arg(
         long = "allowed-origin",
@@ -270,6 +274,7 @@ impl Args {
         settings.upstream_instance = self.upstream_instance;
         settings.max_body = self.max_body;
         settings.upstream_timeout = self.upstream_timeout;
+        settings.upstream_idle_timeout = self.upstream_idle_timeout;
         settings.allowed_origins = self
             .allowed_origins
             .into_iter()

@@ -54,6 +54,8 @@ pub struct Settings {
     pub max_body: usize,
     /// How long the backend may take to answer with headers.
     pub upstream_timeout: Duration,
+    /// How long an idle backend connection is kept for reuse (below the backend's keep-alive).
+    pub upstream_idle_timeout: Duration,
     /// Origins allowed besides loopback ones (`*` allows all).
     pub allowed_origins: Vec<String>,
     pub surface_rules: Vec<SurfaceRule>,
@@ -117,6 +119,7 @@ impl Settings {
             upstream_instance: None,
             max_body: 4 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(4),
             allowed_origins: Vec::new(),
             surface_rules: Vec::new(),
             assertion_audience: "mcp-backend".into(),

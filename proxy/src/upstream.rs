@@ -46,7 +46,7 @@ impl Upstream {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(settings.upstream_idle_timeout)
             .pool_max_idle_per_host(128)
             .build(connector);
         let authority = settings

@@ -68,7 +68,7 @@ async def test_unkeyed_conversations_guarded_on_a_cluster(make_stack) -> None:
 
 
 async def test_concurrent_handles_on_a_cluster(make_stack) -> None:
-    await never_wrong.test_concurrent_calls_with_two_handles_on_one_mcp_session(make_stack, True)
+    await never_wrong.test_concurrent_calls_with_two_handles_on_one_mcp_session(make_stack, True, "0")
 
 
 async def test_a_select_racing_with_calls_on_a_cluster(make_stack) -> None:
