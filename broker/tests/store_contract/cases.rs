@@ -48,27 +48,37 @@ pub fn upstream() -> UpstreamId {
     UpstreamId::parse("ab".repeat(8)).expect("upstream")
 }
 
+/// The MCP-session part of a query, for a session whose id names no backend session.
+pub fn mcp_query(session: &McpSessionId) -> McpQuery {
+    McpQuery {
+        session: session.clone(),
+        upstream: upstream(),
+        backend: None,
+    }
+}
+
+/// Links that set the MCP-session link (and the conversation link, if given).
+pub fn linking(session: &McpSessionId, conversation: Option<&ConversationKey>) -> Links {
+    Links {
+        mcp_session: Some(session.clone()),
+        conversation: conversation.cloned(),
+        count_only: false,
+    }
+}
+
 pub async fn binding_is_found_by_every_key_and_nowhere_else(store: &dyn Store) {
     let alice = principal(1);
     let bob = principal(2);
     let sid = McpSessionId::random();
     let conversation = ConversationKey::parse("cd".repeat(16)).expect("conversation");
     let session = work(&alice, "claude-ai", "linkedin", 1000);
-    let links = Links {
-        mcp_session: Some(sid.clone()),
-        conversation: Some(conversation.clone()),
-        count_only: false,
-    };
+    let links = linking(&sid, Some(&conversation));
     store.bind(&session, &links).await.expect("bind");
 
     let mut q = query(&alice, "claude-ai");
     q.handle = Some(session.id.clone());
     q.conversation = Some(conversation.clone());
-    q.mcp = Some(McpQuery {
-        session: sid.clone(),
-        upstream: upstream(),
-        backend: None,
-    });
+    q.mcp = Some(mcp_query(&sid));
     let answer = store.lookup(&q).await.expect("lookup");
     assert_eq!(
         answer.found.handle.as_ref().map(|s| &s.id),
@@ -207,11 +217,7 @@ pub async fn work_sessions_remember_their_backend_sessions(store: &dyn Store) {
     let p = principal(12);
     let mut session = work(&p, "claude-ai", "atlas", 1000);
     let sid = McpSessionId::random();
-    let links = Links {
-        mcp_session: Some(sid.clone()),
-        conversation: None,
-        count_only: false,
-    };
+    let links = linking(&sid, None);
     let first = BackendRef {
         upstream: upstream(),
         session: BackendSessionId::parse("backend-on-atlas").expect("bs"),
@@ -315,11 +321,7 @@ pub async fn operators_list_rebind_and_end_work_sessions(store: &dyn Store) {
     let listed = store.list_work_sessions(&p).await.expect("list");
     assert_eq!(listed[0].mcp_sessions, 3);
     let mut q = query(&p, "claude-ai");
-    q.mcp = Some(McpQuery {
-        session: third,
-        upstream: upstream(),
-        backend: None,
-    });
+    q.mcp = Some(mcp_query(&third));
     assert_eq!(
         store.lookup(&q).await.expect("lookup").found.linked,
         None,
@@ -392,19 +394,11 @@ pub async fn a_settled_lookup_finds_what_a_full_one_finds(store: &dyn Store) {
     let sid = McpSessionId::random();
     let conversation = ConversationKey::parse("ef".repeat(16)).expect("conversation");
     let first = work(&p, "claude-ai", "atlas", 1000);
-    let links = Links {
-        mcp_session: Some(sid.clone()),
-        conversation: Some(conversation.clone()),
-        count_only: false,
-    };
+    let links = linking(&sid, Some(&conversation));
     store.bind(&first, &links).await.expect("bind");
     let other = work(&p, "claude-ai", "zephyr", 1000);
     store.bind(&other, &Links::default()).await.expect("bind");
-    let mcp = McpQuery {
-        session: sid.clone(),
-        upstream: upstream(),
-        backend: None,
-    };
+    let mcp = mcp_query(&sid);
     settled_matches_full(store, &p, &mcp, &conversation, &first).await;
 
     // The link and the conversation move to a new work session: the hints name the old one.
@@ -472,20 +466,12 @@ async fn settled_matches_full(
 pub async fn a_call_recorded_by_its_lookup_counts_as_a_touch(store: &dyn Store) {
     let p = principal(61);
     let sid = McpSessionId::random();
-    let links = Links {
-        mcp_session: Some(sid.clone()),
-        conversation: None,
-        count_only: false,
-    };
+    let links = linking(&sid, None);
     let session = work(&p, "claude-ai", "atlas", 1000);
     store.bind(&session, &links).await.expect("bind");
     let before = status_of(store, &p, session.id.clone()).await;
     let mut q = query(&p, "claude-ai");
-    q.mcp = Some(McpQuery {
-        session: sid.clone(),
-        upstream: upstream(),
-        backend: None,
-    });
+    q.mcp = Some(mcp_query(&sid));
     q.settle_early = true;
     q.record_when_settled = true;
     for _ in 0..3 {
