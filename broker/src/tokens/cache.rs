@@ -129,29 +129,13 @@ fn make_room<K: Eq + Hash, V>(map: &mut HashMap<K, V>, live: impl Fn(&V) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{PrincipalId, WorkSessionId};
+    use crate::tokens::tests::{OTHER, SECRET, handle, now};
     use crate::tokens::{HANDLE_AUDIENCE, HandleClaims};
-
-    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
-
-    fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(1_800_000_000)
-    }
-
-    fn handle() -> HandleClaims {
-        HandleClaims {
-            p: PrincipalId::parse("ab".repeat(16)).expect("id"),
-            ws: WorkSessionId::random(),
-        }
-    }
 
     #[test]
     fn a_cached_verification_answers_as_the_ring_would() {
         let ring = KeyRing::hs256("broker", SECRET).expect("ring");
-        let other = KeyRing::hs256("broker", b"fedcba9876543210fedcba9876543210").expect("ring");
+        let other = KeyRing::hs256("broker", OTHER).expect("ring");
         let cache = Verified::<HandleClaims>::new(HANDLE_AUDIENCE);
         let claims = handle();
         let now = now();

@@ -3,18 +3,18 @@
 use super::*;
 use crate::ids::{PrincipalId, WorkSessionId};
 
-const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
-const OTHER: &[u8] = b"fedcba9876543210fedcba9876543210";
+pub(super) const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+pub(super) const OTHER: &[u8] = b"fedcba9876543210fedcba9876543210";
 const NOW: u64 = 1_800_000_000;
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(NOW)
 }
 
-fn handle() -> HandleClaims {
+pub(super) fn handle() -> HandleClaims {
     HandleClaims {
         p: PrincipalId::parse("ab".repeat(16)).expect("id"),
         ws: WorkSessionId::random(),
