@@ -31,9 +31,20 @@ LOG_TAIL = 12_000  # characters of each log attached to a failure report
 
 def free_port() -> int:
     """A currently free TCP port on 127.0.0.1 (bind port 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: all bound at once before any is released (two calls of
+    free_port() in a row may hand out the same port)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def port_open(port: int) -> bool:
@@ -399,7 +410,7 @@ def broker_factory(processes: ProcessRegistry):
         backend: Backend, redis: Redis | RedisCluster | None = None, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
     ) -> Broker:
         binary = broker_binary()
-        port = free_port()
+        port, spare_port = free_ports(2)
         argv = [binary, "--listen", f"127.0.0.1:{port}", "--upstream", backend.url]
         if redis is not None:
             argv += ["--redis-url", redis.url]
@@ -407,7 +418,7 @@ def broker_factory(processes: ProcessRegistry):
         # replicas); extra_args may still set --admin-listen itself.
         admin_port = None
         if not any(arg == "--admin-listen" or arg.startswith("--admin-listen=") for arg in extra_args):
-            admin_port = free_port()
+            admin_port = spare_port
             argv += ["--admin-listen", f"127.0.0.1:{admin_port}"]
         argv += list(extra_args)
         base = {"BROKER_SIGNING_KEY": SIGNING_KEY, "RUST_LOG": os.environ.get("E2E_RUST_LOG", "info"), "NO_COLOR": "1"}
