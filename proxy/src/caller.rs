@@ -1,11 +1,11 @@
 //! Who is calling: the principal, the client MCP session (verified), the Origin check and what the
 //! request says about its UI. Everything here is read from headers before the body is touched.
 
+use std::sync::Arc;
+
 use broker::ids::{ConversationKey, PrincipalId, Surface};
 use broker::jsonrpc::Message;
 use broker::surface::SurfaceSignals;
-use std::sync::Arc;
-
 use broker::tokens::SessionClaims;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;

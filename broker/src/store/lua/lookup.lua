@@ -24,28 +24,16 @@
 local now = now_ms()
 local idle = tonumber(ARGV[4])
 
-local function live_fields(key)
-  local fields = redis.call('HGETALL', key)
-  if #fields == 0 then return false end
-  local last, finalized = nil, false
-  for i = 1, #fields, 2 do
-    if fields[i] == 'la' then last = tonumber(fields[i + 1]) end
-    if fields[i] == 'f' then finalized = true end
-  end
-  if is_live(last, finalized, idle, now) then return fields end
-  return false
-end
-
 local hint_id, hinted, hint_read = ARGV[5], false, 0
 local function read_hint(id)
   if hint_read == 0 and hint_id ~= '' and id == hint_id then
     hint_read = 1
-    hinted = live_fields(KEYS[9])
+    hinted = live_fields(KEYS[9], idle, now)
   end
 end
 
 local handle = false
-if ARGV[7] == '1' then handle = live_fields(KEYS[8]) end
+if ARGV[7] == '1' then handle = live_fields(KEYS[8], idle, now) end
 
 local ended, override, linked = 0, false, false
 if ARGV[3] == '1' then

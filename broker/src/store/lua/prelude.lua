@@ -10,6 +10,18 @@ local function is_live(last, finalized, idle, now)
   return last ~= nil and not finalized and last + idle > now
 end
 
+-- A work session's HGETALL array when it is live, else false.
+local function live_fields(key, idle, now)
+  local fields = redis.call('HGETALL', key)
+  local last, finalized = nil, false
+  for i = 1, #fields, 2 do
+    if fields[i] == 'la' then last = tonumber(fields[i + 1]) end
+    if fields[i] == 'f' then finalized = true end
+  end
+  if is_live(last, finalized, idle, now) then return fields end
+  return false
+end
+
 -- Records a call in a live work session: its last activity, call count and MCP-session count, and
 -- slides the idle TTL of everything that points at it and its idle deadline. Shared by touch.lua and
 -- lookup.lua (which records a settled call in the same round trip).

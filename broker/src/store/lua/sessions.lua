@@ -7,12 +7,6 @@ local now = now_ms()
 local idle = tonumber(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
-  local fields = redis.call('HGETALL', key)
-  local last, finalized = nil, false
-  for j = 1, #fields, 2 do
-    if fields[j] == 'la' then last = tonumber(fields[j + 1]) end
-    if fields[j] == 'f' then finalized = true end
-  end
-  if is_live(last, finalized, idle, now) then out[i] = fields else out[i] = false end
+  out[i] = live_fields(key, idle, now)
 end
 return out

@@ -2,13 +2,14 @@
 //! surface index, the handle's work session and the hinted one ([`super::hints`]); `sessions.lua`
 //! then reads the work sessions the links and the surface name that the first step did not (skipped
 //! when there are none: a steady call whose link still names the hinted work session takes one
-//! round trip). Neither writes.
+//! round trip). Only `lookup.lua` writes, and only to record a call it settled
+//! ([`crate::store::Query::record_when_settled`]), as `touch.lua` would right after.
 
 use std::collections::{HashMap, HashSet};
 
 use redis::Value;
 
-use super::RedisStore;
+use super::{RedisStore, flag};
 use crate::ids::{BackendSessionId, Project, WorkSessionId};
 use crate::resolve::Found;
 use crate::session::WorkSession;
@@ -199,10 +200,6 @@ pub(super) async fn lookup(store: &RedisStore, query: &Query) -> Result<Answer, 
         live_count: first.active,
         recorded: first.recorded,
     })
-}
-
-fn flag(on: bool) -> &'static str {
-    if on { "1" } else { "0" }
 }
 
 /// Remembers what the pointers named, as hints for the next lookup.

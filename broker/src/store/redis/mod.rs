@@ -184,6 +184,7 @@ fn conversation_key(keys: &Keys, links: &Links) -> String {
         .unwrap_or_else(|| keys.unused())
 }
 
+/// A script's boolean argument.
 fn flag(on: bool) -> &'static str {
     if on { "1" } else { "0" }
 }
