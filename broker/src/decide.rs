@@ -13,7 +13,8 @@
 //!    session's backend session for its project (opened and the selection replayed if there is none);
 //!    an exempt tool runs on the client's own backend session, which never has a project, with the
 //!    binding in the headers;
-//! 5. not resolved: an exempt tool goes through unbound; anything else is refused with guidance.
+//! 5. not resolved: an exempt tool goes through unbound, and so does a project-scoped request
+//!    other than a call (unless its handle was refused); anything else is refused with guidance.
 
 use crate::guidance;
 use crate::ids::Project;
@@ -30,6 +31,27 @@ pub enum Tool {
     Exempt,
     /// A tool that works on the selected project.
     NeedsProject,
+    /// A request other than `tools/call` that may depend on the project ([`is_project_scoped`]):
+    /// on the work session's backend session when one resolves, else on the client's own; never
+    /// refused for want of a project (the backend answers as it would), only for a refused handle.
+    Scoped,
+}
+
+/// Requests other than `tools/call` that run on the work session's backend session when they
+/// resolve to one: what they read or list may depend on the selected project.
+pub fn is_project_scoped(method: &str) -> bool {
+    matches!(
+        method,
+        "resources/read"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+            | "resources/list"
+            | "resources/templates/list"
+            | "prompts/get"
+            | "prompts/list"
+            | "completion/complete"
+            | "tools/list"
+    )
 }
 
 /// The select tool's project argument.
@@ -212,7 +234,7 @@ fn work(backend: Backend, replay: bool) -> Route {
 
 /// Decides one call.
 pub fn decide(facts: &Facts<'_>) -> Decision {
-    let needs_store = !matches!(facts.tool, Tool::Exempt);
+    let needs_store = !matches!(facts.tool, Tool::Exempt | Tool::Scoped);
     let Some(answer) = facts.answer else {
         return if needs_store {
             Decision::Refuse(Refusal::StoreUnavailable)
@@ -266,6 +288,11 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
                 },
                 select: None,
             })),
+            Resolution::Unbound { .. } | Resolution::Ambiguous { .. }
+                if matches!(tool, Tool::Exempt | Tool::Scoped) =>
+            {
+                Decision::Forward(Box::new(Forward::unbound(facts.backend)))
+            }
             _ if *tool == Tool::Exempt => {
                 Decision::Forward(Box::new(Forward::unbound(facts.backend)))
             }

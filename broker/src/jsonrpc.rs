@@ -317,6 +317,26 @@ pub fn take_argument(message: &mut Message, name: &str) -> Taken {
     }
 }
 
+/// Removes `params._meta[name]` from a request other than a call (where a project-scoped request
+/// carries a `work_session` handle).
+pub fn take_meta(message: &mut Message, name: &str) -> Taken {
+    let Some(taken) = message
+        .value
+        .get_mut("params")
+        .and_then(Value::as_object_mut)
+        .and_then(|p| p.get_mut("_meta"))
+        .and_then(Value::as_object_mut)
+        .and_then(|meta| meta.remove(name))
+    else {
+        return Taken::Absent;
+    };
+    match taken {
+        Value::String(s) => Taken::Text(Some(s)),
+        Value::Null => Taken::Text(None),
+        _ => Taken::NotText,
+    }
+}
+
 /// A JSON-RPC error reply.
 pub fn error_reply(id: Option<&RequestId>, code: i64, message: &str) -> Value {
     serde_json::json!({

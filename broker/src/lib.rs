@@ -13,6 +13,7 @@
 //! - [`oauth`]: OAuth access tokens (JWT, verified against a JWKS) as identity: `iss` + `sub`;
 //! - [`session`]: the work session record; [`finalize`]: what is recorded when it idles out;
 //! - [`resolve`]: which work session a request belongs to (a pure function), and what a select binds;
+//! - [`rpc_ids`]: the JSON-RPC ids on shared backend sessions: client ids mapped, server requests sealed;
 //! - [`decide`]: what to do with one `tools/call` (refuse, or forward how), from the facts gathered;
 //! - [`guidance`]: the texts a model reads when a call cannot go through;
 //! - [`store`]: the store trait, its key schema, the in-memory and Redis stores.
@@ -28,6 +29,7 @@ pub mod mcp;
 pub mod modern;
 pub mod oauth;
 pub mod resolve;
+pub mod rpc_ids;
 pub mod session;
 pub mod sse;
 pub mod store;

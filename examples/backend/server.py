@@ -11,7 +11,9 @@ broker replays ``select_project_for_session`` on every fresh backend session and
 
 Tools: list_projects, select_project_for_session, get_last_handover, lock_context,
 explore_context_tree, write_handover, wait (answers after some seconds; the audit log says whether
-it finished or was cancelled). Project-scoped replies contain
+it finished or was cancelled), confirm_lock (asks the user through ``elicitation/create`` before it
+locks), summarize (asks the client's model through ``sampling/createMessage``). Resource template
+``notes://{topic}``: the topic's content in the session's project (project-scoped, like the tools). Project-scoped replies contain
 ``project=<session project> header=<X-MCP-Project or none>`` so tests can assert on them.
 
 Extra HTTP routes: ``GET /audit`` (JSON list of every tool call: tool, mcp_session, session_project,
@@ -41,6 +43,8 @@ import anyio
 from assertion import Verifier
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
+from mcp.types import SamplingMessage, TextContent
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
@@ -183,6 +187,42 @@ async def wait(seconds: float, ctx: Context) -> str:
     return f"waited {seconds}s"
 
 
+class Confirmation(BaseModel):
+    """What confirm_lock asks the user."""
+
+    confirm: bool
+
+
+async def confirm_lock(content: str, topic: str, ctx: Context) -> str:
+    """Ask the user (elicitation) before storing `content` under `topic` of the session's project."""
+    project, tag = _require_project(ctx, "confirm_lock")
+    answer = await ctx.elicit(message=f"Lock {topic} in {project}?", schema=Confirmation)
+    confirmed = answer.action == "accept" and bool(answer.data and answer.data.confirm)
+    _mark(f"confirm_lock:{topic}:{'confirmed' if confirmed else answer.action}")
+    if confirmed:
+        LOCKED.setdefault(project, {})[topic] = content
+    return f"{tag} topic={topic} confirmed={confirmed}"
+
+
+async def summarize(text: str, ctx: Context) -> str:
+    """Ask the client's model (sampling) to summarize `text` for the session's project."""
+    _, tag = _require_project(ctx, "summarize")
+    result = await ctx.session.create_message(
+        messages=[SamplingMessage(role="user", content=TextContent(type="text", text=text))],
+        max_tokens=50,
+        related_request_id=ctx.request_id,
+    )
+    summary = result.content.text if isinstance(result.content, TextContent) else "(no text)"
+    _mark(f"summarize:{summary}")
+    return f"{tag} summary={summary}"
+
+
+def notes(topic: str, ctx: Context) -> str:
+    """The content locked under `topic` in the session's project (project-scoped)."""
+    project, tag = _require_project(ctx, "notes")
+    return f"{tag} notes={LOCKED.get(project, {}).get(topic, '(none)')}"
+
+
 def _mark(event: str) -> None:
     """An audit entry for something that is not a call (how a call ended)."""
     AUDIT.append(
@@ -224,8 +264,11 @@ def build_server(host: str, port: int, json_response: bool, stateless: bool = Fa
         explore_context_tree,
         write_handover,
         wait,
+        confirm_lock,
+        summarize,
     ):
         server.tool()(tool)
+    server.resource("notes://{topic}")(notes)
     server.custom_route("/audit", methods=["GET", "DELETE"])(audit)
     server.custom_route("/health", methods=["GET"])(health)
     return server

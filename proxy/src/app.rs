@@ -65,6 +65,10 @@ pub struct App {
     pub bridge: crate::bridge::Bridge,
     /// The backend's `initialize` results, answered again without asking it.
     pub initialize_cache: Arc<crate::initialize::InitializeCache>,
+    /// Seals the ids of server requests on their way to clients ([`broker::rpc_ids`]).
+    pub sealer: broker::rpc_ids::Sealer,
+    /// Legacy clients' requests in flight on this replica, for their cancellations.
+    pub in_flight: Arc<crate::message_routing::InFlight>,
 }
 
 impl App {
@@ -113,6 +117,8 @@ impl App {
             openings: Default::default(),
             bridge: Default::default(),
             initialize_cache: Default::default(),
+            sealer: broker::rpc_ids::Sealer::new(&secret),
+            in_flight: Default::default(),
             session_ids: Verified::new(SESSION_AUDIENCE),
             assertions: Signed::new(
                 settings.assertion_audience.clone(),

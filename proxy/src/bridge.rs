@@ -192,43 +192,6 @@ async fn close(app: &App, session: &BackendSessionId) {
     }
 }
 
-/// The hook that tells a bridged backend a request was abandoned: a modern client cancels by closing
-/// its reply stream, a legacy backend needs `notifications/cancelled` on the session.
-pub fn cancel_on_abandon(
-    app: &std::sync::Arc<App>,
-    mut headers: HeaderMap,
-    session: &BackendSessionId,
-    bridged: &Bridged,
-    id: &broker::jsonrpc::RequestId,
-) -> crate::relay::Abandon {
-    let app = app.clone();
-    if let Ok(value) = HeaderValue::from_str(session.as_str()) {
-        headers.insert(MCP_SESSION_ID, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&bridged.legacy_version) {
-        headers.insert(MCP_PROTOCOL_VERSION, value);
-    }
-    let notification = json!({
-        "jsonrpc": "2.0",
-        "method": "notifications/cancelled",
-        "params": {"requestId": id.to_value(), "reason": "the client closed the request"},
-    });
-    Box::new(move || {
-        tokio::spawn(async move {
-            let sent = app
-                .upstream
-                .post_json(app.settings.mcp_path(), headers, &notification)
-                .await;
-            match sent {
-                Ok(_) => {
-                    tracing::info!("the client closed its request: told the backend to cancel it")
-                }
-                Err(error) => tracing::warn!(%error, "could not tell the backend to cancel"),
-            }
-        });
-    })
-}
-
 /// Opens a bridged backend session for a modern client's request (no project: like a legacy
 /// client's own).
 pub async fn open_own(

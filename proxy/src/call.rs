@@ -64,18 +64,30 @@ pub async fn plan(
     mcp: Option<McpQuery>,
 ) -> Result<Outcome, ProxyError> {
     let backend = backend_kind(caller);
-    let Kind::ToolsCall(call) = message.kind.clone() else {
-        return Ok(Outcome::Forward(Box::new(Plan {
-            forward: Forward::unbound(backend),
-            mcp: McpState::default(),
-            watch: Watch::default(),
-            body_changed: false,
-        })));
+    let scoped = match &message.kind {
+        Kind::ToolsCall(_) => false,
+        Kind::ToolsList => true,
+        Kind::OtherRequest(method) if decide::is_project_scoped(method) => true,
+        // Resolved like a request to find the backend session its request runs on; never touches.
+        Kind::Notification(method) if method == "notifications/cancelled" => true,
+        _ => {
+            return Ok(Outcome::Forward(Box::new(Plan {
+                forward: Forward::unbound(backend),
+                mcp: McpState::default(),
+                watch: Watch::default(),
+                body_changed: false,
+            })));
+        }
     };
     let id = message.id.clone().unwrap_or(jsonrpc::RequestId::Number(0));
     let settings = &app.settings;
 
-    let presented = jsonrpc::take_argument(message, WORK_SESSION_ARG);
+    // A call's handle is its `work_session` argument; another request's, `_meta.work_session`.
+    let presented = if scoped {
+        jsonrpc::take_meta(message, WORK_SESSION_ARG)
+    } else {
+        jsonrpc::take_argument(message, WORK_SESSION_ARG)
+    };
     let body_changed = presented.changed();
     let mirrored = caller.param_work_session.clone();
     let token = match (presented, mirrored) {
@@ -96,15 +108,21 @@ pub async fn plan(
             Err(reason) => (None, HandleFact::Refused(reason)),
         },
     };
-    let tool = if call.name == settings.select_tool {
-        Tool::Select(SelectArg::read(
-            call.arguments.get(&settings.select_arg),
-            &settings.select_arg,
-        ))
-    } else if settings.needs_project(&call.name) {
-        Tool::NeedsProject
-    } else {
-        Tool::Exempt
+    let tool = match &message.kind {
+        _ if scoped => Tool::Scoped,
+        Kind::ToolsCall(call) if call.name == settings.select_tool => {
+            Tool::Select(SelectArg::read(
+                call.arguments.get(&settings.select_arg),
+                &settings.select_arg,
+            ))
+        }
+        Kind::ToolsCall(call) if settings.needs_project(&call.name) => Tool::NeedsProject,
+        _ => Tool::Exempt,
+    };
+    let name = match &message.kind {
+        Kind::ToolsCall(call) => call.name.clone(),
+        Kind::OtherRequest(method) | Kind::Notification(method) => method.clone(),
+        _ => jsonrpc::methods::TOOLS_LIST.to_owned(),
     };
 
     let client_name = message
@@ -116,7 +134,8 @@ pub async fn plan(
     let surface = caller.surface(app, client_name);
     Span::current().record("surface", display(&surface));
     let conversation = caller.conversation(app, message);
-    let record_when_settled = decide::record_with_lookup(&tool, &handle);
+    let passive = matches!(message.kind, Kind::Notification(_)); // not activity: no touch
+    let record_when_settled = !passive && decide::record_with_lookup(&tool, &handle);
     let query = Query {
         principal: caller.principal.clone(),
         surface: surface.clone(),
@@ -131,7 +150,7 @@ pub async fn plan(
         .store(StoreOp::Lookup, app.store.lookup(&query))
         .await;
     if let Err(error) = &looked_up {
-        tracing::warn!(%error, tool = %call.name, "store unavailable on lookup");
+        tracing::warn!(%error, tool = %name, "store unavailable on lookup");
     }
     let answer = looked_up.ok();
     let now = now_ms();
@@ -158,6 +177,11 @@ pub async fn plan(
         app.metrics.refusal(&refusal);
         Span::current().record("resolution", refusal.label());
         let text = refusal.text(&settings.select_tool, &settings.select_arg);
+        if scoped {
+            // Not a tool: a JSON-RPC error (the handle is a parameter of the request).
+            let code = jsonrpc::codes::INVALID_PARAMS;
+            return Ok(Outcome::Reply(jsonrpc::error_reply(Some(&id), code, &text)));
+        }
         Ok(Outcome::Reply(jsonrpc::tool_error_reply(&id, &text)))
     };
     let forward = match decide::decide(&facts) {
@@ -172,6 +196,7 @@ pub async fn plan(
     };
     let answer = answer.unwrap_or_default();
     if forward.touch
+        && !passive
         && !answer.recorded
         && let Some(session) = &forward.bound
     {

@@ -50,6 +50,9 @@ pub enum ProxyError {
     AmbiguousPath(String),
     #[error("the request body did not arrive within {0:?}")]
     BodyTimeout(std::time::Duration),
+    /// A client's answer to a server request cannot be delivered by its id.
+    #[error("session-broker: {0}")]
+    Answer(#[from] crate::message_routing::AnswerError),
     /// A bound on what clients may make the broker hold was reached; retrying later may work.
     #[error("{0}")]
     Overloaded(&'static str),
@@ -90,6 +93,10 @@ impl ProxyError {
             ProxyError::AmbiguousPath(_) => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
             ProxyError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, codes::INVALID_REQUEST),
             ProxyError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::INTERNAL_ERROR),
+            ProxyError::Answer(crate::message_routing::AnswerError::OtherUpstream) => {
+                (StatusCode::BAD_GATEWAY, codes::INVALID_REQUEST)
+            }
+            ProxyError::Answer(_) => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
         }
     }
 

@@ -31,6 +31,7 @@ use crate::body::ProxyBody;
 use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::message_routing::{self, IdMap, SealFor};
 use crate::metrics::{Reinit, StoreOp};
 use crate::relay::{self, Watch};
 use crate::work_backend;
@@ -50,6 +51,9 @@ pub struct Outbound<'a> {
     pub call_id: Option<broker::jsonrpc::RequestId>,
     /// Re-initialize and retry once when the backend answers 404 for its session.
     pub retry_on_404: bool,
+    /// The backend session this message must reach, whatever the route (a client's answer to a
+    /// server request, a cancellation of a request running there).
+    pub target: Option<BackendSessionId>,
 }
 
 /// Forwards and relays the answer.
@@ -65,7 +69,15 @@ pub async fn forward(
     };
     for attempt in 0..2 {
         let last = attempt == 1 || !out.retry_on_404;
-        let request = request_for(app, &out, session.as_ref())?;
+        // The broker owns the ids on the backend session (dropped and made again on a retry).
+        let owned = session
+            .as_ref()
+            .and_then(|s| message_routing::own_ids(app, out.caller, &out.body, s));
+        let (body, ids) = match owned {
+            Some((body, ids)) => (body, ids),
+            None => (out.body.clone(), IdMap::default()),
+        };
+        let request = request_for(app, &out, body, session.as_ref())?;
         let response = app.metrics.upstream(app.upstream.send(request)).await?;
         if response.status() == StatusCode::NOT_FOUND && session.is_some() && !last {
             tracing::info!("the backend forgot its session: re-initializing and retrying once");
@@ -81,17 +93,27 @@ pub async fn forward(
         if let Some(select) = out.watch.select.as_mut() {
             select.backend = session.as_ref().map(|s| backend_ref(app, s));
         }
-        if let (Some(bridged), Some(session), Some(id)) =
-            (&out.caller.bridge, &session, &out.call_id)
-        {
-            out.watch.on_abandon = Some(crate::bridge::cancel_on_abandon(
-                app,
-                out.caller.own_request_headers(),
-                session,
-                bridged,
-                id,
-            ));
+        if let Some(session) = &session {
+            if !ids.is_empty() {
+                let protocol = match &out.caller.bridge {
+                    Some(bridged) => Some(bridged.legacy_version.clone()),
+                    None => protocol(&out, claims),
+                };
+                out.watch.on_abandon = Some(message_routing::cancel_hook(
+                    app,
+                    out.caller.own_request_headers(),
+                    session,
+                    protocol.as_deref(),
+                ));
+            }
+            out.watch.seal = Some(SealFor {
+                sealer: app.sealer.clone(),
+                principal: out.caller.principal.clone(),
+                upstream: app.upstream_id.clone(),
+                backend: session.clone(),
+            });
         }
+        out.watch.ids = ids;
         let mut relayed = relay::relay(response, std::mem::take(&mut out.watch));
         client_session_header(&mut relayed, &out.parts.headers);
         return Ok(relayed);
@@ -113,6 +135,9 @@ async fn choose(
     claims: Option<&SessionClaims>,
     forgotten: bool,
 ) -> Result<Option<BackendSessionId>, Chosen> {
+    if let Some(target) = &out.target {
+        return Ok(Some(target.clone()));
+    }
     if let Some(bridged) = &out.caller.bridge {
         return bridged_backend(app, out, bridged, forgotten).await;
     }
@@ -278,6 +303,7 @@ async fn reopen_own(
 fn request_for(
     app: &App,
     out: &Outbound<'_>,
+    mut body: Bytes,
     session: Option<&BackendSessionId>,
 ) -> Result<Request<Full<Bytes>>, ProxyError> {
     let path = out
@@ -291,7 +317,6 @@ fn request_for(
         app.upstream.authority(),
         &out.caller.origin,
     );
-    let mut body = out.body.clone();
     if let Some(claims) = out.caller.session.as_ref().filter(|c| c.mb)
         && let Some(modern) =
             crate::modern_path::modernize_request(&body, &claims.ini, &mut headers)

@@ -15,6 +15,8 @@
 //! - [`forward`]: the right backend session, replay, 404 retry;
 //! - [`finalizer`]: sweeping idle work sessions and delivering their finalization;
 //! - [`backend`]: opening backend sessions, replaying selections, trusted headers;
+//! - [`message_routing`]: the JSON-RPC ids on shared backend sessions, server requests' answers,
+//!   cancellations;
 //! - [`relay`]: streaming answers back, rewriting watched replies;
 //! - [`upstream`]: the pooled HTTP client; [`headers`]: header rules; [`body`]: body types;
 //! - [`errors`]: the one mapping from failures to HTTP and JSON-RPC errors;
@@ -38,6 +40,7 @@ pub mod identify;
 pub mod initialize;
 pub mod limits;
 pub mod mcp_path;
+pub mod message_routing;
 pub mod metrics;
 pub mod modern_path;
 pub mod path;

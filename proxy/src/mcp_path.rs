@@ -52,7 +52,7 @@ pub async fn handle(
     }
 }
 
-fn mcp_query(app: &App, claims: &SessionClaims) -> McpQuery {
+pub(crate) fn mcp_query(app: &App, claims: &SessionClaims) -> McpQuery {
     McpQuery {
         session: claims.sid.clone(),
         upstream: app.upstream_id.clone(),
@@ -120,6 +120,7 @@ async fn stream_or_delete(
         watch: Watch::default(),
         call_id: None,
         retry_on_404: !delete,
+        target: None,
     };
     forward(app, out).await
 }
@@ -157,13 +158,28 @@ async fn post(
     {
         return crate::modern_path::post(app, parts, caller, bytes, parsed).await;
     }
-    if matches!(&parsed, Body::Single(m) if matches!(m.kind, Kind::ToolsCall(_)))
+    if let Body::Single(message) = &parsed
+        && message.kind == Kind::Response
         && caller.session.is_some()
+        && let Some(answered) = crate::message_routing::answer(app, parts, &caller, message).await
     {
+        return answered; // an answer to a server request: to the backend session that asked
+    }
+    if matches!(&parsed, Body::Single(m) if is_resolved(m)) && caller.session.is_some() {
         let mcp = caller.session.as_ref().map(|c| mcp_query(app, c));
         return tool_call(app, parts, &caller, bytes, parsed, mcp, Modern::No).await;
     }
     pass_through(app, parts, &caller, bytes, parsed, Modern::No).await
+}
+
+/// Whether a single request is resolved to a work session before it is forwarded: a `tools/call`,
+/// or a request that may depend on the project ([`broker::decide::is_project_scoped`]).
+pub fn is_resolved(message: &jsonrpc::Message) -> bool {
+    match &message.kind {
+        Kind::ToolsCall(_) | Kind::ToolsList => true,
+        Kind::OtherRequest(method) => broker::decide::is_project_scoped(method),
+        _ => false,
+    }
 }
 
 /// Whether a request is a modern client's, and so how its replies are marked complete.
@@ -176,7 +192,8 @@ pub enum Modern {
     Bridged,
 }
 
-/// A single `tools/call`: planned by [`crate::call`], then forwarded (or answered by the broker).
+/// A single `tools/call` or project-scoped request: planned by [`crate::call`], then forwarded (or
+/// answered by the broker).
 pub async fn tool_call(
     app: &Arc<App>,
     parts: &Parts,
@@ -190,6 +207,12 @@ pub async fn tool_call(
         return pass_through(app, parts, caller, bytes, parsed, modern).await;
     };
     let id = message.id.clone();
+    let is_list = message.kind == Kind::ToolsList;
+    let cacheable = message
+        .value
+        .get("method")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(broker::modern::is_cacheable);
     let plan = match call::plan(app, caller, message, mcp).await? {
         Outcome::Reply(mut reply) => {
             if modern != Modern::No {
@@ -217,7 +240,12 @@ pub async fn tool_call(
     };
     if modern == Modern::Bridged || (modern == Modern::Direct && plan.forward.select.is_some()) {
         // A select's reply may be replaced by the broker's own tool error: mark it either way.
-        plan.watch.complete.extend(id.clone().map(|id| (id, false)));
+        plan.watch
+            .complete
+            .extend(id.clone().map(|id| (id, cacheable)));
+    }
+    if is_list {
+        plan.watch.tools_list.extend(id.clone()); // its reply gains the work_session argument
     }
     let out = Outbound {
         parts,
@@ -230,6 +258,7 @@ pub async fn tool_call(
         watch: plan.watch,
         call_id: id,
         retry_on_404: true,
+        target: None,
     };
     forward(app, out).await
 }
@@ -262,6 +291,11 @@ pub async fn pass_through(
         // session is opened, the broker sends that session's notifications/initialized itself. So
         // this one has nowhere to go, and is acknowledged without a store read.
         return Ok(empty(StatusCode::ACCEPTED));
+    }
+    if let Body::Single(message) = &mut parsed
+        && let Some(sent) = crate::message_routing::cancel(app, parts, caller, message).await
+    {
+        return sent; // a cancellation of a request running on this replica: sent where it runs
     }
     let state = session_state(app, caller).await?;
     let mut watch = Watch::default();
@@ -301,6 +335,7 @@ pub async fn pass_through(
         watch,
         call_id: None,
         retry_on_404: true,
+        target: None,
     };
     forward(app, out).await
 }

@@ -32,7 +32,7 @@ use crate::bridge::Bridged;
 use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
-use crate::mcp_path::{Modern, pass_through, tool_call};
+use crate::mcp_path::{Modern, is_resolved, pass_through, tool_call};
 
 /// Handles one modern POST (a single message).
 pub async fn post(
@@ -61,11 +61,10 @@ pub async fn post(
         }
     };
     let Some(profile) = profile else {
-        return match message.kind {
-            Kind::ToolsCall(_) => {
-                tool_call(app, parts, &caller, bytes, parsed, None, Modern::Direct).await
-            }
-            _ => pass_through(app, parts, &caller, bytes, parsed, Modern::Direct).await,
+        return if is_resolved(message) {
+            tool_call(app, parts, &caller, bytes, parsed, None, Modern::Direct).await
+        } else {
+            pass_through(app, parts, &caller, bytes, parsed, Modern::Direct).await
         };
     };
     match &message.kind {
@@ -83,8 +82,8 @@ pub async fn post(
             *accepted.status_mut() = StatusCode::ACCEPTED;
             Ok(accepted)
         }
-        kind => {
-            let is_call = matches!(kind, Kind::ToolsCall(_));
+        _ => {
+            let is_call = is_resolved(message);
             caller.bridge = Some(Bridged {
                 ini: modern::legacy_initialize_params(message, &profile.legacy_version),
                 legacy_version: profile.legacy_version.clone(),

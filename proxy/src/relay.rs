@@ -1,7 +1,8 @@
 //! Relaying the backend's answer to the client. Unwatched answers pass through untouched (SSE
-//! streams are never buffered). Watched ones (`tools/list`, the select tool) go through a task that
-//! rewrites only the JSON-RPC replies it watches: an SSE stream event by event, a JSON body whole.
-//! The task runs in the request's span; a settled select is counted (created or continued).
+//! streams are never buffered). Watched ones go through a task that rewrites only the JSON-RPC
+//! messages it watches, an SSE stream event by event, a JSON body whole: replies get the client's
+//! ids back and server requests sealed ids ([`crate::message_routing`]), then `tools/list` and
+//! select replies are edited. The task runs in the request's span; a settled select is counted.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use tracing::Instrument;
 
 use crate::body::{self, ProxyBody};
 use crate::headers;
+use crate::message_routing::{IdMap, SealFor};
 use crate::metrics::{Metrics, Refusal, StoreOp};
 use crate::upstream::content_type_is;
 
@@ -46,35 +48,46 @@ pub struct Watch {
     /// Replies to a modern client from a legacy backend: results gain `resultType` (and caching
     /// directives when the method's results are cacheable: the `bool`).
     pub complete: Vec<(RequestId, bool)>,
-    /// Run when the client goes away before the answer ended (a modern client's way to cancel).
+    /// The upstream ids of the forwarded requests, for their replies to get the client's back.
+    pub ids: IdMap,
+    /// Server requests on this answer get sealed ids naming its backend session.
+    pub seal: Option<SealFor>,
+    /// Run when the client goes away before every request was answered (how a client cancels).
     pub on_abandon: Option<Abandon>,
     /// A forwarded `initialize`: its result is kept for the next ones.
     pub learn_initialize: Option<crate::initialize::Learn>,
 }
 
-/// What to do when the client abandons a request (e.g. tell a bridged backend to cancel it).
-pub type Abandon = Box<dyn FnOnce() + Send + Sync>;
+/// What to do when the client abandons requests (tell the backend to cancel them), given the
+/// upstream ids left unanswered.
+pub type Abandon = Box<dyn FnOnce(Vec<RequestId>) + Send + Sync>;
 
 impl Watch {
     pub fn is_empty(&self) -> bool {
         self.tools_list.is_empty()
+            && self.ids.is_empty()
+            && self.seal.is_none()
             && self.select.is_none()
             && self.complete.is_empty()
             && self.on_abandon.is_none()
             && self.learn_initialize.is_none()
     }
 
-    /// The client went away: run the abandon hook, once.
+    /// The client went away: run the abandon hook, once, for what it left unanswered.
     fn abandoned(&mut self) {
         if let Some(hook) = self.on_abandon.take() {
-            hook();
+            hook(self.ids.unanswered());
         }
     }
 
-    /// Rewrites one JSON-RPC message if it is a watched reply. Returns whether it changed. Only a
-    /// response counts (no `method`, a `result` or an `error`): a server's own request that happens
-    /// to reuse the id is not the reply.
+    /// Rewrites one JSON-RPC message if it is watched. Returns whether it changed. Only a response
+    /// (no `method`, a `result` or an `error`) is a reply: a server's own request that happens to
+    /// reuse the id is not.
     async fn apply(&mut self, message: &mut Value) -> bool {
+        let mut changed = self.ids.restore(message);
+        if let Some(seal) = &self.seal {
+            changed |= seal.seal(message);
+        }
         let is_response = message.get("method").is_none()
             && (message.get("result").is_some() || message.get("error").is_some());
         let Some(id) = message
@@ -82,9 +95,8 @@ impl Watch {
             .and_then(RequestId::from_value)
             .filter(|_| is_response)
         else {
-            return false;
+            return changed;
         };
-        let mut changed = false;
         if self.learn_initialize.as_ref().is_some_and(|l| l.id == id)
             && let Some(learn) = self.learn_initialize.take()
         {
@@ -158,7 +170,8 @@ impl SelectWatch {
 pub fn relay(response: Response<Incoming>, watch: Watch) -> Response<ProxyBody> {
     let (mut parts, incoming) = response.into_parts();
     parts.headers = headers::toward_client(&parts.headers);
-    if watch.is_empty() || !parts.status.is_success() {
+    // Error statuses are rewritten only for the ids (a JSON-RPC error names the upstream id too).
+    if watch.is_empty() || (!parts.status.is_success() && watch.ids.is_empty()) {
         return Response::from_parts(parts, body::pass(incoming));
     }
     let is_sse = content_type_is(&parts.headers, "text/event-stream");

@@ -60,7 +60,9 @@ async def test_each_backend_fault_gets_a_clear_answer_and_nothing_leaks(fault_st
     async with httpx.AsyncClient(timeout=15.0) as http:
         session = await raw_initialize(http, broker.url, TOKEN, "claude-code")
         ok = await probe(http, broker.url, session, 1)
-        assert ok.status_code == 200 and '"ok 1"' in ok.text, ok.text
+        # The client gets its own id back; the backend saw the id the broker gave the request on
+        # its session (it echoes it), never the client's.
+        assert ok.status_code == 200 and '"id":1,' in ok.text and '"ok msb-c-' in ok.text, ok.text
         # Fill the keep-alive pools (client side and upstream side) to the concurrency used below, so
         # that growth after the faults means leaked connections, not pooled ones.
         await asyncio.gather(*(probe(http, broker.url, session, 2) for _ in range(20)))
@@ -101,8 +103,11 @@ async def test_each_backend_fault_gets_a_clear_answer_and_nothing_leaks(fault_st
             await set_mode(http, backend_base, "ok")
             replies = await asyncio.gather(*(probe(http, broker.url, session, 100 + i) for i in range(20)))
             for i, reply in enumerate(replies):
-                assert reply.status_code == 200 and f'"ok {100 + i}"' in reply.text, (i, reply.text)
+                assert reply.status_code == 200 and '"ok msb-c-' in reply.text, (i, reply.text)
                 assert f'"id":{100 + i}' in reply.text.replace(" ", ""), "a reply meant for another request"
+            # Each request carried its own id on the backend session (the backend echoes it).
+            upstream_ids = {reply.text.split('"ok ')[1].split('"')[0] for reply in replies}
+            assert len(upstream_ids) == 20, upstream_ids
 
         await asyncio.sleep(0.5)
         after = open_fds(pid)

@@ -34,6 +34,8 @@ BACKEND_TOOLS = {
     "explore_context_tree",
     "write_handover",
     "wait",
+    "confirm_lock",
+    "summarize",
 }
 
 

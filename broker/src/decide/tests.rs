@@ -134,6 +134,10 @@ fn the_decision_table() {
         backend: Backend::Sessionless,
         ..facts(select("beta"), Some(&linked))
     };
+    let refused_scoped = Facts {
+        handle: HandleFact::Refused("it belongs to another credential".into()),
+        ..facts(Tool::Scoped, Some(&linked))
+    };
     let bad = Tool::Select(SelectArg::Unusable(
         "the name argument must be a string".into(),
     ));
@@ -158,6 +162,11 @@ fn the_decision_table() {
         ("select that cannot be bound as sent is not run", facts(bad, Some(&nothing)), "refuse bad_select"),
         ("stateless backend: bound, headers, no backend session", stateless, "forward alpha none touch"),
         ("stateless backend: a select binds, no backend session", stateless_select, "forward beta none bind-new"),
+        ("a scoped request, resolved: on the work session's backend session", facts(Tool::Scoped, Some(&linked)), "forward alpha work+replay touch"),
+        ("a scoped request, nothing selected: unbound, on the own session", facts(Tool::Scoped, Some(&nothing)), "forward - own"),
+        ("a scoped request, ambiguous: unbound, on the own session", facts(Tool::Scoped, Some(&two_live)), "forward - own"),
+        ("a scoped request, store down: unbound, on the own session", facts(Tool::Scoped, None), "forward - own"),
+        ("a scoped request with a refused handle is refused", refused_scoped, "refuse handle_refused"),
     ];
     for (what, facts, want) in rows {
         assert_eq!(summary(&decide(&facts)), want, "{what}");
@@ -190,6 +199,27 @@ fn select_arguments_are_bound_exactly_as_sent() {
 }
 
 #[test]
+fn project_scoped_methods() {
+    for method in [
+        "resources/read",
+        "prompts/get",
+        "completion/complete",
+        "tools/list",
+    ] {
+        assert!(is_project_scoped(method), "{method}");
+    }
+    for method in [
+        "tools/call",
+        "initialize",
+        "ping",
+        "notifications/cancelled",
+        "logging/setLevel",
+    ] {
+        assert!(!is_project_scoped(method), "{method}");
+    }
+}
+
+#[test]
 fn protocol_eras() {
     assert!(is_sessionless(Some("2026-07-28")));
     assert!(!is_sessionless(Some("2025-11-25")));
@@ -209,6 +239,7 @@ fn a_call_recorded_with_its_lookup_is_always_forwarded_bound_and_touched() {
     let tools = [
         Tool::NeedsProject,
         Tool::Exempt,
+        Tool::Scoped,
         select("alpha"),
         Tool::Select(SelectArg::Unusable("x".into())),
     ];

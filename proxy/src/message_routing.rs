@@ -1,0 +1,522 @@
+//! Message routing on shared backend sessions: the broker owns the JSON-RPC ids there
+//! ([`broker::rpc_ids`] decides them; this module applies them to bodies and streams).
+//!
+//! - **Client requests** get an upstream id before they reach a backend session ([`own_ids`]);
+//!   the relay gives every reply, error and progress about them the client's id back ([`IdMap`]).
+//! - **Server requests** on a reply stream or a GET stream get a sealed id naming the backend
+//!   session that asked ([`SealFor`]); the client's answer goes there, from any replica
+//!   ([`answer_target`]).
+//! - **Cancellations** name the upstream id of the request on the backend session that runs it
+//!   ([`InFlight`] on this replica; the same deterministic id elsewhere), and a client that closes a
+//!   request's reply stream cancels what it left unanswered ([`cancel_hook`]).
+//!
+//! Shared state: [`InFlight`], the requests of legacy clients in flight on this replica, by
+//! (principal, MCP session, client id). Who writes it: the request that registers an entry removes
+//! it when its relay ends (the [`IdMap`]'s drop); a second request with the same key while the
+//! first is in flight (a client reusing an id) is not registered and gets an id of its own, so no
+//! entry is ever overwritten and a cancellation names the first. Bounded at [`MAX_IN_FLIGHT`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use broker::ids::{BackendSessionId, McpSessionId, PrincipalId, UpstreamId};
+use broker::jsonrpc::RequestId;
+use broker::rpc_ids::{self, Asked, Scope, Sealer, Unsealed};
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+
+use broker::decide::Route;
+use broker::jsonrpc::Message;
+use broker::store::McpState;
+use http::request::Parts;
+use http::{Response, StatusCode};
+
+use crate::app::App;
+use crate::body::ProxyBody;
+use crate::call::Outcome;
+use crate::caller::Caller;
+use crate::errors::ProxyError;
+use crate::forward::{Outbound, forward};
+use crate::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::relay::Watch;
+
+/// Most requests registered in flight on one replica (beyond, a request is still mapped, but a
+/// cancellation of it reaching this replica is routed like one reaching another replica).
+pub const MAX_IN_FLIGHT: usize = 65_536;
+
+type Key = (PrincipalId, McpSessionId, RequestId);
+
+/// Where a request in flight runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub backend: BackendSessionId,
+    pub upstream_id: RequestId,
+}
+
+/// Legacy clients' requests in flight on this replica (see the module doc for who writes it).
+#[derive(Default)]
+pub struct InFlight(Mutex<HashMap<Key, Running>>);
+
+impl InFlight {
+    /// Registers a request; `false` when its key is in flight already or the map is full.
+    fn register(&self, key: Key, running: Running) -> bool {
+        let Ok(mut map) = self.0.lock() else {
+            return false;
+        };
+        if map.len() >= MAX_IN_FLIGHT || map.contains_key(&key) {
+            return false;
+        }
+        map.insert(key, running);
+        true
+    }
+
+    fn remove(&self, key: &Key) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(key);
+        }
+    }
+
+    /// Where a client's request runs, when it runs through this replica.
+    pub fn find(
+        &self,
+        principal: &PrincipalId,
+        session: &McpSessionId,
+        id: &RequestId,
+    ) -> Option<Running> {
+        let map = self.0.lock().ok()?;
+        map.get(&(principal.clone(), session.clone(), id.clone()))
+            .cloned()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// One client request's ids: the upstream id it carries on the backend session, its own id.
+#[derive(Debug)]
+struct Pair {
+    upstream: RequestId,
+    client: RequestId,
+    answered: bool,
+}
+
+/// The ids a forwarded body's requests carry upstream, for the relay to give their replies the
+/// client's ids back. Dropping it (the relay ended) removes the requests from [`InFlight`].
+#[derive(Default)]
+pub struct IdMap {
+    pairs: Vec<Pair>,
+    registered: Vec<Key>,
+    in_flight: Option<Arc<InFlight>>,
+}
+
+impl Drop for IdMap {
+    fn drop(&mut self) {
+        if let Some(in_flight) = &self.in_flight {
+            for key in &self.registered {
+                in_flight.remove(key);
+            }
+        }
+    }
+}
+
+impl IdMap {
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Gives a backend response the client's id back. Returns whether it changed.
+    pub fn restore(&mut self, message: &mut Value) -> bool {
+        let Some(id) = rpc_ids::response_id(message) else {
+            return false;
+        };
+        let Some(pair) = self.pairs.iter_mut().find(|p| p.upstream == id) else {
+            return false;
+        };
+        pair.answered = true;
+        rpc_ids::set_id(message, &pair.client);
+        true
+    }
+
+    /// The upstream ids of requests not answered yet.
+    pub fn unanswered(&self) -> Vec<RequestId> {
+        self.pairs
+            .iter()
+            .filter(|p| !p.answered)
+            .map(|p| p.upstream.clone())
+            .collect()
+    }
+}
+
+/// Gives every request in `body` an upstream id for `backend` and maps its cancellations. `None`
+/// when the body holds no request id to change (notifications alone, or not JSON).
+pub fn own_ids(
+    app: &App,
+    caller: &Caller,
+    body: &Bytes,
+    backend: &BackendSessionId,
+) -> Option<(Bytes, IdMap)> {
+    if body.is_empty() {
+        return None;
+    }
+    let mut value: Value = serde_json::from_slice(body).ok()?;
+    let mut ids = IdMap {
+        pairs: Vec::new(),
+        registered: Vec::new(),
+        in_flight: Some(app.in_flight.clone()),
+    };
+    let mut changed = false;
+    match &mut value {
+        Value::Array(items) => {
+            for item in items {
+                changed |= own_message(app, caller, item, backend, &mut ids);
+            }
+        }
+        message => changed |= own_message(app, caller, message, backend, &mut ids),
+    }
+    if !changed {
+        return None;
+    }
+    let bytes = serde_json::to_vec(&value).ok()?;
+    Some((Bytes::from(bytes), ids))
+}
+
+fn own_message(
+    app: &App,
+    caller: &Caller,
+    message: &mut Value,
+    backend: &BackendSessionId,
+    ids: &mut IdMap,
+) -> bool {
+    if let Some(client) = rpc_ids::request_id(message) {
+        // A client request (`method` and `id`).
+        let upstream = upstream_id_for(app, caller, &client, backend, ids);
+        rpc_ids::set_id(message, &upstream);
+        ids.pairs.push(Pair {
+            upstream,
+            client,
+            answered: false,
+        });
+        return true;
+    }
+    if let Some(client) = rpc_ids::cancelled_request_id(message) {
+        let upstream = cancelled_upstream_id(app, caller, &client);
+        rpc_ids::set_cancelled_request_id(message, &upstream);
+        return true;
+    }
+    if let Some(id) = rpc_ids::response_id(message)
+        && let Ok(asked) = app.sealer.open(&id, &caller.principal)
+    {
+        // An answer to a server request, batched: the backend's own id again.
+        rpc_ids::set_id(message, &asked.id);
+        return true;
+    }
+    false
+}
+
+/// The upstream id of a legacy client's request: the deterministic one for its MCP session (so a
+/// cancellation anywhere names it), unless that is in flight already; a sessionless request's is
+/// drawn from a nonce.
+fn upstream_id_for(
+    app: &App,
+    caller: &Caller,
+    client: &RequestId,
+    backend: &BackendSessionId,
+    ids: &mut IdMap,
+) -> RequestId {
+    if let Some(claims) = &caller.session {
+        let scope = Scope::Session {
+            principal: &caller.principal,
+            session: &claims.sid,
+        };
+        let upstream = rpc_ids::upstream_id(scope, client);
+        let key = (caller.principal.clone(), claims.sid.clone(), client.clone());
+        let running = Running {
+            backend: backend.clone(),
+            upstream_id: upstream.clone(),
+        };
+        if app.in_flight.register(key.clone(), running) {
+            ids.registered.push(key);
+            return upstream;
+        }
+    }
+    let nonce = broker::ids::random_hex128();
+    rpc_ids::upstream_id(Scope::Request { nonce: &nonce }, client)
+}
+
+/// The upstream id a client's cancellation names: the one its request got on this replica, else the
+/// deterministic one of its MCP session.
+pub fn cancelled_upstream_id(app: &App, caller: &Caller, client: &RequestId) -> RequestId {
+    let Some(claims) = &caller.session else {
+        return client.clone();
+    };
+    if let Some(running) = app.in_flight.find(&caller.principal, &claims.sid, client) {
+        return running.upstream_id;
+    }
+    let scope = Scope::Session {
+        principal: &caller.principal,
+        session: &claims.sid,
+    };
+    rpc_ids::upstream_id(scope, client)
+}
+
+/// What a relay seals server requests with: the backend session they come from.
+#[derive(Clone)]
+pub struct SealFor {
+    pub sealer: Sealer,
+    pub principal: PrincipalId,
+    pub upstream: UpstreamId,
+    pub backend: BackendSessionId,
+}
+
+impl SealFor {
+    /// Gives a server request a sealed id. Returns whether it changed.
+    pub fn seal(&self, message: &mut Value) -> bool {
+        let Some(id) = rpc_ids::request_id(message) else {
+            return false;
+        };
+        let asked = Asked {
+            principal: self.principal.clone(),
+            upstream: self.upstream.clone(),
+            backend: self.backend.clone(),
+            id,
+        };
+        rpc_ids::set_id(message, &self.sealer.seal(&asked));
+        true
+    }
+}
+
+/// Why a client's answer to a server request cannot be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error(transparent)]
+    Unsealed(#[from] Unsealed),
+    #[error("the backend session that asked lives behind another replica's upstream")]
+    OtherUpstream,
+}
+
+/// Where a client's single response goes: `Ok(None)` for an id the broker did not seal (it goes
+/// where it went before), the backend session that asked and the body with the backend's own id.
+pub fn answer_target(
+    app: &App,
+    caller: &Caller,
+    message: &Value,
+) -> Result<Option<(BackendSessionId, Bytes)>, AnswerError> {
+    let Some(id) = rpc_ids::response_id(message) else {
+        return Ok(None);
+    };
+    let asked = match app.sealer.open(&id, &caller.principal) {
+        Ok(asked) => asked,
+        Err(Unsealed::NotSealed) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    if asked.upstream != app.upstream_id {
+        return Err(AnswerError::OtherUpstream);
+    }
+    let mut answer = message.clone();
+    rpc_ids::set_id(&mut answer, &asked.id);
+    let body = serde_json::to_vec(&answer).unwrap_or_default();
+    Ok(Some((asked.backend, Bytes::from(body))))
+}
+
+/// A legacy client's single response: when its id is one the broker sealed, it is delivered to the
+/// backend session that asked (`None`: not sealed, it goes where it went before). A forged id, or
+/// one sealed for another principal, is refused (400) and reaches no backend; the backend session
+/// that asked being gone (404) is logged and the client told 202, as it has nothing to retry.
+pub async fn answer(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: &Caller,
+    message: &Message,
+) -> Option<Result<Response<ProxyBody>, ProxyError>> {
+    let value = Value::Object(message.value.clone());
+    let (backend, body) = match answer_target(app, caller, &value) {
+        Ok(Some(target)) => target,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::warn!(%error, "a client's answer to a server request was refused");
+            return Some(Err(error.into()));
+        }
+    };
+    let out = Outbound {
+        parts,
+        caller,
+        body,
+        bound: None,
+        via: None,
+        route: Route::Own,
+        mcp: McpState::default(),
+        watch: Watch::default(),
+        call_id: None,
+        retry_on_404: false,
+        target: Some(backend),
+    };
+    let forwarded = forward(app, out).await;
+    Some(match forwarded {
+        Ok(response) if response.status() == StatusCode::NOT_FOUND => {
+            tracing::warn!(
+                "the backend session that asked is gone: the client's answer is dropped"
+            );
+            Ok(accepted())
+        }
+        other => other,
+    })
+}
+
+/// A legacy client's `notifications/cancelled`, sent to the backend session its request runs on,
+/// naming the request by its upstream id. Runs through this replica: sent there alone (`Some`).
+/// Otherwise (another replica ran it, or it ended) it is sent to the backend session its work
+/// session has for its project, as a project-scoped request would resolve, and `None` tells the
+/// caller to send it on the client's own backend session too (where an exempt tool runs). A backend
+/// ignores a cancellation of an id it does not run, so the extra copy is harmless.
+pub async fn cancel(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: &Caller,
+    message: &mut Message,
+) -> Option<Result<Response<ProxyBody>, ProxyError>> {
+    let value = Value::Object(message.value.clone());
+    let requested = rpc_ids::cancelled_request_id(&value)?;
+    let claims = caller.session.as_ref()?;
+    let body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+    let send = |target: BackendSessionId| Outbound {
+        parts,
+        caller,
+        body: body.clone(),
+        bound: None,
+        via: None,
+        route: Route::Own,
+        mcp: McpState::default(),
+        watch: Watch::default(),
+        call_id: None,
+        retry_on_404: false,
+        target: Some(target),
+    };
+    if let Some(running) = app
+        .in_flight
+        .find(&caller.principal, &claims.sid, &requested)
+    {
+        tracing::info!("a client cancelled a request in flight here: sent where it runs");
+        return Some(forward(app, send(running.backend)).await);
+    }
+    let query = crate::mcp_path::mcp_query(app, claims);
+    if let Ok(Outcome::Forward(plan)) = crate::call::plan(app, caller, message, Some(query)).await
+        && let Some(work) = plan.bound()
+        && let Some(backend) = work.backends.get(&app.upstream_id, &work.project)
+    {
+        match forward(app, send(backend.clone())).await {
+            Ok(_) => tracing::info!(
+                "a client cancelled a request: sent to its work session's backend session"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "could not send a cancellation to the work backend session")
+            }
+        }
+    }
+    None
+}
+
+fn accepted() -> Response<ProxyBody> {
+    let mut response = Response::new(crate::body::full(Bytes::new()));
+    *response.status_mut() = StatusCode::ACCEPTED;
+    response
+}
+
+/// The hook run when a client closes a reply stream before every request on it was answered: the
+/// backend session is told to cancel each (`ids`: the upstream ids left unanswered).
+pub fn cancel_hook(
+    app: &Arc<App>,
+    mut headers: HeaderMap,
+    session: &BackendSessionId,
+    protocol: Option<&str>,
+) -> crate::relay::Abandon {
+    let app = app.clone();
+    if let Ok(value) = HeaderValue::from_str(session.as_str()) {
+        headers.insert(MCP_SESSION_ID, value);
+    }
+    if let Some(value) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+        headers.insert(MCP_PROTOCOL_VERSION, value);
+    }
+    Box::new(move |ids: Vec<RequestId>| {
+        if ids.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for id in ids {
+                let notification = json!({
+                    "jsonrpc": "2.0",
+                    "method": "notifications/cancelled",
+                    "params": {"requestId": id.to_value(), "reason": "the client closed the request"},
+                });
+                let sent = app
+                    .upstream
+                    .post_json(app.settings.mcp_path(), headers.clone(), &notification)
+                    .await;
+                match sent {
+                    Ok(_) => tracing::info!(
+                        "the client closed its request: told the backend to cancel it"
+                    ),
+                    Err(error) => tracing::warn!(%error, "could not tell the backend to cancel"),
+                }
+            }
+        });
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: i64) -> Key {
+        let p = PrincipalId::parse("a".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+        let s = McpSessionId::parse("b".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+        (p, s, RequestId::Number(id))
+    }
+
+    fn running() -> Running {
+        Running {
+            backend: BackendSessionId::parse("backend").unwrap_or_else(|e| panic!("{e}")),
+            upstream_id: RequestId::Text("msb-c-1".into()),
+        }
+    }
+
+    #[test]
+    fn an_entry_in_flight_is_never_overwritten_and_leaves_with_its_map() {
+        let in_flight = Arc::new(InFlight::default());
+        assert!(in_flight.register(key(1), running()));
+        assert!(
+            !in_flight.register(key(1), running()),
+            "a reused id is not registered twice"
+        );
+        let ids = IdMap {
+            pairs: Vec::new(),
+            registered: vec![key(1)],
+            in_flight: Some(in_flight.clone()),
+        };
+        assert_eq!(in_flight.len(), 1);
+        drop(ids);
+        assert_eq!(in_flight.len(), 0);
+    }
+
+    #[test]
+    fn replies_get_the_client_id_back_once_answered() {
+        let mut ids = IdMap::default();
+        ids.pairs.push(Pair {
+            upstream: RequestId::Text("msb-c-x".into()),
+            client: RequestId::Number(1),
+            answered: false,
+        });
+        let mut progress =
+            json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1}});
+        assert!(!ids.restore(&mut progress));
+        let mut other = json!({"jsonrpc":"2.0","id":"msb-c-y","result":{}});
+        assert!(!ids.restore(&mut other));
+        assert_eq!(ids.unanswered(), vec![RequestId::Text("msb-c-x".into())]);
+        let mut reply = json!({"jsonrpc":"2.0","id":"msb-c-x","result":{}});
+        assert!(ids.restore(&mut reply));
+        assert_eq!(reply["id"], json!(1));
+        assert!(ids.unanswered().is_empty());
+    }
+}

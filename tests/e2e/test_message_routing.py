@@ -1,0 +1,256 @@
+"""Every MCP message reaches the session that owns it, now that one work backend session serves many
+client MCP sessions: parallel connector calls whose JSON-RPC ids are all the same small number,
+server-to-client requests (elicitation, sampling) answered from another MCP session or replica,
+cancellations of bound calls, and project-scoped requests other than ``tools/call``. Each is audited
+against the example backend's own log.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+import pytest
+from mcp import ClientSession, types
+from mcp.client.streamable_http import streamable_http_client
+from pydantic import AnyUrl
+
+from e2e_helpers import (
+    ToolReply,
+    assert_audit_clean,
+    assert_selected,
+    call,
+    initialize_body,
+    mcp_session,
+    reconnecting_reply,
+    rpc_body,
+    rpc_headers,
+    tools_call_body,
+)
+
+pytestmark = pytest.mark.anyio
+
+STORES = [pytest.param(True, id="redis"), pytest.param(False, id="memory")]
+WIRES = [pytest.param(False, id="sse"), pytest.param(True, id="json")]
+SELECT = "select_project_for_session"
+
+
+async def connector_call(http: httpx.AsyncClient, url: str, token: str, tool: str, args: dict) -> dict:
+    """One turn as Claude's connectors make it: a fresh MCP session whose ids start at 0, the call
+    with id 1. Returns the JSON-RPC reply the client got."""
+    init = initialize_body("claude-ai", request_id=0)
+    response = await http.post(url, headers=rpc_headers(token), json=init)
+    assert response.status_code == 200, response.text
+    session_id = response.headers["mcp-session-id"]
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    response = await http.post(url, headers=rpc_headers(token, session_id), json=note)
+    assert response.status_code == 202, response.text
+    response = await http.post(url, headers=rpc_headers(token, session_id), json=tools_call_body(tool, args, request_id=1))
+    assert response.status_code == 200, response.text
+    return rpc_body(response)
+
+
+def reply_text(reply: dict) -> str:
+    assert "result" in reply, f"expected a result, got {reply}"
+    return "\n".join(c.get("text", "") for c in reply["result"].get("content", []))
+
+
+@pytest.mark.parametrize("json_response", WIRES)
+@pytest.mark.parametrize("redis", STORES)
+async def test_parallel_connector_calls_each_get_their_own_reply(make_stack, redis: bool, json_response: bool) -> None:
+    """After one select, 100 parallel connector calls (each a fresh MCP session, each with id 1, each
+    with its own arguments) share the work session's backend session: 100 replies, each its own, and
+    the backend ran each call exactly once."""
+    stack = make_stack(redis=redis, json_response=json_response)
+    token = "e2e-token-parallel-connectors"
+    assert_selected(await reconnecting_reply(stack.url, token, "claude-ai", SELECT, {"name": "atlas"}), "atlas")
+    stack.backend.clear_audit()
+    replies: dict[int, dict] = {}
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0), limits=limits) as http:
+
+        async def one(i: int) -> None:
+            args = {"content": f"content-{i}", "topic": f"topic-{i}"}
+            replies[i] = await connector_call(http, stack.url, token, "lock_context", args)
+
+        with anyio.fail_after(90):
+            async with anyio.create_task_group() as tg:
+                for i in range(100):
+                    tg.start_soon(one, i)
+    assert len(replies) == 100
+    for i, reply in replies.items():
+        assert reply["id"] == 1, reply
+        text = reply_text(reply)
+        assert f"locked topic=topic-{i}" in text and "project=atlas header=atlas" in text, (i, text)
+    audit = stack.backend.audit()
+    assert_audit_clean(audit, {"atlas"})
+    ran = sorted(entry["args"]["topic"] for entry in audit if entry["tool"] == "lock_context")
+    assert ran == sorted(f"topic-{i}" for i in range(100)), f"the backend ran {len(ran)} calls: {ran}"
+
+
+# ------------------------------------------------------------------------ server-to-client requests
+
+
+@asynccontextmanager
+async def answering_session(url: str, token: str, client_name: str, topic_answers: dict[str, bool] | None = None):
+    """A Python SDK 1.x client session that answers elicitation (accept, ``confirm`` per topic) and
+    sampling (``summary-of-<text>``) the way Claude Code and VS Code do."""
+
+    async def elicit(_context, params: types.ElicitRequestParams):
+        topic = params.message.split()[1]
+        return types.ElicitResult(action="accept", content={"confirm": (topic_answers or {}).get(topic, True)})
+
+    async def sample(_context, params: types.CreateMessageRequestParams):
+        text = params.messages[0].content.text
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text=f"summary-of-{text}"), model="test-model"
+        )
+
+    http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(30.0, read=60.0))
+    async with http, streamable_http_client(url, http_client=http) as (read, write, _):
+        info = types.Implementation(name=client_name, version="1.0")
+        async with ClientSession(read, write, client_info=info, elicitation_callback=elicit, sampling_callback=sample) as session:
+            with anyio.fail_after(30):
+                await session.initialize()
+            yield session
+
+
+@pytest.mark.parametrize("redis", STORES)
+async def test_bound_tools_that_elicit_or_sample_complete_on_fresh_sessions(make_stack, redis: bool) -> None:
+    """After one select, 6 parallel fresh client sessions (ids all alike) call a tool that elicits and
+    one that samples: each server request reaches the client whose call caused it, its answer reaches
+    the work backend session that asked, and every call completes with its own answer."""
+    stack = make_stack(redis=redis)
+    token = "e2e-token-eliciting-connectors"
+    assert_selected(await reconnecting_reply(stack.url, token, "claude-code", SELECT, {"name": "atlas"}), "atlas")
+    stack.backend.clear_audit()
+    answers = {f"topic-{i}": i % 2 == 0 for i in range(6)}
+    replies: dict[int, tuple[ToolReply, ToolReply]] = {}
+
+    async def one(i: int) -> None:
+        async with answering_session(stack.url, token, "claude-code", answers) as session:
+            confirmed = await call(session, "confirm_lock", {"content": f"c{i}", "topic": f"topic-{i}"})
+            summary = await call(session, "summarize", {"text": f"text-{i}"})
+            replies[i] = (confirmed, summary)
+
+    with anyio.fail_after(90):
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(one, i)
+    for i, (confirmed, summary) in replies.items():
+        assert not confirmed.is_error and f"topic=topic-{i} confirmed={i % 2 == 0}" in confirmed.text, confirmed.text
+        assert "project=atlas header=atlas" in confirmed.text, confirmed.text
+        assert not summary.is_error and f"summary=summary-of-text-{i}" in summary.text, summary.text
+    marks = sorted(e["tool"] for e in stack.backend.audit() if e["tool"].startswith(("confirm_lock:", "summarize:")))
+    expected = sorted(
+        [f"confirm_lock:topic-{i}:{'confirmed' if i % 2 == 0 else 'accept'}" for i in range(6)]
+        + [f"summarize:summary-of-text-{i}" for i in range(6)]
+    )
+    assert marks == expected
+    assert_audit_clean(stack.backend.audit(), {"atlas"})
+
+
+async def first_server_request(lines) -> dict:
+    """The first JSON-RPC request (method and id) on an SSE reply stream's lines."""
+    async for line in lines:
+        if line.startswith("data:") and line[5:].strip():
+            message = json.loads(line[5:])
+            if "method" in message and "id" in message:
+                return message
+    raise AssertionError("the stream ended without a server request")
+
+
+async def test_a_forged_or_foreign_answer_reaches_no_backend(make_stack) -> None:
+    """A server request's id is sealed for the principal whose call caused it: answered with another
+    principal's credential, or altered, it is refused (400) and the backend still waits; the right
+    client's answer then completes the call."""
+    stack = make_stack(redis=False)
+    owner, intruder = "e2e-token-owner", "e2e-token-intruder"
+    assert_selected(await reconnecting_reply(stack.url, owner, "claude-code", SELECT, {"name": "atlas"}), "atlas")
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
+        from e2e_helpers import raw_initialize
+
+        mine = await raw_initialize(http, stack.url, owner, "claude-code")
+        theirs = await raw_initialize(http, stack.url, intruder, "claude-code")
+        body = tools_call_body("confirm_lock", {"content": "c", "topic": "secret"}, request_id=1)
+        async with http.stream("POST", stack.url, headers=rpc_headers(owner, mine), json=body) as stream:
+            lines = stream.aiter_lines()
+            asked = await first_server_request(lines)
+            assert asked["method"] == "elicitation/create" and str(asked["id"]).startswith("msb-s."), asked
+            answer = {"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"confirm": True}}}
+            foreign = await http.post(stack.url, headers=rpc_headers(intruder, theirs), json=answer)
+            assert foreign.status_code == 400 and "another client" in foreign.text, foreign.text
+            forged = {**answer, "id": asked["id"][:-3] + "AAA"}
+            refused = await http.post(stack.url, headers=rpc_headers(owner, mine), json=forged)
+            assert refused.status_code == 400 and "altered" in refused.text, refused.text
+            assert not any(e["tool"].startswith("confirm_lock:") for e in stack.backend.audit())
+            accepted = await http.post(stack.url, headers=rpc_headers(owner, mine), json=answer)
+            assert accepted.status_code == 202, accepted.text
+            rest = "\n".join([line async for line in lines])
+        assert '"id":1' in rest.replace(" ", "") and "confirmed=True" in rest, rest
+    assert [e["tool"] for e in stack.backend.audit() if e["tool"].startswith("confirm_lock:")] == ["confirm_lock:secret:confirmed"]
+
+
+# ------------------------------------------------------------------------------------ cancellation
+
+
+async def wait_for_mark(backend, mark: str, timeout: float = 10.0) -> None:
+    with anyio.fail_after(timeout):
+        while not any(e["tool"] == mark for e in backend.audit()):
+            await anyio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    "how", ["notification", "notification-via-another-replica", "closed-stream"], ids=lambda h: h
+)
+async def test_a_cancelled_bound_call_stops_at_the_backend(make_stack, broker_factory, how: str) -> None:
+    """A bound call runs on its work session's backend session, not the client's own: its
+    cancellation (a notifications/cancelled on the client's session, sent to this replica or another,
+    or the client closing the call's reply stream) reaches that backend session, which stops it."""
+    stack = make_stack(redis=True)
+    other = broker_factory(stack.backend, redis=stack.redis)
+    token = "e2e-token-cancelling-client"
+    assert_selected(await reconnecting_reply(stack.url, token, "claude-code", SELECT, {"name": "atlas"}), "atlas")
+    stack.backend.clear_audit()
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
+        from e2e_helpers import raw_initialize
+
+        session = await raw_initialize(http, stack.url, token, "claude-code")
+        body = tools_call_body("wait", {"seconds": 20}, request_id=1)
+        async with http.stream("POST", stack.url, headers=rpc_headers(token, session), json=body) as stream:
+            assert stream.status_code == 200
+            with anyio.fail_after(10):
+                while not any(e["tool"] == "wait" for e in stack.backend.audit()):
+                    await anyio.sleep(0.1)
+            if how != "closed-stream":
+                url = other.url if how == "notification-via-another-replica" else stack.url
+                cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1, "reason": "user"}}
+                sent = await http.post(url, headers=rpc_headers(token, session), json=cancel)
+                assert sent.status_code == 202, sent.text
+                await wait_for_mark(stack.backend, "wait:cancelled")
+        await wait_for_mark(stack.backend, "wait:cancelled")
+    assert not any(e["tool"] == "wait:finished" for e in stack.backend.audit())
+    assert_audit_clean(stack.backend.audit(), {"atlas"})
+
+
+# ------------------------------------------------------------------------ project-scoped requests
+
+
+@pytest.mark.parametrize("redis", STORES)
+async def test_a_project_scoped_resource_read_after_a_reconnect(make_stack, redis: bool) -> None:
+    """A resource whose content depends on the selected project, read from a fresh MCP session after
+    the select: it runs on the work session's backend session, so on the project (not the backend's
+    "project selection required")."""
+    stack = make_stack(redis=redis)
+    token = "e2e-token-resource-reader"
+    assert_selected(await reconnecting_reply(stack.url, token, "claude-code", SELECT, {"name": "atlas"}), "atlas")
+    locked = await reconnecting_reply(stack.url, token, "claude-code", "lock_context", {"content": "plan-b", "topic": "roadmap"})
+    assert not locked.is_error, locked.text
+    async with mcp_session(stack.url, token, "claude-code") as (session, _):
+        with anyio.fail_after(30):
+            read = await session.read_resource(AnyUrl("notes://roadmap"))
+    text = read.contents[0].text
+    assert "project=atlas header=atlas notes=plan-b" in text, text
+    assert_audit_clean(stack.backend.audit(), {"atlas"})
