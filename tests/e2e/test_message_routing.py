@@ -254,3 +254,30 @@ async def test_a_project_scoped_resource_read_after_a_reconnect(make_stack, redi
     text = read.contents[0].text
     assert "project=atlas header=atlas notes=plan-b" in text, text
     assert_audit_clean(stack.backend.audit(), {"atlas"})
+
+
+async def test_an_answer_through_another_replica_reaches_the_backend_session_that_asked(make_stack, broker_factory) -> None:
+    """Two replicas in front of one backend: a bound call that elicits runs through the first, its
+    client answers on a fresh MCP session through the second (a reconnect behind a round-robin
+    balancer), and the answer reaches the work backend session that asked: no shared lookup, the
+    sealed id names it."""
+    stack = make_stack(redis=True)
+    other = broker_factory(stack.backend, redis=stack.redis)
+    token = "e2e-token-round-robin"
+    assert_selected(await reconnecting_reply(stack.url, token, "claude-code", SELECT, {"name": "atlas"}), "atlas")
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
+        from e2e_helpers import raw_initialize
+
+        first = await raw_initialize(http, stack.url, token, "claude-code")
+        body = tools_call_body("confirm_lock", {"content": "c", "topic": "handoff"}, request_id=1)
+        async with http.stream("POST", stack.url, headers=rpc_headers(token, first), json=body) as stream:
+            lines = stream.aiter_lines()
+            asked = await first_server_request(lines)
+            second = await raw_initialize(http, other.url, token, "claude-code")
+            answer = {"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"confirm": True}}}
+            accepted = await http.post(other.url, headers=rpc_headers(token, second), json=answer)
+            assert accepted.status_code == 202, accepted.text
+            rest = "\n".join([line async for line in lines])
+        assert "topic=handoff confirmed=True" in rest and "project=atlas header=atlas" in rest, rest
+    marks = [e["tool"] for e in stack.backend.audit() if e["tool"].startswith("confirm_lock:")]
+    assert marks == ["confirm_lock:handoff:confirmed"]
