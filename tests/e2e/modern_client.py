@@ -4,7 +4,8 @@ Runs under the ``.venv-modern`` interpreter (pinned ``mcp`` 2.x; the test proces
 1.x). Reads a JSON scenario on stdin:
 
     {"url": ..., "token": ..., "client_name": ..., "mode": "auto" | "legacy",
-     "headers": {...}, "steps": [{"call": TOOL, "args": {...}, "meta": {...}} | {"list": true}]}
+     "headers": {...}, "steps": [{"call": TOOL, "args": {...}, "meta": {...}} | {"list": true}],
+     "answers": {"confirm": true}}   # optional: answer elicitation and sampling (``summary-of-<text>``)
 
 and prints one JSON line per step: ``{"is_error": bool, "texts": [...], "era": "modern"|"legacy"}``
 (``{"tools": {name: inputSchema}}`` for a list step), or ``{"error": "..."}`` for a step that raised.
@@ -18,7 +19,7 @@ from typing import Any
 
 import anyio
 import httpx2
-from mcp import Client
+from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import Implementation
 
@@ -30,7 +31,20 @@ async def run(scenario: dict[str, Any]) -> None:
     http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=60.0))
     transport = streamable_http_client(scenario["url"], http_client=http)
     info = Implementation(name=scenario.get("client_name", "modern-client"), version="1.0")
-    async with http, Client(transport, mode=scenario.get("mode", "auto"), client_info=info) as client:
+    callbacks: dict[str, Any] = {}
+    if (answers := scenario.get("answers")) is not None:
+
+        async def elicit(_context: Any, _params: Any) -> types.ElicitResult:
+            return types.ElicitResult(action="accept", content={"confirm": answers.get("confirm", True)})
+
+        async def sample(_context: Any, params: Any) -> types.CreateMessageResult:
+            text = params.messages[0].content.text
+            content = types.TextContent(type="text", text=f"summary-of-{text}")
+            return types.CreateMessageResult(role="assistant", content=content, model="test-model")
+
+        callbacks = {"elicitation_callback": elicit, "sampling_callback": sample}
+    client = Client(transport, mode=scenario.get("mode", "auto"), client_info=info, **callbacks)
+    async with http, client:
         era = "modern" if client.session.discover_result is not None else "legacy"
         for step in scenario["steps"]:
             try:

@@ -281,3 +281,56 @@ async def test_an_answer_through_another_replica_reaches_the_backend_session_tha
         assert "topic=handoff confirmed=True" in rest and "project=atlas header=atlas" in rest, rest
     marks = [e["tool"] for e in stack.backend.audit() if e["tool"].startswith("confirm_lock:")]
     assert marks == ["confirm_lock:handoff:confirmed"]
+
+
+# ------------------------------------------------------------------ the official clients, legacy era
+
+
+LEGACY_CLIENTS = ["ts-sdk-1", "ts-sdk-2-legacy", "python-sdk-2-legacy"]
+
+
+async def run_client(kind: str, scenario: dict) -> list[ToolReply]:
+    """Runs one official SDK client driver; returns its call steps' replies."""
+    from e2e_helpers import (
+        modern_reply,
+        run_modern_client,
+        run_ts_client_async,
+        run_ts_v2_client,
+        ts_reply,
+        ts_v2_reply,
+    )
+
+    if kind == "ts-sdk-1":
+        return [ts_reply(line) for line in await run_ts_client_async(scenario)]
+    if kind.startswith("ts-sdk-2"):
+        mode = "auto" if kind.endswith("auto") else "legacy"
+        return [ts_v2_reply(line) for line in await run_ts_v2_client({**scenario, "mode": mode})]
+    mode = "auto" if kind.endswith("auto") else "legacy"
+    return [modern_reply(line) for line in await run_modern_client({**scenario, "mode": mode})]
+
+
+@pytest.mark.parametrize("kind", LEGACY_CLIENTS)
+async def test_official_clients_answer_a_bound_tool_that_elicits_and_samples(make_stack, kind: str) -> None:
+    """The official SDK clients' elicitation and sampling callbacks, on a fresh MCP session after the
+    select (made by another client of the same UI): the bound tool's requests reach the client, its
+    answers the work backend session that asked, and both calls complete on the project."""
+    stack = make_stack(redis=True)
+    token = f"e2e-token-official-{kind}"
+    assert_selected(await reconnecting_reply(stack.url, token, "claude-code", SELECT, {"name": "atlas"}), "atlas")
+    stack.backend.clear_audit()
+    scenario = {
+        "url": stack.url,
+        "token": token,
+        "client_name": "claude-code",
+        "answers": {"confirm": True},
+        "steps": [
+            {"call": "confirm_lock", "args": {"content": "c", "topic": kind}},
+            {"call": "summarize", "args": {"text": kind}},
+        ],
+    }
+    confirmed, summary = await run_client(kind, scenario)
+    assert not confirmed.is_error and f"topic={kind} confirmed=True" in confirmed.text, confirmed.text
+    assert "project=atlas header=atlas" in confirmed.text, confirmed.text
+    assert not summary.is_error and f"summary=summary-of-{kind}" in summary.text, summary.text
+    marks = sorted(e["tool"] for e in stack.backend.audit() if ":" in e["tool"])
+    assert marks == sorted([f"confirm_lock:{kind}:confirmed", f"summarize:summary-of-{kind}"])

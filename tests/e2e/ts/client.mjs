@@ -9,6 +9,8 @@
 //     "token": "secret",                  // sent as "Authorization: Bearer <token>" (optional)
 //     "client_name": "claude-ai",          // clientInfo.name of every initialize
 //     "headers": {"X-Extra": "v"},         // optional extra request headers
+//     "answers": {"confirm": true},        // optional: answer elicitation (accept, content {confirm})
+//                                          // and sampling ("summary-of-<text>"), as Claude Code does
 //     "steps": [
 //       {"reconnect": true},                // close the current client, open a fresh transport+Client
 //       {"call": "list_projects", "args": {}}
@@ -25,6 +27,7 @@
 import { readFileSync } from 'node:fs';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 
 function readScenario() {
   const raw = process.argv[2] ?? readFileSync(0, 'utf8');
@@ -46,7 +49,20 @@ async function connect(scenario) {
   const transport = new StreamableHTTPClientTransport(new URL(scenario.url), {
     requestInit: { headers },
   });
-  const client = new Client({ name: scenario.client_name ?? 'ts-e2e', version: '1.0' });
+  const answers = scenario.answers;
+  const options = answers ? { capabilities: { elicitation: {}, sampling: {} } } : {};
+  const client = new Client({ name: scenario.client_name ?? 'ts-e2e', version: '1.0' }, options);
+  if (answers) {
+    client.setRequestHandler(ElicitRequestSchema, async () => ({
+      action: 'accept',
+      content: { confirm: answers.confirm ?? true },
+    }));
+    client.setRequestHandler(CreateMessageRequestSchema, async (request) => ({
+      role: 'assistant',
+      content: { type: 'text', text: `summary-of-${request.params.messages[0].content.text}` },
+      model: 'test-model',
+    }));
+  }
   await client.connect(transport);
   return { client, transport };
 }
