@@ -13,6 +13,7 @@
 //! - [`oauth`]: OAuth access tokens (JWT, verified against a JWKS) as identity: `iss` + `sub`;
 //! - [`session`]: the work session record; [`finalize`]: what is recorded when it idles out;
 //! - [`resolve`]: which work session a request belongs to (a pure function), and what a select binds;
+//! - [`rounds`]: the multi round-trip form (`input_required`) bridged onto legacy server requests;
 //! - [`rpc_ids`]: the JSON-RPC ids on shared backend sessions: client ids mapped, server requests sealed;
 //! - [`decide`]: what to do with one `tools/call` (refuse, or forward how), from the facts gathered;
 //! - [`guidance`]: the texts a model reads when a call cannot go through;
@@ -29,6 +30,7 @@ pub mod mcp;
 pub mod modern;
 pub mod oauth;
 pub mod resolve;
+pub mod rounds;
 pub mod rpc_ids;
 pub mod session;
 pub mod sse;

@@ -21,6 +21,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -133,10 +134,7 @@ impl Sealer {
 
     /// The id a server request carries on its way to the client.
     pub fn seal(&self, asked: &Asked) -> RequestId {
-        let payload = serde_json::to_vec(asked).unwrap_or_default();
-        let payload = URL_SAFE_NO_PAD.encode(payload);
-        let tag = URL_SAFE_NO_PAD.encode(&mac(&self.key, payload.as_bytes())[..16]);
-        RequestId::Text(format!("{SERVER_PREFIX}{payload}.{tag}"))
+        RequestId::Text(self.seal_with(SERVER_PREFIX, asked))
     }
 
     /// Where a client's response to a server request goes: the backend session that asked, when
@@ -145,7 +143,24 @@ impl Sealer {
         let RequestId::Text(text) = id else {
             return Err(Unsealed::NotSealed);
         };
-        let Some(rest) = text.strip_prefix(SERVER_PREFIX) else {
+        let asked: Asked = self.open_with(SERVER_PREFIX, text)?;
+        if &asked.principal != caller {
+            return Err(Unsealed::Foreign);
+        }
+        Ok(asked)
+    }
+
+    /// `prefix`, the payload as base64url JSON, `.`, and its MAC (16 bytes, base64url).
+    pub fn seal_with<T: Serialize>(&self, prefix: &str, payload: &T) -> String {
+        let payload = serde_json::to_vec(payload).unwrap_or_default();
+        let payload = URL_SAFE_NO_PAD.encode(payload);
+        let tag = URL_SAFE_NO_PAD.encode(&mac(&self.key, payload.as_bytes())[..16]);
+        format!("{prefix}{payload}.{tag}")
+    }
+
+    /// The payload of a text [`Sealer::seal_with`] made with `prefix`; the caller checks whose it is.
+    pub fn open_with<T: DeserializeOwned>(&self, prefix: &str, text: &str) -> Result<T, Unsealed> {
+        let Some(rest) = text.strip_prefix(prefix) else {
             return Err(Unsealed::NotSealed);
         };
         if text.len() > MAX_SEALED {
@@ -165,11 +180,7 @@ impl Sealer {
         let bytes = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| Unsealed::Forged)?;
-        let asked: Asked = serde_json::from_slice(&bytes).map_err(|_| Unsealed::Forged)?;
-        if &asked.principal != caller {
-            return Err(Unsealed::Foreign);
-        }
-        Ok(asked)
+        serde_json::from_slice(&bytes).map_err(|_| Unsealed::Forged)
     }
 }
 
@@ -220,7 +231,7 @@ pub fn set_id(message: &mut Value, id: &RequestId) {
     }
 }
 
-mod id_value {
+pub(crate) mod id_value {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::jsonrpc::RequestId;

@@ -31,6 +31,7 @@ use crate::body::ProxyBody;
 use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::message_routing::rounds::Park;
 use crate::message_routing::{self, IdMap, SealFor};
 use crate::metrics::{Reinit, StoreOp};
 use crate::relay::{self, Watch};
@@ -106,12 +107,21 @@ pub async fn forward(
                     protocol.as_deref(),
                 ));
             }
-            out.watch.seal = Some(SealFor {
+            let seal = SealFor {
                 sealer: app.sealer.clone(),
                 principal: out.caller.principal.clone(),
                 upstream: app.upstream_id.clone(),
                 backend: session.clone(),
-            });
+            };
+            if out.caller.bridge.is_some()
+                && let Some(client_id) = &out.call_id
+                && let Some(call) = ids.upstream_of(client_id)
+            {
+                // A modern client cannot answer a server request: a bridged call that asks one
+                // is parked and answered input_required (broker::rounds).
+                out.watch.park = Some(Park::new(app, &seal, call, client_id.clone()));
+            }
+            out.watch.seal = Some(seal);
         }
         out.watch.ids = ids;
         let mut relayed = relay::relay(response, std::mem::take(&mut out.watch));

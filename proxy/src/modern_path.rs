@@ -33,6 +33,7 @@ use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::mcp_path::{Modern, is_resolved, pass_through, tool_call};
+use crate::message_routing::rounds;
 
 /// Handles one modern POST (a single message).
 pub async fn post(
@@ -84,6 +85,10 @@ pub async fn post(
         }
         _ => {
             let is_call = is_resolved(message);
+            let version = &profile.legacy_version;
+            if let Some(resumed) = rounds::resume(app, &caller, version, message).await {
+                return resumed; // a retry of a call parked on a server request
+            }
             caller.bridge = Some(Bridged {
                 ini: modern::legacy_initialize_params(message, &profile.legacy_version),
                 legacy_version: profile.legacy_version.clone(),

@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::body::{self, ProxyBody};
 use crate::headers;
+use crate::message_routing::rounds::Park;
 use crate::message_routing::{IdMap, SealFor};
 use crate::metrics::{Metrics, Refusal, StoreOp};
 use crate::upstream::content_type_is;
@@ -54,6 +55,8 @@ pub struct Watch {
     pub seal: Option<SealFor>,
     /// Run when the client goes away before every request was answered (how a client cancels).
     pub on_abandon: Option<Abandon>,
+    /// A modern client's bridged call: a server request parks it (`input_required`).
+    pub park: Option<Park>,
     /// A forwarded `initialize`: its result is kept for the next ones.
     pub learn_initialize: Option<crate::initialize::Learn>,
 }
@@ -222,34 +225,107 @@ async fn relay_sse(mut incoming: Incoming, mut watch: Watch, tx: Sender) {
                 return;
             }
         };
-        if !forward_blocks(&mut watch, blocks, &tx).await {
-            watch.abandoned(); // the client went away
-            return;
+        match forward_blocks(&mut watch, blocks, &tx).await {
+            Flow::Go => {}
+            Flow::Gone => {
+                watch.abandoned(); // the client went away
+                return;
+            }
+            Flow::Parked(park) => {
+                drop(tx); // the client has its input_required: its stream ends here
+                return park_rest(incoming, parser, watch, park).await;
+            }
         }
     }
     let ended = parser.end();
-    if !forward_blocks(&mut watch, ended, &tx).await {
-        return;
+    match forward_blocks(&mut watch, ended, &tx).await {
+        Flow::Go => {}
+        Flow::Gone => return,
+        Flow::Parked(park) => {
+            drop(tx);
+            park.ended().await;
+            return;
+        }
     }
     if let Some(rest) = parser.finish() {
         let _ = tx.send(Ok(rest)).await;
     }
 }
 
-/// Sends blocks on, rewriting the watched replies among them. `false` when the client went away.
-async fn forward_blocks(watch: &mut Watch, blocks: Vec<sse::Block>, tx: &Sender) -> bool {
+/// What the relay does after a batch of blocks.
+enum Flow {
+    Go,
+    /// The client went away.
+    Gone,
+    /// The backend asked the (modern) client something: the call is parked.
+    Parked(Park),
+}
+
+/// Sends blocks on, rewriting the watched replies among them.
+async fn forward_blocks(watch: &mut Watch, blocks: Vec<sse::Block>, tx: &Sender) -> Flow {
     for block in blocks {
         let out = match block.event {
+            Some(event) if watch.park.is_some() => match park_on_request(watch, &event) {
+                Some(parked) => {
+                    let (reply, park) = parked;
+                    let _ = tx.send(Ok(reply)).await;
+                    return Flow::Parked(park);
+                }
+                None => rewrite_event(watch, event).await.unwrap_or(block.raw),
+            },
             Some(event) if !watch.is_empty() => {
                 rewrite_event(watch, event).await.unwrap_or(block.raw)
             }
             _ => block.raw,
         };
         if tx.send(Ok(out)).await.is_err() {
-            return false;
+            return Flow::Gone;
         }
     }
-    true
+    Flow::Go
+}
+
+/// A server request on a parkable call's stream: the `input_required` event for the client, and
+/// the park that takes over the stream.
+fn park_on_request(watch: &mut Watch, event: &sse::Event) -> Option<(Bytes, Park)> {
+    let mut value: Value = serde_json::from_str(&event.data).ok()?;
+    broker::rpc_ids::request_id(&value)?;
+    watch.seal.as_ref()?.seal(&mut value);
+    let park = watch.park.take()?;
+    let reply = park.first_reply(&value);
+    let event = sse::Event {
+        data: serde_json::to_string(&reply).ok()?,
+        ..event.clone()
+    };
+    Some((event.to_bytes(), park))
+}
+
+/// Reads the rest of a parked call's stream into rounds for the client's retries.
+async fn park_rest(mut incoming: Incoming, mut parser: sse::Parser, mut watch: Watch, park: Park) {
+    tracing::info!("the backend asked a modern client something: the call is parked for its retry");
+    loop {
+        let blocks = match incoming.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => parser.push(&data).unwrap_or_default(),
+                Err(_) => continue,
+            },
+            Some(Err(_)) | None => break,
+        };
+        for block in blocks {
+            let Some(event) = block.event else { continue };
+            let Ok(mut value) = serde_json::from_str::<Value>(&event.data) else {
+                continue;
+            };
+            if let Some(seal) = &watch.seal {
+                seal.seal(&mut value);
+            }
+            if park.message(&value).await {
+                watch.ids = IdMap::default();
+                return;
+            }
+        }
+    }
+    park.ended().await;
 }
 
 async fn rewrite_event(watch: &mut Watch, mut event: sse::Event) -> Option<Bytes> {

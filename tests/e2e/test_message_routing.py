@@ -35,6 +35,7 @@ pytestmark = pytest.mark.anyio
 STORES = [pytest.param(True, id="redis"), pytest.param(False, id="memory")]
 WIRES = [pytest.param(False, id="sse"), pytest.param(True, id="json")]
 SELECT = "select_project_for_session"
+MODERN = "2026-07-28"
 
 
 async def connector_call(http: httpx.AsyncClient, url: str, token: str, tool: str, args: dict) -> dict:
@@ -286,7 +287,10 @@ async def test_an_answer_through_another_replica_reaches_the_backend_session_tha
 # ------------------------------------------------------------------ the official clients, legacy era
 
 
-LEGACY_CLIENTS = ["ts-sdk-1", "ts-sdk-2-legacy", "python-sdk-2-legacy"]
+# Legacy era: server requests on the call's stream, answered by POST. Modern era (auto: the clients
+# go sessionless against the broker, which bridges them onto the legacy backend): the call is
+# parked, answered input_required, and completed by the client's retry with inputResponses.
+CLIENTS = ["ts-sdk-1", "ts-sdk-2-legacy", "python-sdk-2-legacy", "ts-sdk-2-auto", "python-sdk-2-auto"]
 
 
 async def run_client(kind: str, scenario: dict) -> list[ToolReply]:
@@ -300,16 +304,19 @@ async def run_client(kind: str, scenario: dict) -> list[ToolReply]:
         ts_v2_reply,
     )
 
+    mode = "auto" if kind.endswith("auto") else "legacy"
     if kind == "ts-sdk-1":
         return [ts_reply(line) for line in await run_ts_client_async(scenario)]
     if kind.startswith("ts-sdk-2"):
-        mode = "auto" if kind.endswith("auto") else "legacy"
-        return [ts_v2_reply(line) for line in await run_ts_v2_client({**scenario, "mode": mode})]
-    mode = "auto" if kind.endswith("auto") else "legacy"
-    return [modern_reply(line) for line in await run_modern_client({**scenario, "mode": mode})]
+        lines = await run_ts_v2_client({**scenario, "mode": mode})
+        assert all((line.get("version") == MODERN) == (mode == "auto") for line in lines), lines
+        return [ts_v2_reply(line) for line in lines]
+    lines = await run_modern_client({**scenario, "mode": mode})
+    assert all((line.get("era") == "modern") == (mode == "auto") for line in lines), lines
+    return [modern_reply(line) for line in lines]
 
 
-@pytest.mark.parametrize("kind", LEGACY_CLIENTS)
+@pytest.mark.parametrize("kind", CLIENTS)
 async def test_official_clients_answer_a_bound_tool_that_elicits_and_samples(make_stack, kind: str) -> None:
     """The official SDK clients' elicitation and sampling callbacks, on a fresh MCP session after the
     select (made by another client of the same UI): the bound tool's requests reach the client, its
@@ -334,3 +341,49 @@ async def test_official_clients_answer_a_bound_tool_that_elicits_and_samples(mak
     assert not summary.is_error and f"summary=summary-of-{kind}" in summary.text, summary.text
     marks = sorted(e["tool"] for e in stack.backend.audit() if ":" in e["tool"])
     assert marks == sorted([f"confirm_lock:{kind}:confirmed", f"summarize:summary-of-{kind}"])
+
+
+def modern_call(name: str, args: dict, request_id: int, extra: dict | None = None) -> tuple[dict, dict]:
+    """A 2026-07-28 tools/call by hand: (headers without credential, body)."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+        "io.modelcontextprotocol/clientInfo": {"name": "claude-code", "version": "1.0"},
+    }
+    params = {"name": name, "arguments": args, "_meta": meta, **(extra or {})}
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": name,
+    }
+    return headers, {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+async def test_a_parked_call_completes_when_its_retry_lands_on_another_replica(make_stack, broker_factory) -> None:
+    """A modern client in front of a legacy backend whose bound tool elicits: replica A answers
+    input_required (the elicitation under a sealed key, a sealed requestState); the client retries
+    with inputResponses through replica B, which delivers the answer to the backend session that
+    asked and answers with the call's result, which A left in Redis."""
+    stack = make_stack(redis=True)
+    other = broker_factory(stack.backend, redis=stack.redis)
+    token = "e2e-token-modern-round-trips"
+    assert_selected(await reconnecting_reply(stack.url, token, "claude-code", SELECT, {"name": "atlas"}), "atlas")
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as http:
+        headers, body = modern_call("confirm_lock", {"content": "c", "topic": "rounds"}, 1)
+        first = rpc_body(await http.post(stack.url, headers={**headers, **auth}, json=body))
+        result = first["result"]
+        assert first["id"] == 1 and result["resultType"] == "input_required", first
+        (key, asked), = result["inputRequests"].items()
+        assert asked["method"] == "elicitation/create" and key.startswith("msb-s."), result
+        assert result["requestState"].startswith("msb-r."), result
+        retry = {"inputResponses": {key: {"action": "accept", "content": {"confirm": True}}}, "requestState": result["requestState"]}
+        headers, body = modern_call("confirm_lock", {"content": "c", "topic": "rounds"}, 2, retry)
+        second = rpc_body(await http.post(other.url, headers={**headers, **auth}, json=body))
+    assert second["id"] == 2 and second["result"]["resultType"] == "complete", second
+    text = second["result"]["content"][0]["text"]
+    assert "topic=rounds confirmed=True" in text and "project=atlas header=atlas" in text, text
+    marks = [e["tool"] for e in stack.backend.audit() if e["tool"].startswith("confirm_lock:")]
+    assert marks == ["confirm_lock:rounds:confirmed"]

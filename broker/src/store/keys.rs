@@ -149,6 +149,11 @@ impl Keys {
         format!("{}:bk:{sid}:{upstream}", self.tag)
     }
 
+    /// What a parked multi round-trip call left for its next round (`key`: random hex per call).
+    pub fn parked(&self, key: &str) -> String {
+        format!("{}:park:{key}", self.tag)
+    }
+
     /// Every work session of the principal, by last activity (for the admin API).
     pub fn index(&self) -> String {
         format!("{}:index", self.tag)

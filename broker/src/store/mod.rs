@@ -218,6 +218,25 @@ pub trait Store: Send + Sync + 'static {
         session: &McpSessionId,
     ) -> Result<(), StoreError>;
 
+    /// Leaves `value` under `key` for [`Store::take_parked`] on any replica, for `ttl`: how a call
+    /// parked between two rounds of the multi round-trip form reaches the replica the client
+    /// retries on (the call's result, or the next server request). Written once per round by the
+    /// replica reading the backend's stream; `key` is random per call, so no two writers share one.
+    async fn put_parked(
+        &self,
+        principal: &PrincipalId,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Takes what [`Store::put_parked`] left under `key`, once (a second taker gets `None`).
+    async fn take_parked(
+        &self,
+        principal: &PrincipalId,
+        key: &str,
+    ) -> Result<Option<String>, StoreError>;
+
     /// Is the store reachable?
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -541,3 +541,34 @@ async fn status_of(store: &dyn Store, p: &PrincipalId, id: WorkSessionId) -> bro
         .expect("status")
         .expect("exists")
 }
+
+/// A parked call's next round is taken once, by its principal's key only, and not after its TTL.
+pub async fn parked_rounds_are_taken_once_and_expire(store: &dyn Store) {
+    let (a, b) = (principal(31), principal(32));
+    let ttl = Duration::from_millis(300);
+    store
+        .put_parked(&a, "k1", "round-1", ttl)
+        .await
+        .expect("put");
+    assert_eq!(
+        store.take_parked(&b, "k1").await.expect("take"),
+        None,
+        "another principal's key"
+    );
+    assert_eq!(
+        store.take_parked(&a, "k1").await.expect("take").as_deref(),
+        Some("round-1")
+    );
+    assert_eq!(
+        store.take_parked(&a, "k1").await.expect("take"),
+        None,
+        "taken once"
+    );
+    store.put_parked(&a, "k2", "late", ttl).await.expect("put");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.take_parked(&a, "k2").await.expect("take"),
+        None,
+        "expired"
+    );
+}

@@ -37,6 +37,7 @@ async fn contract(store: Arc<dyn Store>) {
     operators_list_rebind_and_end_work_sessions(store.as_ref()).await;
     failing_events_back_off_then_go_to_the_dead_letters_and_replay(store.as_ref()).await;
     a_late_sweeper_still_finalizes_exactly_once(store.as_ref()).await;
+    parked_rounds_are_taken_once_and_expire(store.as_ref()).await;
     // Last: their work sessions expire (1 s idle TTL) into the finalized stream, which the
     // finalization cases above read a bounded number of events from.
     a_settled_lookup_finds_what_a_full_one_finds(store.as_ref()).await;

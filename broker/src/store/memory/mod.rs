@@ -251,6 +251,30 @@ impl Store for MemoryStore {
         self.with(|maps, now| maps.set_string(key, backend.session.to_string(), ttl, now))
     }
 
+    async fn put_parked(
+        &self,
+        principal: &PrincipalId,
+        key: &str,
+        value: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let key = Keys::new(PREFIX, principal).parked(key);
+        self.with(|maps, now| maps.set_string(key, value.to_owned(), ttl, now))
+    }
+
+    async fn take_parked(
+        &self,
+        principal: &PrincipalId,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let key = Keys::new(PREFIX, principal).parked(key);
+        self.with(|maps, now| {
+            let value = maps.string(&key, now).map(str::to_owned);
+            maps.strings.remove(&key);
+            value
+        })
+    }
+
     async fn end_mcp_session(
         &self,
         principal: &PrincipalId,

@@ -60,6 +60,47 @@ pub(super) async fn set_backend_session(
         .await
 }
 
+/// `SET key value PX ttl` for a parked call's next round.
+pub(super) async fn put_parked(
+    store: &RedisStore,
+    principal: &PrincipalId,
+    key: &str,
+    value: &str,
+    ttl: std::time::Duration,
+) -> Result<(), StoreError> {
+    let key = store.keys(principal).parked(key);
+    let value = value.to_owned();
+    let ttl = RedisStore::ms(ttl);
+    store
+        .run(|mut connection| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+}
+
+/// `GETDEL`: what a parked call left, taken once.
+pub(super) async fn take_parked(
+    store: &RedisStore,
+    principal: &PrincipalId,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
+    let key = store.keys(principal).parked(key);
+    store
+        .run(|mut connection| async move {
+            redis::cmd("GETDEL")
+                .arg(key)
+                .query_async::<Option<String>>(&mut connection)
+                .await
+        })
+        .await
+}
+
 /// Marks the MCP session ended first, then drops its link: a reader in between sees it ended.
 pub(super) async fn end_mcp_session(
     store: &RedisStore,

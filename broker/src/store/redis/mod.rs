@@ -299,6 +299,24 @@ impl Store for RedisStore {
         admin::set_backend_session(self, principal, session, backend).await
     }
 
+    async fn put_parked(
+        &self,
+        principal: &PrincipalId,
+        key: &str,
+        value: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        admin::put_parked(self, principal, key, value, ttl).await
+    }
+
+    async fn take_parked(
+        &self,
+        principal: &PrincipalId,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        admin::take_parked(self, principal, key).await
+    }
+
     async fn end_mcp_session(
         &self,
         principal: &PrincipalId,

@@ -23,23 +23,15 @@ use broker::ids::{BackendSessionId, McpSessionId, PrincipalId, UpstreamId};
 use broker::jsonrpc::RequestId;
 use broker::rpc_ids::{self, Asked, Scope, Sealer, Unsealed};
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
-use serde_json::{Value, json};
-
-use broker::decide::Route;
-use broker::jsonrpc::Message;
-use broker::store::McpState;
-use http::request::Parts;
-use http::{Response, StatusCode};
+use serde_json::Value;
 
 use crate::app::App;
-use crate::body::ProxyBody;
-use crate::call::Outcome;
 use crate::caller::Caller;
-use crate::errors::ProxyError;
-use crate::forward::{Outbound, forward};
-use crate::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
-use crate::relay::Watch;
+
+mod answers;
+pub mod rounds;
+
+pub use answers::{answer, cancel, cancel_hook};
 
 /// Most requests registered in flight on one replica (beyond, a request is still mapped, but a
 /// cancellation of it reaching this replica is routed like one reaching another replica).
@@ -138,6 +130,14 @@ impl IdMap {
         pair.answered = true;
         rpc_ids::set_id(message, &pair.client);
         true
+    }
+
+    /// The upstream id of the client's request `client`.
+    pub fn upstream_of(&self, client: &RequestId) -> Option<RequestId> {
+        self.pairs
+            .iter()
+            .find(|p| &p.client == client)
+            .map(|p| p.upstream.clone())
     }
 
     /// The upstream ids of requests not answered yet.
@@ -321,152 +321,10 @@ pub fn answer_target(
     Ok(Some((asked.backend, Bytes::from(body))))
 }
 
-/// A legacy client's single response: when its id is one the broker sealed, it is delivered to the
-/// backend session that asked (`None`: not sealed, it goes where it went before). A forged id, or
-/// one sealed for another principal, is refused (400) and reaches no backend; the backend session
-/// that asked being gone (404) is logged and the client told 202, as it has nothing to retry.
-pub async fn answer(
-    app: &Arc<App>,
-    parts: &Parts,
-    caller: &Caller,
-    message: &Message,
-) -> Option<Result<Response<ProxyBody>, ProxyError>> {
-    let value = Value::Object(message.value.clone());
-    let (backend, body) = match answer_target(app, caller, &value) {
-        Ok(Some(target)) => target,
-        Ok(None) => return None,
-        Err(error) => {
-            tracing::warn!(%error, "a client's answer to a server request was refused");
-            return Some(Err(error.into()));
-        }
-    };
-    let out = Outbound {
-        parts,
-        caller,
-        body,
-        bound: None,
-        via: None,
-        route: Route::Own,
-        mcp: McpState::default(),
-        watch: Watch::default(),
-        call_id: None,
-        retry_on_404: false,
-        target: Some(backend),
-    };
-    let forwarded = forward(app, out).await;
-    Some(match forwarded {
-        Ok(response) if response.status() == StatusCode::NOT_FOUND => {
-            tracing::warn!(
-                "the backend session that asked is gone: the client's answer is dropped"
-            );
-            Ok(accepted())
-        }
-        other => other,
-    })
-}
-
-/// A legacy client's `notifications/cancelled`, sent to the backend session its request runs on,
-/// naming the request by its upstream id. Runs through this replica: sent there alone (`Some`).
-/// Otherwise (another replica ran it, or it ended) it is sent to the backend session its work
-/// session has for its project, as a project-scoped request would resolve, and `None` tells the
-/// caller to send it on the client's own backend session too (where an exempt tool runs). A backend
-/// ignores a cancellation of an id it does not run, so the extra copy is harmless.
-pub async fn cancel(
-    app: &Arc<App>,
-    parts: &Parts,
-    caller: &Caller,
-    message: &mut Message,
-) -> Option<Result<Response<ProxyBody>, ProxyError>> {
-    let value = Value::Object(message.value.clone());
-    let requested = rpc_ids::cancelled_request_id(&value)?;
-    let claims = caller.session.as_ref()?;
-    let body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
-    let send = |target: BackendSessionId| Outbound {
-        parts,
-        caller,
-        body: body.clone(),
-        bound: None,
-        via: None,
-        route: Route::Own,
-        mcp: McpState::default(),
-        watch: Watch::default(),
-        call_id: None,
-        retry_on_404: false,
-        target: Some(target),
-    };
-    if let Some(running) = app
-        .in_flight
-        .find(&caller.principal, &claims.sid, &requested)
-    {
-        tracing::info!("a client cancelled a request in flight here: sent where it runs");
-        return Some(forward(app, send(running.backend)).await);
-    }
-    let query = crate::mcp_path::mcp_query(app, claims);
-    if let Ok(Outcome::Forward(plan)) = crate::call::plan(app, caller, message, Some(query)).await
-        && let Some(work) = plan.bound()
-        && let Some(backend) = work.backends.get(&app.upstream_id, &work.project)
-    {
-        match forward(app, send(backend.clone())).await {
-            Ok(_) => tracing::info!(
-                "a client cancelled a request: sent to its work session's backend session"
-            ),
-            Err(error) => {
-                tracing::warn!(%error, "could not send a cancellation to the work backend session")
-            }
-        }
-    }
-    None
-}
-
-fn accepted() -> Response<ProxyBody> {
-    let mut response = Response::new(crate::body::full(Bytes::new()));
-    *response.status_mut() = StatusCode::ACCEPTED;
-    response
-}
-
-/// The hook run when a client closes a reply stream before every request on it was answered: the
-/// backend session is told to cancel each (`ids`: the upstream ids left unanswered).
-pub fn cancel_hook(
-    app: &Arc<App>,
-    mut headers: HeaderMap,
-    session: &BackendSessionId,
-    protocol: Option<&str>,
-) -> crate::relay::Abandon {
-    let app = app.clone();
-    if let Ok(value) = HeaderValue::from_str(session.as_str()) {
-        headers.insert(MCP_SESSION_ID, value);
-    }
-    if let Some(value) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
-        headers.insert(MCP_PROTOCOL_VERSION, value);
-    }
-    Box::new(move |ids: Vec<RequestId>| {
-        if ids.is_empty() {
-            return;
-        }
-        tokio::spawn(async move {
-            for id in ids {
-                let notification = json!({
-                    "jsonrpc": "2.0",
-                    "method": "notifications/cancelled",
-                    "params": {"requestId": id.to_value(), "reason": "the client closed the request"},
-                });
-                let sent = app
-                    .upstream
-                    .post_json(app.settings.mcp_path(), headers.clone(), &notification)
-                    .await;
-                match sent {
-                    Ok(_) => tracing::info!(
-                        "the client closed its request: told the backend to cancel it"
-                    ),
-                    Err(error) => tracing::warn!(%error, "could not tell the backend to cancel"),
-                }
-            }
-        });
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn key(id: i64) -> Key {

@@ -1,0 +1,208 @@
+//! The multi round-trip form for modern clients in front of a legacy backend
+//! ([`broker::rounds`] decides the messages; this file moves them):
+//! - [`Park`]: what a relay needs to park a call when the backend asks its client something, and
+//!   [`Park::rest`], which reads the rest of the backend's stream into rounds left in the store;
+//! - [`resume`]: a client's retry, on any replica: its answers go to the backend session that
+//!   asked, and the next round is taken from the store.
+//!
+//! Shared state: one store entry per parked call (`park:<key>`, random key, 10 min), written only by
+//! the relay reading that call's stream, taken (`GETDEL`) by the retry that waits for it; a round
+//! is written only after the previous retry delivered its answers, so no round overwrites another
+//! that nobody took.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::ids::PrincipalId;
+use broker::jsonrpc::{Message, RequestId};
+use broker::rounds::{self, Parked, Round, STATE_PREFIX};
+use broker::rpc_ids;
+use broker::store::Store;
+use http::header::{HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use serde_json::{Map, Value};
+
+use super::{AnswerError, SealFor};
+use crate::app::App;
+use crate::body::ProxyBody;
+use crate::caller::Caller;
+use crate::errors::{ProxyError, json_response};
+use crate::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+
+/// How long a parked call's rounds wait in the store for the client's retry.
+pub const PARKED_TTL: Duration = Duration::from_secs(600);
+/// How long a retry waits for the next round before it tells the client to retry again.
+pub const ROUND_WAIT: Duration = Duration::from_secs(20);
+/// How often a waiting retry looks for the next round.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A bridged call that may be parked: where its rounds go, and what its client is told.
+pub struct Park {
+    pub store: Arc<dyn Store>,
+    pub principal: PrincipalId,
+    /// The call's id on the backend session.
+    pub call: RequestId,
+    /// The client's id for the call.
+    pub client_id: RequestId,
+    pub key: String,
+    /// The sealed `requestState`.
+    pub state: String,
+}
+
+impl Park {
+    /// A park for `call` (its upstream id) on the sealed backend session of `seal`.
+    pub fn new(app: &App, seal: &SealFor, call: RequestId, client_id: RequestId) -> Self {
+        let key = broker::ids::random_hex128();
+        let parked = Parked {
+            principal: seal.principal.clone(),
+            upstream: seal.upstream.clone(),
+            backend: seal.backend.clone(),
+            call: call.clone(),
+            key: key.clone(),
+        };
+        Self {
+            store: app.store.clone(),
+            principal: seal.principal.clone(),
+            call,
+            client_id,
+            state: app.sealer.seal_with(STATE_PREFIX, &parked),
+            key,
+        }
+    }
+
+    /// The client's reply for the first server request (already sealed): `input_required`.
+    pub fn first_reply(&self, sealed_request: &Value) -> Value {
+        rounds::input_required(&self.client_id, asks(sealed_request), &self.state)
+    }
+
+    /// One message of the backend's stream after the call was parked: a round to leave for the
+    /// retry, if it is one (the call's response, or another server request, already sealed).
+    /// Returns whether the call is done.
+    pub async fn message(&self, message: &Value) -> bool {
+        let (round, done) = if rpc_ids::response_id(message).as_ref() == Some(&self.call) {
+            let mut done = Map::new();
+            for key in ["result", "error"] {
+                if let Some(value) = message.get(key) {
+                    done.insert(key.to_owned(), value.clone());
+                }
+            }
+            (Round::Done(done), true)
+        } else if rpc_ids::request_id(message).is_some() {
+            (Round::Ask(asks(message)), false)
+        } else {
+            return false; // notifications about the call: nobody listens while it is parked
+        };
+        self.leave(&round).await;
+        done
+    }
+
+    /// The backend's stream ended before the call's response.
+    pub async fn ended(&self) {
+        let mut done = Map::new();
+        done.insert(
+            "error".into(),
+            serde_json::json!({"code": broker::jsonrpc::codes::INTERNAL_ERROR,
+                "message": "session-broker: the server closed the call before answering it"}),
+        );
+        self.leave(&Round::Done(done)).await;
+    }
+
+    async fn leave(&self, round: &Round) {
+        let text = serde_json::to_string(round).unwrap_or_default();
+        let put = self
+            .store
+            .put_parked(&self.principal, &self.key, &text, PARKED_TTL);
+        if let Err(error) = put.await {
+            tracing::warn!(%error, "could not leave a parked call's round in the store");
+        }
+    }
+}
+
+/// A server request (sealed id) as the `inputRequests` map of one entry, keyed by its id.
+fn asks(sealed_request: &Value) -> Map<String, Value> {
+    let mut requests = Map::new();
+    if let Some(RequestId::Text(key)) = rpc_ids::request_id(sealed_request) {
+        requests.insert(key, rounds::input_request(sealed_request));
+    }
+    requests
+}
+
+/// A modern client's retry of a parked call, when its `requestState` is one the broker sealed for
+/// this caller (`None`: not a retry of the broker's; it goes on as any request).
+pub async fn resume(
+    app: &Arc<App>,
+    caller: &Caller,
+    legacy_version: &str,
+    message: &Message,
+) -> Option<Result<Response<ProxyBody>, ProxyError>> {
+    let retry = rounds::retry_of(&message.value)?;
+    let id = message.id.clone().unwrap_or(RequestId::Number(0));
+    Some(resume_retry(app, caller, legacy_version, &id, retry).await)
+}
+
+async fn resume_retry(
+    app: &Arc<App>,
+    caller: &Caller,
+    legacy_version: &str,
+    id: &RequestId,
+    retry: rounds::Retry,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let parked: Parked = app
+        .sealer
+        .open_with(STATE_PREFIX, &retry.state)
+        .map_err(AnswerError::from)?;
+    if parked.principal != caller.principal {
+        return Err(AnswerError::Unsealed(rpc_ids::Unsealed::Foreign).into());
+    }
+    if parked.upstream != app.upstream_id {
+        return Err(AnswerError::OtherUpstream.into());
+    }
+    for (key, response) in &retry.responses {
+        let asked = app
+            .sealer
+            .open(&RequestId::Text(key.clone()), &caller.principal)
+            .map_err(AnswerError::from)?;
+        let mut headers = caller.own_request_headers();
+        if let Ok(value) = HeaderValue::from_str(asked.backend.as_str()) {
+            headers.insert(MCP_SESSION_ID, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(legacy_version) {
+            headers.insert(MCP_PROTOCOL_VERSION, value);
+        }
+        deliver(
+            app,
+            headers,
+            &rounds::answer_for_backend(&asked.id, response),
+        )
+        .await?;
+    }
+    let waited = tokio::time::Instant::now();
+    loop {
+        let taken = app
+            .store
+            .take_parked(&caller.principal, &parked.key)
+            .await?;
+        if let Some(text) = taken {
+            let round: Round = serde_json::from_str(&text).unwrap_or(Round::Ask(Map::new()));
+            let reply = rounds::round_reply(id, round, &retry.state);
+            return Ok(json_response(StatusCode::OK, &reply));
+        }
+        if waited.elapsed() >= ROUND_WAIT {
+            // Not there yet: the client retries with the state alone after a short backoff.
+            let reply = rounds::input_required(id, Map::new(), &retry.state);
+            return Ok(json_response(StatusCode::OK, &reply));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn deliver(app: &App, headers: HeaderMap, answer: &Value) -> Result<(), ProxyError> {
+    let sent = app
+        .upstream
+        .post_json(app.settings.mcp_path(), headers, answer)
+        .await?;
+    if !sent.status().is_success() {
+        tracing::warn!(status = %sent.status(), "the backend session that asked did not take the answer");
+    }
+    Ok(())
+}
