@@ -236,8 +236,14 @@ fn two_keys_under_one_kid_are_told_apart_by_type_and_algorithm() {
     let none = json!({});
     // (the key set, the token verifies)
     let cases = [
-        (set(vec![foreign_jwk("RSA", &kid, none.clone()), ed.clone()]), true),
-        (set(vec![ed.clone(), foreign_jwk("EC", &kid, none.clone())]), true),
+        (
+            set(vec![foreign_jwk("RSA", &kid, none.clone()), ed.clone()]),
+            true,
+        ),
+        (
+            set(vec![ed.clone(), foreign_jwk("EC", &kid, none.clone())]),
+            true,
+        ),
         (
             set(vec![
                 foreign_jwk("EC", &kid, none.clone()),
@@ -247,7 +253,10 @@ fn two_keys_under_one_kid_are_told_apart_by_type_and_algorithm() {
             true,
         ),
         (set(vec![foreign_jwk("RSA", &kid, none.clone())]), false),
-        (set(vec![foreign_jwk("RSA", "other", none.clone()), ed.clone()]), true),
+        (
+            set(vec![foreign_jwk("RSA", "other", none.clone()), ed.clone()]),
+            true,
+        ),
     ];
     for (i, (keys, verifies)) in cases.into_iter().enumerate() {
         assert_eq!(
@@ -269,10 +278,30 @@ fn the_signing_key_fits_the_algorithm() {
     let cases = [
         (rsa(json!({})), Some("k"), Algorithm::RS256, true),
         (rsa(json!({})), Some("k"), Algorithm::PS256, true),
-        (rsa(json!({"alg": "RS256"})), Some("k"), Algorithm::RS384, false),
-        (rsa(json!({"alg": "RS384"})), Some("k"), Algorithm::RS384, true),
-        (rsa(json!({"use": "enc"})), Some("k"), Algorithm::RS256, false),
-        (rsa(json!({"use": "sig"})), Some("k"), Algorithm::RS256, true),
+        (
+            rsa(json!({"alg": "RS256"})),
+            Some("k"),
+            Algorithm::RS384,
+            false,
+        ),
+        (
+            rsa(json!({"alg": "RS384"})),
+            Some("k"),
+            Algorithm::RS384,
+            true,
+        ),
+        (
+            rsa(json!({"use": "enc"})),
+            Some("k"),
+            Algorithm::RS256,
+            false,
+        ),
+        (
+            rsa(json!({"use": "sig"})),
+            Some("k"),
+            Algorithm::RS256,
+            true,
+        ),
         (rsa(json!({})), Some("j"), Algorithm::RS256, false),
         (rsa(json!({})), None, Algorithm::RS256, true),
         (rsa(json!({})), Some("k"), Algorithm::ES256, false),
