@@ -18,8 +18,8 @@
 use std::sync::Arc;
 
 use broker::ids::McpSessionId;
-use broker::jsonrpc::{Body, Kind};
-use broker::modern::{self, BridgeMode, RoutingHeaders};
+use broker::jsonrpc::{Body, Kind, RequestId};
+use broker::modern::{self, BridgeMode, Rejection, RoutingHeaders};
 use broker::tokens::SessionClaims;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
@@ -33,6 +33,13 @@ use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::mcp_path::{Modern, pass_through, tool_call};
+
+/// The answer to a modern request (or batch, `id` none) refused before routing.
+pub fn refused(rejection: &Rejection, id: Option<&RequestId>) -> Response<ProxyBody> {
+    tracing::info!(code = rejection.code, reason = %rejection.message, "modern request refused");
+    let status = StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, &rejection.reply(id))
+}
 
 /// Handles one modern POST (a single message).
 pub async fn post(
@@ -48,10 +55,7 @@ pub async fn post(
     if message.is_request()
         && let Err(rejection) = modern::check(message, &routing_headers(&parts.headers))
     {
-        tracing::info!(code = rejection.code, reason = %rejection.message, "modern request refused");
-        let status =
-            StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        return Ok(json_response(status, &rejection.reply(message.id.as_ref())));
+        return Ok(refused(&rejection, message.id.as_ref()));
     }
     let profile = match app.settings.bridge {
         BridgeMode::Off => None,
