@@ -5,6 +5,9 @@
 
 modes for tools/call: ok (SSE reply echoing the request id), 5xx, hang, sse-cut (headers and half an
 event, then the connection closes), bad-json, bad-sse, 404 (every session unknown).
+
+It records the method, path and headers of every request it gets on any other path:
+``GET /received`` lists them, ``DELETE /received`` forgets them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STATE = {"mode": "ok"}
 LOCK = threading.Lock()
+RECEIVED: list[dict] = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -35,13 +39,39 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def record(self) -> None:
+        """Remembers this request's method, path and headers (every copy of each, names lowercased)."""
+        headers: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            headers.setdefault(name.lower(), []).append(value)
+        with LOCK:
+            RECEIVED.append({"method": self.command, "path": self.path, "headers": headers})
+
+    def received(self) -> bool:
+        """Serves ``/received``; True when this request was for it."""
+        if self.path != "/received":
+            return False
+        with LOCK:
+            body = json.dumps(RECEIVED).encode()
+            if self.command == "DELETE":
+                RECEIVED.clear()
+        self.reply(200, body)
+        return True
+
     def do_POST(self) -> None:  # noqa: N802
         raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+        if self.path != "/mode":
+            self.record()
         if self.path == "/mode":
             with LOCK:
                 STATE["mode"] = json.loads(raw)["mode"]
             return self.reply(200, b"{}")
+        if self.path.split("?")[0] != "/mcp":
+            return self.reply(200, b"{}")  # a pass-through path
         message = json.loads(raw)
+        if isinstance(message, list):  # a batch: each request answered ok
+            replies = [{"jsonrpc": "2.0", "id": m.get("id"), "result": {}} for m in message if m.get("id") is not None]
+            return self.reply(200, json.dumps(replies).encode()) if replies else self.reply(202, b"")
         method, rid = message.get("method"), message.get("id")
         with LOCK:
             mode = STATE["mode"]
@@ -78,10 +108,14 @@ class Handler(BaseHTTPRequestHandler):
         return self.reply(200, f"event: message\ndata: {event}\n\n".encode(), "text/event-stream")
 
     def do_GET(self) -> None:  # noqa: N802
-        self.reply(405, b"")
+        if not self.received():
+            self.record()
+            self.reply(405, b"")
 
     def do_DELETE(self) -> None:  # noqa: N802
-        self.reply(200, b"")
+        if not self.received():
+            self.record()
+            self.reply(200, b"")
 
 
 if __name__ == "__main__":
