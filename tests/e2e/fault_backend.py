@@ -4,7 +4,8 @@
     python fault_backend.py --port P        # POST /mode {"mode": "..."} switches the behaviour
 
 modes for tools/call: ok (SSE reply echoing the request id), 5xx, hang, sse-cut (headers and half an
-event, then the connection closes), bad-json, bad-sse, 404 (every session unknown).
+event, then the connection closes), bad-json, bad-sse, 404 (every session unknown); big-init answers
+initialize with 64 KiB of instructions.
 
 It records the method, path and headers of every request it gets on any other path:
 ``GET /received`` lists them, ``DELETE /received`` forgets them.
@@ -77,6 +78,8 @@ class Handler(BaseHTTPRequestHandler):
             mode = STATE["mode"]
         if method == "initialize":
             result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "fault", "version": "1"}}
+            if mode == "big-init":  # a server with long instructions: each cached result weighs 64 KiB
+                result["instructions"] = "i" * 65536
             body = json.dumps({"jsonrpc": "2.0", "id": rid, "result": result}).encode()
             return self.reply(200, body, extra={"mcp-session-id": uuid.uuid4().hex})
         if mode == "404":
