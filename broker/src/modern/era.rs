@@ -86,6 +86,9 @@ mod tests {
         }
     }
 
+    /// (header, body, has a session, era or refusal code)
+    type Case<'a> = (Option<&'a str>, Value, bool, Result<Era, i64>);
+
     #[test]
     fn every_combination() {
         let legacy = || Era::Legacy;
@@ -93,8 +96,7 @@ mod tests {
         let batch = |metas: &[Option<&str>]| {
             Value::Array(metas.iter().map(|m| request(*m)).collect::<Vec<_>>())
         };
-        // (header, body, has a session, era or refusal code)
-        let cases: Vec<(Option<&str>, Value, bool, Result<Era, i64>)> = vec![
+        let cases: Vec<Case> = vec![
             (None, request(None), false, Ok(legacy())),
             (Some(LEGACY), request(Some(LEGACY)), false, Ok(legacy())),
             (Some(MODERN), request(Some(MODERN)), false, Ok(modern())),

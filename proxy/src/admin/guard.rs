@@ -161,6 +161,14 @@ mod tests {
         }
     }
 
+    /// (method, headers, token configured, outcome)
+    type Case<'a> = (
+        &'a Method,
+        Vec<(&'static str, &'static str)>,
+        bool,
+        Result<(), StatusCode>,
+    );
+
     #[test]
     fn every_decision() {
         let get = Method::GET;
@@ -171,13 +179,7 @@ mod tests {
         let ok = Ok(());
         let forbidden = Err(StatusCode::FORBIDDEN);
         let media = Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        // (method, headers, token configured, outcome)
-        let cases: Vec<(
-            &Method,
-            Vec<(&'static str, &'static str)>,
-            bool,
-            Result<(), StatusCode>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (&get, vec![local], false, ok),
             (&get, vec![("host", "localhost:9091")], false, ok),
             (
