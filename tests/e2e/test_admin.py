@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from conftest import SIGNING_KEY, Broker, broker_binary, free_port, port_open
+from conftest import SIGNING_KEY, Broker, broker_binary, free_port, free_ports, port_open
 from e2e_helpers import assert_on_project, assert_selected, reconnecting_reply
 
 pytestmark = pytest.mark.anyio
@@ -170,7 +170,8 @@ async def test_admin_token_is_required_when_configured(backend_factory, broker_f
 
 async def test_broker_refuses_an_exposed_or_taken_admin_port():
     upstream = "http://127.0.0.1:9/mcp"
-    exposed = cli("--listen", f"127.0.0.1:{free_port()}", "--upstream", upstream, "--admin-listen", f"0.0.0.0:{free_port()}")
+    listen, admin = free_ports(2)
+    exposed = cli("--listen", f"127.0.0.1:{listen}", "--upstream", upstream, "--admin-listen", f"0.0.0.0:{admin}")
     assert exposed.returncode == 2, exposed
     assert "not a loopback address" in exposed.stderr and "--admin-token-file" in exposed.stderr, exposed.stderr
 
