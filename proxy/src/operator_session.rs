@@ -1,9 +1,11 @@
 //! Backend sessions the broker opens for itself, not for a client: the finalizer's handover tool and
 //! the admin API's rebind check. Each carries the operator's credential for the backend
 //! (`--on-expire-tool-auth-file`, sent as `Authorization`) and the broker's own `initialize`, and is
-//! closed (DELETE) afterwards whatever happened, so they leave no sessions behind on the backend.
+//! closed (DELETE) afterwards whatever happened, so they leave no sessions behind on the backend. A
+//! stateless backend (its `initialize` hands out no session id) is asked without one.
 
 use broker::ids::BackendSessionId;
+use broker::mcp;
 use broker::session::WorkSession;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -19,14 +21,18 @@ use crate::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 pub(crate) struct OperatorSession {
     /// The headers every request on it carries (the operator's credential).
     pub base: HeaderMap,
-    pub session: BackendSessionId,
+    /// None on a stateless backend.
+    pub session: Option<BackendSessionId>,
     pub version: Option<String>,
 }
+
+/// The protocol version the broker asks for as itself.
+const OWN_VERSION: &str = "2025-06-18";
 
 /// The `initialize` params the broker sends as itself.
 fn own_initialize() -> Value {
     json!({
-        "protocolVersion": "2025-06-18",
+        "protocolVersion": OWN_VERSION,
         "capabilities": {},
         "clientInfo": {"name": "session-broker", "version": env!("CARGO_PKG_VERSION")},
     })
@@ -45,30 +51,70 @@ impl OperatorSession {
     /// Opens one ([`backend::open`]).
     pub async fn open(app: &App) -> Result<Self, BackendError> {
         let base = credential(app);
-        let opened = backend::open(app, base.clone(), &own_initialize()).await?;
-        Ok(Self {
-            base,
-            session: opened.session,
-            version: opened.protocol_version,
-        })
+        match backend::open(app, base.clone(), &own_initialize()).await {
+            Ok(opened) => Ok(Self {
+                base,
+                session: Some(opened.session),
+                version: opened.protocol_version,
+            }),
+            Err(BackendError::NoSession) => Ok(Self {
+                base,
+                session: None,
+                version: Some(OWN_VERSION.to_owned()),
+            }),
+            Err(error) => Err(error),
+        }
     }
 
-    /// Selects `work`'s project on it ([`backend::replay`]).
+    /// Selects `work`'s project on it ([`backend::replay`]; on a stateless backend, the same
+    /// select with the work session's trusted headers and no session id).
     pub async fn select(&self, app: &App, work: &WorkSession) -> Result<(), BackendError> {
-        backend::replay(
-            app,
-            self.base.clone(),
-            &self.session,
-            self.version.as_deref(),
-            work,
-        )
-        .await
+        if let Some(session) = &self.session {
+            return backend::replay(
+                app,
+                self.base.clone(),
+                session,
+                self.version.as_deref(),
+                work,
+            )
+            .await;
+        }
+        let id = format!(
+            "session-broker-select-{}",
+            &broker::ids::random_hex128()[..12]
+        );
+        let mut headers = self.headers();
+        backend::set_trusted(app, &mut headers, Some(work), Some("replay"));
+        let settings = &app.settings;
+        let request = mcp::select_request(
+            &id,
+            &settings.select_tool,
+            &settings.select_arg,
+            &work.project,
+        );
+        let response = app
+            .upstream
+            .post_json(settings.mcp_path(), headers, &request)
+            .await?;
+        let reply = app.upstream.read_reply(response, &id).await?;
+        if mcp::call_succeeded(&reply) {
+            Ok(())
+        } else {
+            Err(BackendError::SelectRefused {
+                project: work.project.clone(),
+                detail: mcp::reply_text(&reply),
+            })
+        }
     }
 
     /// The headers of a request on it.
     pub fn headers(&self) -> HeaderMap {
         let mut headers = self.base.clone();
-        if let Ok(value) = HeaderValue::from_str(self.session.as_str()) {
+        if let Some(value) = self
+            .session
+            .as_ref()
+            .and_then(|s| HeaderValue::from_str(s.as_str()).ok())
+        {
             headers.insert(MCP_SESSION_ID, value);
         }
         if let Some(value) = self
@@ -81,8 +127,12 @@ impl OperatorSession {
         headers
     }
 
-    /// DELETEs it; a failure is only logged (the backend's idle expiry remains).
+    /// DELETEs it (nothing to do on a stateless backend); a failure is only logged (the backend's
+    /// idle expiry remains).
     pub async fn close(self, app: &App) {
+        if self.session.is_none() {
+            return;
+        }
         let mut headers = self.headers();
         headers.insert(header::HOST, app.upstream.authority().clone());
         let request = app

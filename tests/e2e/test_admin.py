@@ -238,3 +238,32 @@ async def test_a_web_page_cannot_drive_the_admin_api(backend_factory, broker_fac
         assert known.status_code == 200 and known.json()["project"] == "atlas", known.text
     reply = await reconnecting_reply(broker.url, credential, "claude-ai", "get_last_handover")
     assert_on_project(reply, "atlas", "after the checked rebind")
+
+
+async def test_a_rebind_is_checked_on_a_stateless_backend_too(make_stack, tmp_path):
+    """A backend without MCP sessions is asked without one: an unknown project is refused, a known one
+    bound, and the next call runs on it."""
+    key_file = tmp_path / "assertion.key"
+    key_file.write_text(SIGNING_KEY)
+    stack = make_stack(redis=True, backend_args=("--stateless", "--assertion-key-file", str(key_file)))
+    wait_for_admin(stack.broker)
+    credential = "e2e-admin-credential-stateless"
+    assert_selected(
+        await reconnecting_reply(stack.url, credential, "claude-ai", "select_project_for_session", {"name": "linkedin"}),
+        "linkedin",
+    )
+    who = {"X-Principal-Credential": credential, "Content-Type": "application/json"}
+    admin = stack.broker.admin_url
+    async with httpx.AsyncClient(timeout=30) as http:
+        ws = (await http.get(f"{admin}/sessions", headers=who)).json()["work_sessions"][0]["id"]
+        stack.backend.clear_audit()
+        unknown = await http.post(f"{admin}/sessions/{ws}/rebind", headers=who, json={"project": "no-such-project"})
+        assert unknown.status_code == 422, unknown.text
+        known = await http.post(f"{admin}/sessions/{ws}/rebind", headers=who, json={"project": "atlas"})
+        assert known.status_code == 200 and known.json()["project"] == "atlas", known.text
+    checked = [e for e in stack.backend.audit() if e["tool"] == "select_project_for_session"]
+    assert [(e["args"]["name"], e["header_project"]) for e in checked] == [
+        ("no-such-project", "no-such-project"),
+        ("atlas", "atlas"),
+    ], checked
+    assert_on_project(await reconnecting_reply(stack.url, credential, "claude-ai", "get_last_handover"), "atlas")

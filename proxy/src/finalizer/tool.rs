@@ -2,7 +2,8 @@
 //! the project selected on it, then the tool, with the work session's trusted headers and the
 //! credential the operator configured (`--on-expire-tool-auth-file`, sent as `Authorization`, so an
 //! authenticating backend accepts the call). The backend session is closed (DELETE) afterwards,
-//! whatever happened, so finalizations leave no sessions behind on the backend.
+//! whatever happened, so finalizations leave no sessions behind on the backend; a stateless backend
+//! is called without one ([`crate::operator_session`]).
 
 use broker::finalize::Finalized;
 use broker::mcp;
