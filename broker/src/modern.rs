@@ -6,6 +6,8 @@
 //! ladder does (a header/body mismatch is a confused-deputy vector). Pure: the proxy hands in the
 //! message and header values.
 //!
+//! Which era a POST is served in is [`era`] (`modern/era.rs`).
+//!
 //! Also here: what the broker writes for modern clients (`resultType`, `server/discover`), what it
 //! sends a legacy backend on a modern client's behalf (an `initialize` built from `_meta`), and
 //! whether to bridge at all ([`bridges`]).
@@ -14,6 +16,9 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use crate::jsonrpc::{Message, RequestId};
+
+mod era;
+pub use era::{Era, era};
 
 /// The modern revisions the broker speaks.
 pub const SUPPORTED: &[&str] = &["2026-07-28"];

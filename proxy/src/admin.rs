@@ -10,13 +10,17 @@
 //! | `POST /sessions/<ws>/end` | 202: the next sweep finalizes it (with its actions), 409 when not live |
 //!
 //! The principal is named by its hash (`?principal=`) or by presenting its credential in
-//! `X-Principal-Credential` (hashed here like a client's `Authorization`, never logged or echoed).
-//! Off loopback a token is required (`--admin-token-file`); with a token, every request must carry
-//! `Authorization: Bearer <token>`, compared in constant time. Errors are `{"error": "..."}`.
+//! `X-Principal-Credential` (turned into a principal as the proxy does for a client's
+//! `Authorization`, never logged or echoed). A rebind is first checked with the backend's select
+//! tool. Off loopback a token is required (`--admin-token-file`); with a token, every request must
+//! carry `Authorization: Bearer <token>`, compared in constant time. Browsers are kept out by
+//! `admin/guard.rs` (loopback `Host` without a token, no foreign `Origin`, JSON POSTs). Errors are
+//! `{"error": "..."}`.
 //! The endpoints live in `admin/api.rs`; this module holds the listener, the token and the start checks.
 
 mod api;
 pub(crate) mod codec;
+mod guard;
 
 use std::net::SocketAddr;
 use std::str::FromStr;

@@ -225,6 +225,7 @@ async fn sessions(args: SessionsArgs) -> Result<(), Exit> {
             (Method::POST, format!("/dead-letters/{id}/replay"), None)
         }
     };
+    let method_is_post = method == Method::POST;
     let mut request = Request::builder().method(method);
     let path = match (&args.principal, &args.credential) {
         _ if operator_wide => path,
@@ -263,13 +264,11 @@ async fn sessions(args: SessionsArgs) -> Result<(), Exit> {
             .map_err(|_| usage("the admin token must be visible ASCII"))?;
         request = request.header(header::AUTHORIZATION, value);
     }
-    let body = match body {
-        Some(value) => {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-            Bytes::from(value.to_string())
-        }
-        None => Bytes::new(),
-    };
+    // Every admin POST declares JSON, with a body or without (the API refuses others).
+    if method_is_post {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    let body = body.map_or_else(Bytes::new, |value| Bytes::from(value.to_string()));
     let request = request
         .uri(uri)
         .body(Full::new(body))

@@ -127,10 +127,7 @@ impl Identities {
                     return Ok(self.hasher.principal(None, self.allow_anonymous)?);
                 };
                 let token = bearer_token(credential).ok_or(IdentityError::MalformedCredential)?;
-                let subject = self.keys.verify(jwks, token, rules).await?;
-                Ok(self
-                    .hasher
-                    .of_identity("jwt", &[&subject.iss, &subject.sub]))
+                self.of_access_token(jwks, rules, token).await
             }
             PrincipalSource::Header { .. } => {
                 let value = self
@@ -142,6 +139,37 @@ impl Identities {
                     None => Ok(self.hasher.principal(None, self.allow_anonymous)?),
                 }
             }
+        }
+    }
+
+    /// The principal of a verified access token: its `iss` and `sub`.
+    async fn of_access_token(
+        &self,
+        jwks: &JwksLocation,
+        rules: &Rules,
+        token: &str,
+    ) -> Result<PrincipalId, Refused> {
+        let subject = self.keys.verify(jwks, token, rules).await?;
+        Ok(self
+            .hasher
+            .of_identity("jwt", &[&subject.iss, &subject.sub]))
+    }
+
+    /// The principal a client presenting `credential` has, for the admin API's lookups by
+    /// credential: the API key's hash, the access token's `iss` and `sub` (verified: a lookup
+    /// with an expired or forged token is refused), or the identity header's value. `Bearer <c>`
+    /// and `<c>` name one principal.
+    pub async fn principal_of_credential(&self, credential: &str) -> Result<PrincipalId, Refused> {
+        let bare = bearer_token(credential).unwrap_or(credential.trim());
+        match &self.source {
+            PrincipalSource::BearerHmac => Ok(self.hasher.principal(Some(credential), false)?),
+            PrincipalSource::Jwt { jwks, rules, .. } if !bare.is_empty() => {
+                self.of_access_token(jwks, rules, bare).await
+            }
+            PrincipalSource::Header { .. } if !bare.is_empty() => {
+                Ok(self.hasher.of_identity("header", &[credential.trim()]))
+            }
+            _ => Err(IdentityError::MalformedCredential.into()),
         }
     }
 

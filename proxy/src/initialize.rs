@@ -9,15 +9,14 @@
 //! (`initialize`, `notifications/initialized`, a bound `tools/call`) then costs the backend the call
 //! alone: the call runs on its work session's backend session, opened once. The cache is learned from
 //! real replies, kept for [`CACHE_TTL`], and dropped when the backend forgets a session (it
-//! restarted, and may answer differently now).
+//! restarted, and may answer differently now). It is keyed by the client's own `protocolVersion`,
+//! so it is bounded (`initialize/cache.rs`).
 //!
 //! A stateless backend (its reply carries no session id) still gets the client a broker session id,
 //! without a backend session in it. A backend that speaks only 2026-07-28 is answered from its
 //! `server/discover` ([`crate::modern_path`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use broker::ids::{BackendSessionId, McpSessionId};
 use broker::jsonrpc::{Body, RequestId};
@@ -39,51 +38,10 @@ use crate::headers::{self, MCP_SESSION_ID};
 use crate::mcp_path::record_surface;
 use crate::relay::{self, Watch};
 
-/// How long a learned `initialize` result is used.
-pub const CACHE_TTL: Duration = Duration::from_secs(300);
+mod cache;
 
-/// The backend's `initialize` results, by requested protocol version.
-#[derive(Default)]
-pub struct InitializeCache(Mutex<HashMap<String, Cached>>);
-
-#[derive(Clone)]
-struct Cached {
-    result: Value,
-    /// The backend handed out a session id with it.
-    stateful: bool,
-    at: Instant,
-}
-
-impl InitializeCache {
-    fn get(&self, version: &str) -> Option<Cached> {
-        let entries = self.0.lock().ok()?;
-        entries
-            .get(version)
-            .filter(|c| c.at.elapsed() < CACHE_TTL)
-            .cloned()
-    }
-
-    /// Remembers the result of a real `initialize` of `version`.
-    pub fn learn(&self, version: &str, result: Value, stateful: bool) {
-        if let Ok(mut entries) = self.0.lock() {
-            entries.insert(
-                version.to_owned(),
-                Cached {
-                    result,
-                    stateful,
-                    at: Instant::now(),
-                },
-            );
-        }
-    }
-
-    /// The backend restarted: learn again.
-    pub fn forget(&self) {
-        if let Ok(mut entries) = self.0.lock() {
-            entries.clear();
-        }
-    }
-}
+use cache::Cached;
+pub use cache::{CACHE_TTL, InitializeCache};
 
 /// Watches a forwarded `initialize`'s reply to learn its result.
 pub struct Learn {

@@ -20,7 +20,8 @@
 //! - [`relay`]: streaming answers back, rewriting watched replies;
 //! - [`upstream`]: the pooled HTTP client; [`headers`]: header rules; [`body`]: body types;
 //! - [`errors`]: the one mapping from failures to HTTP and JSON-RPC errors;
-//! - [`admin`]: the admin API on its own listener; [`admin_cli`]: the operator subcommands.
+//! - [`admin`]: the admin API on its own listener; [`admin_cli`]: the operator subcommands;
+//! - [`operator_session`]: backend sessions the broker opens for itself (handover tool, rebind check).
 
 pub mod admin;
 pub mod admin_cli;
@@ -43,6 +44,7 @@ pub mod mcp_path;
 pub mod message_routing;
 pub mod metrics;
 pub mod modern_path;
+pub mod operator_session;
 pub mod path;
 pub mod relay;
 pub mod routes;

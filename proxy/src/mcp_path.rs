@@ -10,6 +10,7 @@ use broker::decide::Route;
 use broker::ids::BackendSessionId;
 use broker::jsonrpc::{self, Body, Kind};
 use broker::mcp::WORK_SESSION_ARG;
+use broker::modern::Era;
 use broker::store::{McpQuery, McpState};
 use broker::tokens::SessionClaims;
 use bytes::Bytes;
@@ -152,11 +153,11 @@ async fn post(
     if parsed.is_initialize() {
         return crate::initialize::handle(app, parts, &caller, bytes, &parsed).await;
     }
-    if caller.session.is_none()
-        && let Body::Single(message) = &parsed
-        && is_sessionless_protocol(parts, message)
-    {
-        return crate::modern_path::post(app, parts, caller, bytes, parsed).await;
+    let version = headers::text(&parts.headers, &MCP_PROTOCOL_VERSION);
+    match broker::modern::era(version, &parsed, caller.session.is_some()) {
+        Era::Modern => return crate::modern_path::post(app, parts, caller, bytes, parsed).await,
+        Era::Refused(rejection) => return Ok(crate::modern_path::refused(&rejection, None)),
+        Era::Legacy => {}
     }
     if let Body::Single(message) = &parsed
         && message.kind == Kind::Response
@@ -338,17 +339,6 @@ pub async fn pass_through(
         target: None,
     };
     forward(app, out).await
-}
-
-/// Sessionless protocol (2026-07-28 and later): the request declares its version in `_meta` or the
-/// header and carries no session id. Older clients without a session id are passed through untouched
-/// so the backend answers them as it would.
-fn is_sessionless_protocol(parts: &Parts, message: &jsonrpc::Message) -> bool {
-    broker::decide::is_sessionless(
-        message
-            .meta_str("io.modelcontextprotocol/protocolVersion")
-            .or_else(|| headers::text(&parts.headers, &MCP_PROTOCOL_VERSION)),
-    )
 }
 
 /// Records the request's surface in the span (`tools/call` records its own, which may come from `_meta`).

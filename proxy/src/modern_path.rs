@@ -18,8 +18,8 @@
 use std::sync::Arc;
 
 use broker::ids::McpSessionId;
-use broker::jsonrpc::{Body, Kind};
-use broker::modern::{self, BridgeMode, RoutingHeaders};
+use broker::jsonrpc::{Body, Kind, RequestId};
+use broker::modern::{self, BridgeMode, Rejection, RoutingHeaders};
 use broker::tokens::SessionClaims;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
@@ -35,6 +35,13 @@ use crate::headers::{self, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSI
 use crate::mcp_path::{Modern, is_resolved, pass_through, tool_call};
 use crate::message_routing::rounds;
 
+/// The answer to a modern request (or batch, `id` none) refused before routing.
+pub fn refused(rejection: &Rejection, id: Option<&RequestId>) -> Response<ProxyBody> {
+    tracing::info!(code = rejection.code, reason = %rejection.message, "modern request refused");
+    let status = StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, &rejection.reply(id))
+}
+
 /// Handles one modern POST (a single message).
 pub async fn post(
     app: &Arc<App>,
@@ -49,10 +56,7 @@ pub async fn post(
     if message.is_request()
         && let Err(rejection) = modern::check(message, &routing_headers(&parts.headers))
     {
-        tracing::info!(code = rejection.code, reason = %rejection.message, "modern request refused");
-        let status =
-            StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        return Ok(json_response(status, &rejection.reply(message.id.as_ref())));
+        return Ok(refused(&rejection, message.id.as_ref()));
     }
     let profile = match app.settings.bridge {
         BridgeMode::Off => None,

@@ -58,6 +58,12 @@ pub async fn serve(
     if let Some(traceparent) = traceparent(request.headers()) {
         span.record("traceparent", traceparent);
     }
+    // Before anything reads or copies the headers: an identity header a peer may not set is gone
+    // from every path and request kind (the MCP path, its initialize, pass-through). The broker's
+    // own headers are replaced in `headers::toward_upstream`, on every path too.
+    let mut request = request;
+    app.identities
+        .strip_untrusted(request.headers_mut(), client_ip);
     let guard = request.body().guard();
     let handling = async move {
         let owned = ["/healthz", "/readyz", JWKS_PATH, METRICS_PATH];
@@ -218,8 +224,6 @@ async fn pass(
         .map_err(|_| ProxyError::BodyUnreadable)?;
     *upstream.headers_mut() =
         headers::toward_upstream(&parts.headers, app.upstream.authority(), &origin);
-    app.identities
-        .strip_untrusted(upstream.headers_mut(), client_ip);
     let response = app.metrics.upstream(app.upstream.send(upstream)).await?;
     Span::current().record("upstream_status", response.status().as_u16());
     let mut relayed = relay::relay(response, Watch::default());

@@ -1,26 +1,117 @@
-//! Service tests of the admin API, in process: a real `App` on the memory store (the upstream is
-//! never used), the admin listener on 127.0.0.1:0, work sessions bound straight into the store, and
-//! every endpoint exercised with a hyper client; token enforcement and the start checks.
+//! Service tests of the admin API, in process: a real `App` on the memory store, the admin listener
+//! on 127.0.0.1:0, work sessions bound straight into the store, and every endpoint exercised with a
+//! hyper client; token enforcement and the start checks. The upstream is a small MCP server on
+//! 127.0.0.1:0 whose select tool a rebind asks first ([`SelectTool`]).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use broker::ids::{McpSessionId, PrincipalId, Project, Surface, WorkSessionId};
 use broker::session::{Links, WorkSession};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy::admin::{self, AdminError, AdminServer, AdminToken};
 use proxy::{App, RunError, Settings};
 use serde_json::{Value, json};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 const CREDENTIAL: &str = "admin-test-credential-alice";
 const OTHER: &str = "admin-test-credential-bob";
 const TOKEN: &str = "admin-test-token-0123456789abcdef";
+
+/// The project the backend's select tool refuses.
+const REFUSED: &str = "never-approved";
+
+/// An MCP server with a select tool that accepts every project but [`REFUSED`]: initialize (with a
+/// session id), notifications, `tools/call`, DELETE. It records each requested project and method.
+#[derive(Clone, Default)]
+struct SelectTool {
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl SelectTool {
+    async fn start(&self) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let this = this.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let this = this.clone();
+                        async move { Ok::<_, Infallible>(this.answer(request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        address
+    }
+
+    async fn answer(&self, request: Request<hyper::body::Incoming>) -> http::Response<Full<Bytes>> {
+        let method = request.method().clone();
+        let bytes = request
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let message: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let rpc = message["method"].as_str().unwrap_or_default().to_owned();
+        let project = message["params"]["arguments"]["name"]
+            .as_str()
+            .map(str::to_owned);
+        self.seen.lock().expect("lock").push(format!(
+            "{method} {rpc} {}",
+            project.clone().unwrap_or_default()
+        ));
+        let reply = |status: u16, body: Value| {
+            http::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .header("mcp-session-id", "backend-session-1")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .expect("response")
+        };
+        let id = message["id"].clone();
+        match (method, rpc.as_str()) {
+            (Method::DELETE, _) => reply(200, Value::Null),
+            (_, "initialize") => reply(
+                200,
+                json!({"jsonrpc": "2.0", "id": id, "result": {"protocolVersion": "2025-06-18",
+                    "capabilities": {}, "serverInfo": {"name": "select-tool", "version": "1"}}}),
+            ),
+            (_, "tools/call") => {
+                let refused = project.as_deref() == Some(REFUSED);
+                let text = if refused {
+                    "Unknown project"
+                } else {
+                    "Selected"
+                };
+                reply(
+                    200,
+                    json!({"jsonrpc": "2.0", "id": id, "result": {"isError": refused,
+                        "content": [{"type": "text", "text": text}]}}),
+                )
+            }
+            _ => reply(202, Value::Null),
+        }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
 
 fn settings() -> Settings {
     let mut settings = Settings::new("http://127.0.0.1:9/mcp".parse().expect("uri"));
@@ -137,11 +228,15 @@ impl Harness {
         .await
     }
 
+    /// A POST as the admin client sends it: JSON.
     async fn post(&self, path: &str, credential: &str, body: Option<Value>) -> (StatusCode, Value) {
         self.send(
             Method::POST,
             path,
-            &[("x-principal-credential", credential)],
+            &[
+                ("x-principal-credential", credential),
+                ("content-type", "application/json"),
+            ],
             body,
         )
         .await
@@ -268,6 +363,78 @@ async fn list_and_show_by_hash_or_by_credential() {
         "any parameter, on any endpoint"
     );
 
+    let doubled = h
+        .send(
+            Method::GET,
+            "/sessions",
+            &[
+                ("x-principal-credential", CREDENTIAL),
+                ("x-principal-credential", OTHER),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(doubled.0, StatusCode::BAD_REQUEST, "{}", doubled.1);
+    assert!(
+        error_of(&doubled).contains("more than once"),
+        "{}",
+        doubled.1
+    );
+
+    // A rebind the backend cannot be asked about (nothing listens upstream) binds nothing.
+    let unchecked = h
+        .post(
+            &format!("/sessions/{first}/rebind"),
+            CREDENTIAL,
+            Some(json!({"project": "atlas"})),
+        )
+        .await;
+    assert_eq!(unchecked.0, StatusCode::BAD_GATEWAY, "{}", unchecked.1);
+    let (_, shown) = h.get(&format!("/sessions/{first}"), CREDENTIAL).await;
+    assert_eq!(shown["project"], "linkedin");
+
+    // A browser's request: a rebound Host, a foreign Origin, a text/plain POST.
+    let rebound = h
+        .send(
+            Method::GET,
+            "/sessions",
+            &[
+                ("x-principal-credential", CREDENTIAL),
+                ("host", "rebound.attacker.example"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(rebound.0, StatusCode::FORBIDDEN, "{}", rebound.1);
+    let foreign = h
+        .send(
+            Method::GET,
+            "/sessions",
+            &[
+                ("x-principal-credential", CREDENTIAL),
+                ("origin", "https://evil.example"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(foreign.0, StatusCode::FORBIDDEN, "{}", foreign.1);
+    let plain = h
+        .send(
+            Method::POST,
+            &format!("/sessions/{first}/end"),
+            &[
+                ("x-principal-credential", CREDENTIAL),
+                ("content-type", "text/plain"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(plain.0, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", plain.1);
+    assert_eq!(
+        h.get(&format!("/sessions/{first}"), CREDENTIAL).await.1["live"],
+        true
+    );
+
     // Unknown paths and methods.
     assert_eq!(h.get("/nope", CREDENTIAL).await.0, StatusCode::NOT_FOUND);
     assert_eq!(
@@ -279,8 +446,33 @@ async fn list_and_show_by_hash_or_by_credential() {
 
 #[tokio::test]
 async fn rebind_and_end_act_on_live_work_sessions_only() {
-    let h = start(settings()).await;
+    let backend = SelectTool::default();
+    let mut settings = settings();
+    settings.upstream = format!("http://{}/mcp", backend.start().await)
+        .parse()
+        .expect("uri");
+    let h = start(settings).await;
     let ws = h.bind(CREDENTIAL, "linkedin").await;
+
+    // A project the backend's select tool refuses is not bound; the check's session is closed.
+    let refused = h
+        .post(
+            &format!("/sessions/{ws}/rebind"),
+            CREDENTIAL,
+            Some(json!({"project": REFUSED})),
+        )
+        .await;
+    assert_eq!(refused.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.1);
+    assert!(error_of(&refused).contains(REFUSED), "{}", refused.1);
+    let (_, shown) = h.get(&format!("/sessions/{ws}"), CREDENTIAL).await;
+    assert_eq!(shown["project"], "linkedin");
+    let seen = backend.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s == &format!("POST tools/call {REFUSED}"))
+            && seen.last().is_some_and(|s| s.starts_with("DELETE")),
+        "{seen:?}"
+    );
 
     let (status, rebound) = h
         .post(

@@ -21,30 +21,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ports import free_cluster_ports, free_port, free_ports  # noqa: F401  (tests import them from here)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACKEND_SCRIPT = REPO_ROOT / "examples" / "backend" / "server.py"
 MODERN_BACKEND_SCRIPT = REPO_ROOT / "examples" / "backend" / "modern_server.py"
 SIGNING_KEY = "e2e-test-signing-key-0123456789abcdef-not-a-secret"
 START_TIMEOUT = 30.0
 LOG_TAIL = 12_000  # characters of each log attached to a failure report
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (bind port 0, read it, release it)."""
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports: all bound at once before any is released (two calls of
-    free_port() in a row may hand out the same port)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def port_open(port: int) -> bool:
@@ -200,21 +184,6 @@ def redis_server(processes: ProcessRegistry, tmp_path: Path) -> Redis:
     return Redis(processes.spawn("redis", argv, port))
 
 
-def free_cluster_port(taken: set[int]) -> int:
-    """A free port P whose cluster bus port P+10000 is free too."""
-    for _ in range(200):
-        port = free_port()
-        if port > 55_000 or port in taken:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 10_000))
-            except OSError:
-                continue
-        return port
-    pytest.fail("no free port pair (P, P+10000) on loopback for a Redis Cluster node")
-
-
 @dataclass
 class RedisCluster:
     """Three masters and three replicas, real redis-servers, joined by `redis-cli --cluster create`."""
@@ -264,11 +233,8 @@ def redis_cluster(processes: ProcessRegistry, tmp_path: Path) -> RedisCluster:
     binary = shutil.which("redis-server")
     if binary is None or shutil.which("redis-cli") is None:
         pytest.fail("redis-server and redis-cli are not installed (Debian: apt-get install -y redis-server)")
-    taken: set[int] = set()
     nodes = []
-    for _ in range(6):
-        port = free_cluster_port(taken)
-        taken.add(port)
+    for port in free_cluster_ports(6):
         data_dir = tmp_path / f"redis-cluster-{port}"
         data_dir.mkdir()
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

@@ -4,7 +4,11 @@
     python fault_backend.py --port P        # POST /mode {"mode": "..."} switches the behaviour
 
 modes for tools/call: ok (SSE reply echoing the request id), 5xx, hang, sse-cut (headers and half an
-event, then the connection closes), bad-json, bad-sse, 404 (every session unknown).
+event, then the connection closes), bad-json, bad-sse, 404 (every session unknown); big-init answers
+initialize with 64 KiB of instructions.
+
+It records the method, path and headers of every request it gets on any other path:
+``GET /received`` lists them, ``DELETE /received`` forgets them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STATE = {"mode": "ok"}
 LOCK = threading.Lock()
+RECEIVED: list[dict] = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -35,18 +40,46 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def record(self) -> None:
+        """Remembers this request's method, path and headers (every copy of each, names lowercased)."""
+        headers: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            headers.setdefault(name.lower(), []).append(value)
+        with LOCK:
+            RECEIVED.append({"method": self.command, "path": self.path, "headers": headers})
+
+    def received(self) -> bool:
+        """Serves ``/received``; True when this request was for it."""
+        if self.path != "/received":
+            return False
+        with LOCK:
+            body = json.dumps(RECEIVED).encode()
+            if self.command == "DELETE":
+                RECEIVED.clear()
+        self.reply(200, body)
+        return True
+
     def do_POST(self) -> None:  # noqa: N802
         raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+        if self.path != "/mode":
+            self.record()
         if self.path == "/mode":
             with LOCK:
                 STATE["mode"] = json.loads(raw)["mode"]
             return self.reply(200, b"{}")
+        if self.path.split("?")[0] != "/mcp":
+            return self.reply(200, b"{}")  # a pass-through path
         message = json.loads(raw)
+        if isinstance(message, list):  # a batch: each request answered ok
+            replies = [{"jsonrpc": "2.0", "id": m.get("id"), "result": {}} for m in message if m.get("id") is not None]
+            return self.reply(200, json.dumps(replies).encode()) if replies else self.reply(202, b"")
         method, rid = message.get("method"), message.get("id")
         with LOCK:
             mode = STATE["mode"]
         if method == "initialize":
             result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "fault", "version": "1"}}
+            if mode == "big-init":  # a server with long instructions: each cached result weighs 64 KiB
+                result["instructions"] = "i" * 65536
             body = json.dumps({"jsonrpc": "2.0", "id": rid, "result": result}).encode()
             return self.reply(200, body, extra={"mcp-session-id": uuid.uuid4().hex})
         if mode == "404":
@@ -78,10 +111,14 @@ class Handler(BaseHTTPRequestHandler):
         return self.reply(200, f"event: message\ndata: {event}\n\n".encode(), "text/event-stream")
 
     def do_GET(self) -> None:  # noqa: N802
-        self.reply(405, b"")
+        if not self.received():
+            self.record()
+            self.reply(405, b"")
 
     def do_DELETE(self) -> None:  # noqa: N802
-        self.reply(200, b"")
+        if not self.received():
+            self.record()
+            self.reply(200, b"")
 
 
 if __name__ == "__main__":

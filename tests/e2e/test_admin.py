@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from conftest import SIGNING_KEY, Broker, broker_binary, free_port, port_open
+from conftest import SIGNING_KEY, Broker, broker_binary, free_port, free_ports, port_open
 from e2e_helpers import assert_on_project, assert_selected, reconnecting_reply
 
 pytestmark = pytest.mark.anyio
@@ -170,7 +170,8 @@ async def test_admin_token_is_required_when_configured(backend_factory, broker_f
 
 async def test_broker_refuses_an_exposed_or_taken_admin_port():
     upstream = "http://127.0.0.1:9/mcp"
-    exposed = cli("--listen", f"127.0.0.1:{free_port()}", "--upstream", upstream, "--admin-listen", f"0.0.0.0:{free_port()}")
+    listen, admin = free_ports(2)
+    exposed = cli("--listen", f"127.0.0.1:{listen}", "--upstream", upstream, "--admin-listen", f"0.0.0.0:{admin}")
     assert exposed.returncode == 2, exposed
     assert "not a loopback address" in exposed.stderr and "--admin-token-file" in exposed.stderr, exposed.stderr
 
@@ -181,3 +182,88 @@ async def test_broker_refuses_an_exposed_or_taken_admin_port():
         clash = cli("--listen", f"127.0.0.1:{free_port()}", "--upstream", upstream, "--admin-listen", f"127.0.0.1:{port}")
     assert clash.returncode == 2, clash
     assert f"--admin-listen 127.0.0.1:{port}" in clash.stderr, clash.stderr
+
+
+async def test_a_web_page_cannot_drive_the_admin_api(backend_factory, broker_factory, redis_server):
+    """The admin API on loopback without a token, attacked the ways a page the operator visits can: a
+    DNS-rebound Host, a cross-site Origin, a `text/plain` JSON body. Each is refused and changes nothing;
+    a rebind to a project the backend does not know is refused; a doubled credential header is a 400."""
+    backend = backend_factory()
+    broker = broker_factory(backend, redis=redis_server)
+    wait_for_admin(broker)
+    credential = "e2e-admin-credential-carol"
+    assert_selected(
+        await reconnecting_reply(broker.url, credential, "claude-ai", "select_project_for_session", {"name": "linkedin"}),
+        "linkedin",
+    )
+    who = {"X-Principal-Credential": credential}
+    admin = broker.admin_url
+    json_type = {"Content-Type": "application/json"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        listing = await http.get(f"{admin}/sessions", headers=who)
+        assert listing.status_code == 200, listing.text
+        ws = listing.json()["work_sessions"][0]["id"]
+        # DNS rebinding: the page's own name in Host, reading what a same-origin page could.
+        for path in ("/sessions", "/dead-letters", "/healthz"):
+            rebound = await http.get(f"{admin}{path}", headers={**who, "Host": f"rebound.attacker.example:{broker.admin_port}"})
+            assert rebound.status_code == 403, (path, rebound.status_code, rebound.text)
+        # A cross-site POST (fetch or form): refused whatever its content type.
+        for kind, headers in {
+            "cross-site json": {**who, **json_type, "Origin": "http://evil.example"},
+            "cross-site form": {**who, "Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"},
+            "null origin": {**who, **json_type, "Origin": "null"},
+            "text/plain, no origin": {**who, "Content-Type": "text/plain"},
+            "no content type": who,
+        }.items():
+            for action in ("end", "rebind"):
+                response = await http.post(f"{admin}/sessions/{ws}/{action}", headers=headers, content=b'{"project": "innkeeper"}')
+                assert response.status_code in (403, 415), (kind, action, response.status_code, response.text)
+        # Its own origin, JSON: served (a read, so nothing changes).
+        own = await http.get(f"{admin}/sessions/{ws}", headers={**who, "Origin": admin})
+        assert own.status_code == 200 and own.json()["project"] == "linkedin" and own.json()["live"], own.text
+        # Two credentials: which one counts would be a guess.
+        two = [("X-Principal-Credential", credential), ("X-Principal-Credential", "e2e-admin-credential-mallory")]
+        doubled = await http.get(f"{admin}/sessions", headers=two)
+        assert doubled.status_code == 400 and "more than once" in doubled.json()["error"], doubled.text
+        # A project the backend's select tool refuses is not bound.
+        backend.clear_audit()
+        unknown = await http.post(f"{admin}/sessions/{ws}/rebind", headers={**who, **json_type}, json={"project": "no-such-project"})
+        assert unknown.status_code == 422 and "no-such-project" in unknown.json()["error"], unknown.text
+        checked = [e for e in backend.audit() if e["tool"] == "select_project_for_session"]
+        assert [e["args"] for e in checked] == [{"name": "no-such-project"}], checked
+        after = await http.get(f"{admin}/sessions/{ws}", headers=who)
+        assert after.json()["project"] == "linkedin" and after.json()["live"], after.text
+        # A project it accepts is, through the admin's own request shape.
+        known = await http.post(f"{admin}/sessions/{ws}/rebind", headers={**who, **json_type}, json={"project": "atlas"})
+        assert known.status_code == 200 and known.json()["project"] == "atlas", known.text
+    reply = await reconnecting_reply(broker.url, credential, "claude-ai", "get_last_handover")
+    assert_on_project(reply, "atlas", "after the checked rebind")
+
+
+async def test_a_rebind_is_checked_on_a_stateless_backend_too(make_stack, tmp_path):
+    """A backend without MCP sessions is asked without one: an unknown project is refused, a known one
+    bound, and the next call runs on it."""
+    key_file = tmp_path / "assertion.key"
+    key_file.write_text(SIGNING_KEY)
+    stack = make_stack(redis=True, backend_args=("--stateless", "--assertion-key-file", str(key_file)))
+    wait_for_admin(stack.broker)
+    credential = "e2e-admin-credential-stateless"
+    assert_selected(
+        await reconnecting_reply(stack.url, credential, "claude-ai", "select_project_for_session", {"name": "linkedin"}),
+        "linkedin",
+    )
+    who = {"X-Principal-Credential": credential, "Content-Type": "application/json"}
+    admin = stack.broker.admin_url
+    async with httpx.AsyncClient(timeout=30) as http:
+        ws = (await http.get(f"{admin}/sessions", headers=who)).json()["work_sessions"][0]["id"]
+        stack.backend.clear_audit()
+        unknown = await http.post(f"{admin}/sessions/{ws}/rebind", headers=who, json={"project": "no-such-project"})
+        assert unknown.status_code == 422, unknown.text
+        known = await http.post(f"{admin}/sessions/{ws}/rebind", headers=who, json={"project": "atlas"})
+        assert known.status_code == 200 and known.json()["project"] == "atlas", known.text
+    checked = [e for e in stack.backend.audit() if e["tool"] == "select_project_for_session"]
+    assert [(e["args"]["name"], e["header_project"]) for e in checked] == [
+        ("no-such-project", "no-such-project"),
+        ("atlas", "atlas"),
+    ], checked
+    assert_on_project(await reconnecting_reply(stack.url, credential, "claude-ai", "get_last_handover"), "atlas")

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import free_port
 from e2e_helpers import (
@@ -41,6 +41,8 @@ class IdentityProvider:
 
     def __init__(self) -> None:
         self.keys: dict[str, rsa.RSAPrivateKey] = {}
+        # Published before the RSA keys (e.g. an EC key under an RSA key's kid).
+        self.extra_keys: list[dict] = []
         self.add_key()
         self.port = free_port()
         provider = self
@@ -70,16 +72,26 @@ class IdentityProvider:
         return kid
 
     def jwks(self) -> dict:
-        keys = []
+        keys = list(self.extra_keys)
         for kid, key in self.keys.items():
             jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
             keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
         return {"keys": keys}
 
-    def token(self, sub: str, issuer: str = ISSUER, kid: str = "key-1", lifetime: int = 3600) -> str:
+    def token(
+        self,
+        sub: str,
+        issuer: str = ISSUER,
+        kid: str = "key-1",
+        lifetime: int = 3600,
+        claims: dict | None = None,
+        headers: dict | None = None,
+    ) -> str:
+        """An access token; `claims` overrides (a value of ... drops the claim), `headers` adds to the JWS header."""
         now = int(time.time())
-        claims = {"iss": issuer, "sub": sub, "aud": AUDIENCE, "iat": now, "exp": now + lifetime, "jti": str(uuid.uuid4())}
-        return jwt.encode(claims, self.keys[kid], algorithm="RS256", headers={"kid": kid})
+        base = {"iss": issuer, "sub": sub, "aud": AUDIENCE, "iat": now, "exp": now + lifetime, "jti": str(uuid.uuid4())}
+        merged = {k: v for k, v in {**base, **(claims or {})}.items() if v is not ...}
+        return jwt.encode(merged, self.keys[kid], algorithm="RS256", headers={"kid": kid, **(headers or {})})
 
     def close(self) -> None:
         self.server.shutdown()
@@ -136,6 +148,10 @@ async def test_refused_tokens_get_401_with_the_resource_metadata(make_stack, idp
             "another issuer's key": stranger.token("alice"),
             "our key, another issuer": idp.token("alice", issuer="https://evil.e2e.test/"),
             "expired": idp.token("alice", lifetime=-600),
+            "no audience": idp.token("alice", claims={"aud": ...}),
+            "a null audience": idp.token("alice", claims={"aud": None}),
+            "another audience": idp.token("alice", claims={"aud": "https://other.e2e.test/mcp"}),
+            "a critical extension": idp.token("alice", headers={"crit": ["exp"]}),
             "not a JWT": "an-opaque-api-key",
         }
         async with httpx.AsyncClient(timeout=10) as http:
@@ -191,3 +207,35 @@ def test_a_header_source_without_trusted_peers_refuses_to_start(backend_factory,
     )  # fmt: skip
     assert result.returncode != 0
     assert "--trusted-proxies" in result.stderr, result.stderr
+
+
+async def test_two_keys_under_one_kid_and_admin_lookups_by_access_token(make_stack, idp: IdentityProvider) -> None:
+    """A key set that publishes an EC key under the RSA key's kid still verifies the RSA-signed tokens
+    (the key is chosen by type and algorithm); the admin API finds a work session by an access token the
+    way the proxy names its principal (issuer and subject), so a refreshed token finds the same one."""
+    twin = ec.generate_private_key(ec.SECP256R1())
+    idp.extra_keys.append({**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(twin.public_key())), "kid": "key-1", "alg": "ES256"})
+    stack = make_stack(redis=False, broker_args=jwt_args(idp))
+    assert_selected(
+        await reconnecting_reply(stack.url, idp.token("alice"), "claude-ai", "select_project_for_session", {"name": "atlas"}),
+        "atlas",
+    )
+    admin = stack.broker.admin_url
+    async with httpx.AsyncClient(timeout=10) as http:
+        async def lookup(credential: str) -> httpx.Response:
+            return await http.get(f"{admin}/sessions", headers={"X-Principal-Credential": credential})
+
+        refreshed = await lookup(f"Bearer {idp.token('alice')}")
+        assert refreshed.status_code == 200, refreshed.text
+        assert [s["project"] for s in refreshed.json()["work_sessions"]] == ["atlas"], refreshed.text
+        bare = await lookup(idp.token("alice"))
+        assert bare.json()["principal"] == refreshed.json()["principal"], bare.text
+        bob = await lookup(idp.token("bob"))
+        assert bob.status_code == 200 and bob.json()["work_sessions"] == [], bob.text
+        for what, token in {
+            "expired": idp.token("alice", lifetime=-600),
+            "no audience": idp.token("alice", claims={"aud": ...}),
+            "not a JWT": "an-opaque-api-key",
+        }.items():
+            refused = await lookup(token)
+            assert refused.status_code == 400, (what, refused.status_code, refused.text)

@@ -139,6 +139,13 @@ async def test_modern_requests_whose_headers_disagree_are_refused(make_stack) ->
         ("the version header disagrees with _meta", call("get_last_handover", {**meta, "io.modelcontextprotocol/protocolVersion": "2026-09-01"}), headers(**{"MCP-Protocol-Version": "2026-07-28"}), -32020),
         ("an unsupported version", call("get_last_handover", {**meta, "io.modelcontextprotocol/protocolVersion": "2099-01-01"}), headers(**{"MCP-Protocol-Version": "2099-01-01"}), -32022),
         ("no _meta envelope", call("get_last_handover", None), headers(), -32602),
+        # A request is modern when either the header or _meta says so.
+        ("a modern header, a legacy _meta", call("list_projects", {**meta, "io.modelcontextprotocol/protocolVersion": "2025-06-18"}), headers(**{"Mcp-Name": "list_projects"}), -32020),
+        ("a legacy header, a modern _meta", call("list_projects"), headers(**{"MCP-Protocol-Version": "2025-06-18", "Mcp-Name": "list_projects"}), -32020),
+        # 2026-07-28 has no batches; nor does a version the broker does not know.
+        ("a batch under the modern header", [call("list_projects", None), call("list_projects", None)], headers(**{"Mcp-Method": "", "Mcp-Name": ""}), -32600),
+        ("a batch of modern _meta under a legacy header", [call("list_projects")], headers(**{"MCP-Protocol-Version": "2025-06-18", "Mcp-Method": "", "Mcp-Name": ""}), -32600),
+        ("a batch under an unknown version", [call("list_projects", None)], headers(**{"MCP-Protocol-Version": "2099-01-01", "Mcp-Method": "", "Mcp-Name": ""}), -32022),
     ]  # fmt: skip
     async with httpx.AsyncClient(timeout=15) as http:
         for what, body, hdrs, code in cases:

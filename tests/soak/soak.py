@@ -29,16 +29,13 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+from ports import free_ports  # noqa: E402  (every port at once, below the ephemeral range)
+
 PROJECTS = ("linkedin", "innkeeper", "dementia", "atlas", "zephyr")
 SURFACES = ("claude-ai", "claude-code", "cursor-vscode")
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
            "MCP-Protocol-Version": "2025-06-18"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:
@@ -216,7 +213,7 @@ async def main() -> int:
         wait_port(port)
         return child
 
-    redis_port = free_port()
+    redis_port, backend_port, *broker_ports = free_ports(4)
     redis_argv = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                   "--appendonly", "yes", "--appendfsync", "always", "--dir", str(work)]
 
@@ -227,12 +224,10 @@ async def main() -> int:
 
     try:
         redis = spawn(redis_argv, redis_port, "redis")
-        backend_port = free_port()
         spawn([sys.executable, str(REPO / "examples/backend/server.py"), "--port", str(backend_port)], backend_port, "backend")
         urls = []
         admin = ["--admin-listen", "off"]  # replicas must not share the default admin port
-        for replica in range(2):
-            port = free_port()
+        for replica, port in enumerate(broker_ports):
             spawn([broker_bin, "--listen", f"127.0.0.1:{port}", "--upstream", f"http://127.0.0.1:{backend_port}/mcp",
                    "--redis-url", f"redis://127.0.0.1:{redis_port}/0", *admin], port, f"broker{replica}",
                   env={"BROKER_SIGNING_KEY": "soak-signing-key-0123456789abcdef0123456789", "RUST_LOG": "warn"})

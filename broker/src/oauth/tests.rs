@@ -127,3 +127,200 @@ fn symmetric_algorithms_are_refused_in_the_configuration() {
     assert!(parse_algorithms("RS256,nope").is_err());
     assert!(parse_algorithms(" ").is_err());
 }
+
+/// A token signed by `pem` with a header and claims of the test's choosing.
+fn raw(pem: &str, header: &jsonwebtoken::Header, claims: &serde_json::Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).expect("key");
+    jsonwebtoken::encode(header, claims, &key).expect("token")
+}
+
+/// An identity provider whose private key the test holds, with its key set.
+fn provider_with_pem() -> (String, KeyRing, JwkSet) {
+    let pem = generate_ed25519_pem().expect("key");
+    let material = KeyMaterial::parse(pem.as_bytes()).expect("material");
+    let ring = KeyRing::from_material(ISSUER, &material).expect("ring");
+    let keys = key_set(&ring);
+    (pem, ring, keys)
+}
+
+fn ed_header(ring: &KeyRing) -> jsonwebtoken::Header {
+    let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+    header.kid = Some(ring.signing_kid().to_owned());
+    header
+}
+
+#[test]
+fn with_an_audience_configured_a_token_without_one_is_refused() {
+    let (pem, ring, keys) = provider_with_pem();
+    let header = ed_header(&ring);
+    let claims = |aud: Option<serde_json::Value>| {
+        let mut claims = json!({"iss": ISSUER, "sub": "u", "exp": now() + 600});
+        if let Some(aud) = aud {
+            claims["aud"] = aud;
+        }
+        claims
+    };
+    let no_audience = {
+        let mut rules = rules();
+        rules.audience = None;
+        rules
+    };
+    // (aud claim, accepted with the audience configured, accepted without one)
+    let cases = [
+        (None, false, true),
+        (Some(json!(null)), false, true),
+        (Some(json!("https://mcp.example.test")), true, true),
+        (Some(json!(["x", "https://mcp.example.test"])), true, true),
+        (Some(json!("https://other.example.test")), false, true),
+        (Some(json!([])), false, true),
+    ];
+    for (aud, with, without) in cases {
+        let token = raw(&pem, &header, &claims(aud.clone()));
+        assert_eq!(
+            verify(&token, &keys, &rules()).is_ok(),
+            with,
+            "aud {aud:?} with an audience configured"
+        );
+        assert_eq!(
+            verify(&token, &keys, &no_audience).is_ok(),
+            without,
+            "aud {aud:?} without one"
+        );
+    }
+}
+
+#[test]
+fn a_critical_header_extension_is_refused() {
+    let (pem, ring, keys) = provider_with_pem();
+    let claims =
+        json!({"iss": ISSUER, "sub": "u", "exp": now() + 600, "aud": "https://mcp.example.test"});
+    let plain = ed_header(&ring);
+    assert!(verify(&raw(&pem, &plain, &claims), &keys, &rules()).is_ok());
+    for crit in [vec!["exp".to_owned()], vec!["b64".to_owned()], vec![]] {
+        let mut header = ed_header(&ring);
+        header.crit = Some(crit.clone());
+        assert!(
+            matches!(
+                verify(&raw(&pem, &header, &claims), &keys, &rules()),
+                Err(OAuthError::Invalid(_))
+            ),
+            "crit {crit:?}"
+        );
+    }
+}
+
+/// An RSA and an EC public key (values never used to verify: only their types matter here).
+fn foreign_jwk(kty: &str, kid: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut jwk = match kty {
+        "RSA" => json!({"kty": "RSA", "n": "sXch", "e": "AQAB"}),
+        _ => json!({"kty": "EC", "crv": "P-256", "x": "f83O", "y": "x_FE"}),
+    };
+    jwk["kid"] = json!(kid);
+    if let (Some(jwk), Some(extra)) = (jwk.as_object_mut(), extra.as_object()) {
+        jwk.extend(extra.clone());
+    }
+    jwk
+}
+
+#[test]
+fn two_keys_under_one_kid_are_told_apart_by_type_and_algorithm() {
+    let (pem, ring, own) = provider_with_pem();
+    let kid = ring.signing_kid().to_owned();
+    let ed = serde_json::to_value(&own.keys[0]).expect("jwk");
+    let set = |keys: Vec<serde_json::Value>| -> JwkSet {
+        serde_json::from_value(json!({ "keys": keys })).expect("a JWKS")
+    };
+    let claims =
+        json!({"iss": ISSUER, "sub": "u", "exp": now() + 600, "aud": "https://mcp.example.test"});
+    let token = raw(&pem, &ed_header(&ring), &claims);
+    let none = json!({});
+    // (the key set, the token verifies)
+    let cases = [
+        (
+            set(vec![foreign_jwk("RSA", &kid, none.clone()), ed.clone()]),
+            true,
+        ),
+        (
+            set(vec![ed.clone(), foreign_jwk("EC", &kid, none.clone())]),
+            true,
+        ),
+        (
+            set(vec![
+                foreign_jwk("EC", &kid, none.clone()),
+                foreign_jwk("RSA", &kid, none.clone()),
+                ed.clone(),
+            ]),
+            true,
+        ),
+        (set(vec![foreign_jwk("RSA", &kid, none.clone())]), false),
+        (
+            set(vec![foreign_jwk("RSA", "other", none.clone()), ed.clone()]),
+            true,
+        ),
+    ];
+    for (i, (keys, verifies)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            verify(&token, &keys, &rules()).is_ok(),
+            verifies,
+            "case {i}"
+        );
+    }
+}
+
+#[test]
+fn the_signing_key_fits_the_algorithm() {
+    let rsa = |extra| foreign_jwk("RSA", "k", extra);
+    let ec = |extra| foreign_jwk("EC", "k", extra);
+    let one = |jwk: serde_json::Value| -> JwkSet {
+        serde_json::from_value(json!({ "keys": [jwk] })).expect("a JWKS")
+    };
+    // (key, token's kid, token's algorithm, chosen)
+    let cases = [
+        (rsa(json!({})), Some("k"), Algorithm::RS256, true),
+        (rsa(json!({})), Some("k"), Algorithm::PS256, true),
+        (
+            rsa(json!({"alg": "RS256"})),
+            Some("k"),
+            Algorithm::RS384,
+            false,
+        ),
+        (
+            rsa(json!({"alg": "RS384"})),
+            Some("k"),
+            Algorithm::RS384,
+            true,
+        ),
+        (
+            rsa(json!({"use": "enc"})),
+            Some("k"),
+            Algorithm::RS256,
+            false,
+        ),
+        (
+            rsa(json!({"use": "sig"})),
+            Some("k"),
+            Algorithm::RS256,
+            true,
+        ),
+        (rsa(json!({})), Some("j"), Algorithm::RS256, false),
+        (rsa(json!({})), None, Algorithm::RS256, true),
+        (rsa(json!({})), Some("k"), Algorithm::ES256, false),
+        (ec(json!({})), Some("k"), Algorithm::ES256, true),
+        (ec(json!({})), Some("k"), Algorithm::ES384, false),
+        (ec(json!({})), Some("k"), Algorithm::EdDSA, false),
+    ];
+    for (i, (jwk, kid, alg, chosen)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            signing_key(&one(jwk), kid, alg).is_some(),
+            chosen,
+            "case {i}"
+        );
+    }
+    // Without a kid, two fitting keys are ambiguous; one fitting key among others is not.
+    let two: JwkSet =
+        serde_json::from_value(json!({ "keys": [rsa(json!({})), rsa(json!({}))] })).expect("set");
+    assert!(signing_key(&two, None, Algorithm::RS256).is_none());
+    let mixed: JwkSet =
+        serde_json::from_value(json!({ "keys": [rsa(json!({})), ec(json!({}))] })).expect("set");
+    assert!(signing_key(&mixed, None, Algorithm::ES256).is_some());
+}

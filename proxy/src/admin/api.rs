@@ -10,11 +10,14 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 
-use super::{PRINCIPAL_CREDENTIAL_HEADER, codec};
+use super::{PRINCIPAL_CREDENTIAL_HEADER, codec, guard};
 use crate::app::App;
+use crate::backend::BackendError;
 use crate::body::ProxyBody;
 use crate::errors::json_response;
+use crate::identify::Refused;
 use crate::limits::RequestBody;
+use crate::operator_session::check_select;
 
 /// Largest admin request body.
 pub(super) const MAX_BODY: usize = 64 * 1024;
@@ -60,7 +63,11 @@ pub(super) async fn serve(app: &App, request: Request<RequestBody>) -> Response<
     let path = request.uri().path().to_owned();
     let guard = request.body().guard();
     let (parts, body) = request.into_parts();
-    let answer = match authorize(app, &parts) {
+    let token = app.settings.admin_token.is_some();
+    let answer = match guard::check(&parts.method, &parts.uri, &parts.headers, token)
+        .map_err(|refusal| Failure::new(refusal.status, refusal.message))
+        .and_then(|()| authorize(app, &parts))
+    {
         Err(failure) => Err(failure),
         Ok(()) => route(app, &parts, body).await,
     };
@@ -155,14 +162,22 @@ fn query(parts: &Parts) -> Result<Vec<(String, String)>, Failure> {
     })
 }
 
-/// The principal the request names: `?principal=<hash>` or `X-Principal-Credential`, not both.
-fn principal(app: &App, parts: &Parts) -> Result<PrincipalId, Failure> {
+/// The principal the request names: `?principal=<hash>` or `X-Principal-Credential`, not both,
+/// and the header once. A credential is turned into a principal as the proxy does for a client
+/// presenting it ([`crate::identify::Identities::principal_of_credential`]).
+async fn principal(app: &App, parts: &Parts) -> Result<PrincipalId, Failure> {
     let query = query(parts)?;
     let by_hash = query
         .iter()
         .find(|(name, _)| name == "principal")
         .map(|(_, value)| value.as_str());
-    let credential = parts.headers.get(PRINCIPAL_CREDENTIAL_HEADER);
+    let mut credentials = parts.headers.get_all(PRINCIPAL_CREDENTIAL_HEADER).iter();
+    let credential = credentials.next();
+    if credentials.next().is_some() {
+        return Err(Failure::bad_request(
+            "X-Principal-Credential is given more than once: give it once",
+        ));
+    }
     match (by_hash, credential) {
         (Some(_), Some(_)) => Err(Failure::bad_request(
             "name the principal once: ?principal=<hash> or X-Principal-Credential, not both",
@@ -176,10 +191,19 @@ fn principal(app: &App, parts: &Parts) -> Result<PrincipalId, Failure> {
             let value = value.to_str().map_err(|_| {
                 Failure::bad_request("X-Principal-Credential must be visible ASCII")
             })?;
-            // Hashed exactly as a client's Authorization value: `Bearer <c>` and `<c>` are one principal.
-            app.principals
-                .principal(Some(value), false)
-                .map_err(|_| Failure::bad_request("X-Principal-Credential is empty or malformed"))
+            app.identities
+                .principal_of_credential(value)
+                .await
+                .map_err(|refused| match refused {
+                    Refused::KeySet(_) => Failure::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the identity provider's key set is unavailable; try again in a moment",
+                    ),
+                    Refused::Token(error) => Failure::bad_request(format!(
+                        "X-Principal-Credential is not a valid access token: {error}"
+                    )),
+                    _ => Failure::bad_request("X-Principal-Credential is empty or malformed"),
+                })
         }
         (None, None) => Err(Failure::bad_request(
             "name the principal: ?principal=<hash> or header X-Principal-Credential: <credential>",
@@ -197,7 +221,7 @@ fn status_json(status: &Status) -> Value {
 }
 
 async fn list(app: &App, parts: &Parts) -> Answer {
-    let principal = principal(app, parts)?;
+    let principal = principal(app, parts).await?;
     let sessions = app.store.list_work_sessions(&principal).await?;
     let sessions: Vec<Value> = sessions.iter().map(status_json).collect();
     Ok((
@@ -217,7 +241,7 @@ async fn find(app: &App, principal: &PrincipalId, id: &WorkSessionId) -> Result<
 }
 
 async fn show(app: &App, parts: &Parts, ws: &str) -> Answer {
-    let principal = principal(app, parts)?;
+    let principal = principal(app, parts).await?;
     let id = work_session_id(ws)?;
     let status = find(app, &principal, &id).await?;
     Ok((StatusCode::OK, status_json(&status)))
@@ -250,7 +274,7 @@ async fn act(
 }
 
 async fn rebind(app: &App, parts: &Parts, ws: &str, body: RequestBody) -> Answer {
-    let principal = principal(app, parts)?;
+    let principal = principal(app, parts).await?;
     let id = work_session_id(ws)?;
     let bytes = Limited::new(body, MAX_BODY)
         .collect()
@@ -265,13 +289,47 @@ async fn rebind(app: &App, parts: &Parts, ws: &str, body: RequestBody) -> Answer
         .ok_or_else(|| Failure::bad_request(usage))?;
     let project = Project::parse(project)
         .map_err(|error| Failure::bad_request(format!("bad project: {error}")))?;
+    approved(app, &principal, &id, &project).await?;
     let status = act(app, &principal, &id, &AdminAction::Rebind(project.clone())).await?;
     tracing::info!(work_session = %id, %project, "admin: work session rebound");
     Ok((StatusCode::OK, status))
 }
 
+/// Whether the backend's select tool accepts `project` for the work session, asked on a backend
+/// session of the broker's own: an operator cannot bind a name the backend never approved.
+async fn approved(
+    app: &App,
+    principal: &PrincipalId,
+    id: &WorkSessionId,
+    project: &Project,
+) -> Result<(), Failure> {
+    let status = find(app, principal, id).await?;
+    if !status.live {
+        return Ok(()); // the rebind itself says it is not live
+    }
+    let mut work = status.session;
+    work.project = project.clone();
+    work.backends = Default::default();
+    match check_select(app, &work).await {
+        Ok(()) => Ok(()),
+        Err(error @ BackendError::SelectRefused { .. }) => Err(Failure::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("not rebound: {error}"),
+        )),
+        Err(error) => {
+            tracing::warn!(%error, "admin: could not check the project with the backend");
+            Err(Failure::new(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "not rebound: the project could not be checked with the MCP server: {error}"
+                ),
+            ))
+        }
+    }
+}
+
 async fn end(app: &App, parts: &Parts, ws: &str) -> Answer {
-    let principal = principal(app, parts)?;
+    let principal = principal(app, parts).await?;
     let id = work_session_id(ws)?;
     let status = act(app, &principal, &id, &AdminAction::End).await?;
     tracing::info!(work_session = %id, "admin: work session ended, the next sweep finalizes it");
