@@ -10,6 +10,12 @@
 //!    ([`retry_of`]): each response goes to the backend session its key names, then the next
 //!    [`Round`] is taken from the store and answered ([`round_reply`]): the result, the next
 //!    question, or (not there yet) a state-only `input_required` that makes the client retry.
+//!
+//! The other way round, a legacy client in front of a backend that speaks only 2026-07-28: the
+//! replica holding the call turns each of an `input_required`'s requests into a real server request
+//! on the client's reply stream, under a sealed id naming a [`Pending`] answer; the client's answer
+//! (to any replica) is left in the store, and once every answer is there the replica retries the
+//! call for the client ([`with_responses`]) until the result comes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -36,6 +42,82 @@ pub struct Parked {
     /// Where its rounds are left in the store.
     #[serde(rename = "k")]
     pub key: String,
+}
+
+/// Prefix of the id of a server request the broker makes from a modern backend's `inputRequests`.
+pub const QUESTION_PREFIX: &str = "msb-q.";
+
+/// What a sealed question id names: where the client's answer is left in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    #[serde(rename = "p")]
+    pub principal: PrincipalId,
+    /// The call's parked key.
+    #[serde(rename = "k")]
+    pub key: String,
+    /// The key of the request in the backend's `inputRequests`.
+    #[serde(rename = "i")]
+    pub input: String,
+}
+
+impl Pending {
+    /// The store key the answer is left under.
+    pub fn slot(&self) -> String {
+        answer_slot(&self.key, &self.input)
+    }
+}
+
+/// The store key of the answer to `input` of the call parked under `key`.
+pub fn answer_slot(key: &str, input: &str) -> String {
+    format!("{key}/{input}")
+}
+
+/// A backend's `input_required` result: its requests by key, and its state.
+pub fn input_required_of(reply: &Value) -> Option<(Map<String, Value>, Option<String>)> {
+    let result = reply.get("result")?;
+    if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return None;
+    }
+    let requests = result
+        .get("inputRequests")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let state = result
+        .get("requestState")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Some((requests, state))
+}
+
+/// The server request a legacy client gets for one of a modern backend's `inputRequests`.
+pub fn question(id: &str, input_request: &Value) -> Value {
+    let mut message = Map::new();
+    message.insert("jsonrpc".into(), json!("2.0"));
+    message.insert("id".into(), json!(id));
+    for key in ["method", "params"] {
+        if let Some(value) = input_request.get(key) {
+            message.insert(key.to_owned(), value.clone());
+        }
+    }
+    Value::Object(message)
+}
+
+/// The request again, with the client's answers and the backend's state (a retry round).
+pub fn with_responses(
+    request: &Value,
+    responses: Map<String, Value>,
+    state: Option<&str>,
+) -> Value {
+    let mut retry = request.clone();
+    if let Some(params) = retry.get_mut("params").and_then(Value::as_object_mut) {
+        params.insert("inputResponses".into(), Value::Object(responses));
+        match state {
+            Some(state) => params.insert("requestState".into(), json!(state)),
+            None => params.remove("requestState"),
+        };
+    }
+    retry
 }
 
 /// What the replica reading the backend leaves for the next round.
@@ -156,6 +238,33 @@ mod tests {
             None
         );
         assert_eq!(retry(json!({"name":"t"})), None);
+    }
+
+    #[test]
+    fn a_modern_backends_questions_become_server_requests_and_a_retry() {
+        let reply = json!({"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required",
+            "inputRequests":{"q1":{"method":"elicitation/create","params":{"message":"m"}}},"requestState":"s1"}});
+        let (requests, state) = input_required_of(&reply).unwrap_or_default();
+        assert_eq!(state.as_deref(), Some("s1"));
+        let asked = question("msb-q.x.y", &requests["q1"]);
+        assert_eq!(
+            asked,
+            json!({"jsonrpc":"2.0","id":"msb-q.x.y","method":"elicitation/create","params":{"message":"m"}})
+        );
+        assert_eq!(
+            input_required_of(&json!({"jsonrpc":"2.0","id":1,"result":{"resultType":"complete"}})),
+            None
+        );
+        let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}});
+        let mut responses = Map::new();
+        responses.insert("q1".into(), json!({"action":"accept"}));
+        let retry = with_responses(&call, responses, Some("s1"));
+        assert_eq!(
+            retry["params"]["inputResponses"]["q1"]["action"],
+            json!("accept")
+        );
+        assert_eq!(retry["params"]["requestState"], json!("s1"));
+        assert_eq!(answer_slot("k", "q1"), "k/q1");
     }
 
     #[test]

@@ -6,7 +6,9 @@ the broker's verified assertion (``X-MCP-Work-Session``, see ``assertion.py``), 
 run on a project the broker did not resolve for it. This is the recommended shape for a backend
 behind the broker (docs/protocol.md).
 
-Same tools, replies and ``/audit`` log as ``server.py``, so the end-to-end tests audit it the same way.
+Same tools, replies and ``/audit`` log as ``server.py``, so the end-to-end tests audit it the same way;
+``confirm_lock`` asks the user first (a resolver: a server request for a legacy client,
+``input_required`` for a 2026-07-28 one).
 
 Usage (needs ``mcp`` 2.x: ``.venv-modern``, see examples/backend/requirements-modern.txt):
 ``python modern_server.py --port 8002 (--assertion-key-file F | --jwks-url URL) [--json-response]``
@@ -18,10 +20,12 @@ import argparse
 import json
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
+from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from pydantic import BaseModel
 from mcp.server.mcpserver.exceptions import ToolError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -69,6 +73,23 @@ def _require(ctx: Context, tool: str, args: dict[str, Any]) -> tuple[str, str]:
     return project, f"project={project} header={project}"
 
 
+class Confirmation(BaseModel):
+    """What confirm_lock asks the user."""
+
+    confirm: bool
+
+
+def ask_confirmation(topic: str) -> Elicit[Confirmation]:
+    """confirm_lock's question (a resolver: asked once, in either era)."""
+    return Elicit(f"Lock {topic}?", Confirmation)
+
+
+def _mark(event: str) -> None:
+    """An audit entry for something that is not a call (how a call ended)."""
+    AUDIT.append({"tool": event, "mcp_session": "", "session_project": None, "header_project": None,
+                  "has_assertion": False, "args": {}, "at": time.time()})  # fmt: skip
+
+
 def build_server() -> MCPServer:
     server = MCPServer("example-modern-backend")
 
@@ -99,6 +120,19 @@ def build_server() -> MCPServer:
         project, tag = _require(ctx, "write_handover", {"summary": summary})
         HANDOVERS.setdefault(project, []).append(summary or "(empty)")
         return f"{tag} handover #{len(HANDOVERS[project])} written"
+
+    @server.tool()
+    def confirm_lock(
+        content: str,
+        topic: str,
+        ctx: Context,
+        answer: Annotated[ElicitationResult[Confirmation], Resolve(ask_confirmation)],
+    ) -> str:
+        """Ask the user (elicitation; input_required on 2026-07-28) before locking `topic`."""
+        project, tag = _require(ctx, "confirm_lock", {"content": content, "topic": topic})
+        confirmed = isinstance(answer, AcceptedElicitation) and answer.data.confirm
+        _mark(f"confirm_lock:{topic}:{'confirmed' if confirmed else 'not'}")
+        return f"{tag} topic={topic} confirmed={confirmed}"
 
     @server.custom_route("/audit", methods=["GET", "DELETE"])
     async def audit(request: Request) -> Response:

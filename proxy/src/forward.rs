@@ -31,7 +31,7 @@ use crate::body::ProxyBody;
 use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
-use crate::message_routing::rounds::Park;
+use crate::message_routing::rounds::{Park, Questions};
 use crate::message_routing::{self, IdMap, SealFor};
 use crate::metrics::{Reinit, StoreOp};
 use crate::relay::{self, Watch};
@@ -78,7 +78,17 @@ pub async fn forward(
             Some((body, ids)) => (body, ids),
             None => (out.body.clone(), IdMap::default()),
         };
-        let request = request_for(app, &out, body, session.as_ref())?;
+        let (request, sent) = request_for(app, &out, body, session.as_ref())?;
+        if out.caller.session.as_ref().is_some_and(|c| c.mb) && out.call_id.is_some() {
+            // A backend that speaks only 2026-07-28 may answer input_required: its questions go
+            // to this legacy client as server requests, and the call is retried for it.
+            out.watch.questions = Some(Questions {
+                app: app.clone(),
+                principal: out.caller.principal.clone(),
+                request: serde_json::from_slice(&sent).unwrap_or(Value::Null),
+                headers: request.headers().clone(),
+            });
+        }
         let response = app.metrics.upstream(app.upstream.send(request)).await?;
         if response.status() == StatusCode::NOT_FOUND && session.is_some() && !last {
             tracing::info!("the backend forgot its session: re-initializing and retrying once");
@@ -315,7 +325,7 @@ fn request_for(
     out: &Outbound<'_>,
     mut body: Bytes,
     session: Option<&BackendSessionId>,
-) -> Result<Request<Full<Bytes>>, ProxyError> {
+) -> Result<(Request<Full<Bytes>>, Bytes), ProxyError> {
     let path = out
         .parts
         .uri
@@ -336,7 +346,7 @@ fn request_for(
     let mut request = Request::builder()
         .method(out.parts.method.clone())
         .uri(app.upstream.uri(path)?)
-        .body(Full::new(body))
+        .body(Full::new(body.clone()))
         .map_err(|_| ProxyError::BodyUnreadable)?;
     if let Some(session) = session
         && let Ok(value) = HeaderValue::from_str(session.as_str())
@@ -351,7 +361,7 @@ fn request_for(
     }
     backend::set_trusted(app, &mut headers, out.bound.as_ref(), out.via);
     *request.headers_mut() = headers;
-    Ok(request)
+    Ok((request, body))
 }
 
 /// The replay failed: a `tools/call` gets a tool error (nothing ran), anything else a 502.

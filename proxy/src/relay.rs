@@ -19,13 +19,13 @@ use tracing::Instrument;
 
 use crate::body::{self, ProxyBody};
 use crate::headers;
-use crate::message_routing::rounds::Park;
+use crate::message_routing::rounds::{Park, Questions};
 use crate::message_routing::{IdMap, SealFor};
 use crate::metrics::{Metrics, Refusal, StoreOp};
 use crate::upstream::content_type_is;
 
 /// Largest JSON body or SSE event the relay rewrites.
-const REWRITE_LIMIT: usize = 16 * 1024 * 1024;
+pub const REWRITE_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The select call being watched: bind when its reply says it succeeded.
 pub struct SelectWatch {
@@ -57,6 +57,8 @@ pub struct Watch {
     pub on_abandon: Option<Abandon>,
     /// A modern client's bridged call: a server request parks it (`input_required`).
     pub park: Option<Park>,
+    /// A legacy client's call to a modern-only backend: `input_required` becomes server requests.
+    pub questions: Option<Questions>,
     /// A forwarded `initialize`: its result is kept for the next ones.
     pub learn_initialize: Option<crate::initialize::Learn>,
 }
@@ -74,6 +76,8 @@ impl Watch {
             && self.complete.is_empty()
             && self.on_abandon.is_none()
             && self.learn_initialize.is_none()
+            && self.park.is_none()
+            && self.questions.is_none()
     }
 
     /// The client went away: run the abandon hook, once, for what it left unanswered.
@@ -185,7 +189,14 @@ pub fn relay(response: Response<Incoming>, watch: Watch) -> Response<ProxyBody> 
     parts.headers.remove(header::CONTENT_LENGTH);
     let (tx, out) = body::channel(16);
     let span = tracing::Span::current();
-    if is_sse {
+    if is_json && watch.questions.is_some() {
+        // The reply may turn into server requests first: the client gets a stream.
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        tokio::spawn(relay_questions(incoming, watch, tx).instrument(span));
+    } else if is_sse {
         tokio::spawn(relay_sse(incoming, watch, tx).instrument(span));
     } else {
         tokio::spawn(relay_json(incoming, watch, tx).instrument(span));
@@ -335,6 +346,54 @@ async fn rewrite_event(watch: &mut Watch, mut event: sse::Event) -> Option<Bytes
     }
     event.data = serde_json::to_string(&value).ok()?;
     Some(event.to_bytes())
+}
+
+/// A modern-only backend's JSON reply to a legacy client, as a stream: each `input_required` round
+/// becomes server requests to the client, then the call is retried with its answers; the last
+/// reply ends the stream.
+async fn relay_questions(incoming: Incoming, mut watch: Watch, tx: Sender) {
+    let collected = tokio::select! {
+        collected = Limited::new(incoming, REWRITE_LIMIT).collect() => collected,
+        () = tx.closed() => return,
+    };
+    let bytes = match collected {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let _ = tx.send(Err(error)).await;
+            return;
+        }
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        let _ = tx.send(Ok(message_event(&bytes))).await;
+        return;
+    };
+    if let Some(mut questions) = watch.questions.take() {
+        while broker::rounds::input_required_of(&value).is_some() {
+            let send = |message: Value| {
+                let tx = tx.clone();
+                async move {
+                    let bytes = serde_json::to_vec(&message).unwrap_or_default();
+                    tx.send(Ok(message_event(&bytes))).await.is_ok()
+                }
+            };
+            value = match questions.round(&value, send).await {
+                Ok(next) => next,
+                Err(failed) => failed,
+            };
+        }
+    }
+    watch.apply_value(&mut value).await;
+    let bytes = serde_json::to_vec(&value).unwrap_or_default();
+    let _ = tx.send(Ok(message_event(&bytes))).await;
+}
+
+/// One SSE `message` event carrying `data`.
+fn message_event(data: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(data.len() + 24);
+    event.extend_from_slice(b"event: message\ndata: ");
+    event.extend_from_slice(data);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
 }
 
 async fn relay_json(incoming: Incoming, mut watch: Watch, tx: Sender) {

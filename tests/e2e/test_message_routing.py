@@ -387,3 +387,40 @@ async def test_a_parked_call_completes_when_its_retry_lands_on_another_replica(m
     assert "topic=rounds confirmed=True" in text and "project=atlas header=atlas" in text, text
     marks = [e["tool"] for e in stack.backend.audit() if e["tool"].startswith("confirm_lock:")]
     assert marks == ["confirm_lock:rounds:confirmed"]
+
+
+async def test_a_legacy_client_answers_a_modern_only_backend_that_asks(modern_backend_factory, broker_factory, redis_server) -> None:
+    """A legacy client (Python SDK 1.x, with its elicitation callback) in front of a backend that
+    speaks only 2026-07-28: the backend's input_required becomes a real elicitation/create on the
+    call's reply stream, the client's answer (through another replica) is handed to the replica
+    holding the call, which retries it with inputResponses; the client gets the tool's result."""
+    backend = modern_backend_factory(modern_only=True)
+    first = broker_factory(backend, redis=redis_server)
+    second = broker_factory(backend, redis=redis_server)
+    token = "e2e-token-legacy-to-modern"
+    assert_selected(await reconnecting_reply(first.url, token, "claude-code", SELECT, {"name": "atlas"}), "atlas")
+    async with answering_session(first.url, token, "claude-code", {"sdk": True}) as session:
+        confirmed = await call(session, "confirm_lock", {"content": "c", "topic": "sdk"})
+    assert not confirmed.is_error and "topic=sdk confirmed=True" in confirmed.text, confirmed.text
+    assert "project=atlas header=atlas" in confirmed.text, confirmed.text
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
+        from e2e_helpers import raw_initialize
+
+        # The backend asks only clients that declared elicitation (else 400, as the spec wants).
+        init = initialize_body("claude-code")
+        init["params"]["capabilities"] = {"elicitation": {}}
+        opened = await http.post(first.url, headers=rpc_headers(token), json=init)
+        session_id = opened.headers["mcp-session-id"]
+        body = tools_call_body("confirm_lock", {"content": "c", "topic": "raw"}, request_id=1)
+        async with http.stream("POST", first.url, headers=rpc_headers(token, session_id), json=body) as stream:
+            lines = stream.aiter_lines()
+            asked = await first_server_request(lines)
+            assert asked["method"] == "elicitation/create" and asked["id"].startswith("msb-q."), asked
+            other = await raw_initialize(http, second.url, token, "claude-code")
+            answer = {"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"confirm": False}}}
+            accepted = await http.post(second.url, headers=rpc_headers(token, other), json=answer)
+            assert accepted.status_code == 202, accepted.text
+            rest = "\n".join([line async for line in lines])
+        assert '"id":1' in rest.replace(" ", "") and "topic=raw confirmed=False" in rest, rest
+    marks = sorted(e["tool"] for e in backend.audit() if e["tool"].startswith("confirm_lock:"))
+    assert marks == ["confirm_lock:raw:not", "confirm_lock:sdk:confirmed"]

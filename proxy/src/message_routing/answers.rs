@@ -35,6 +35,12 @@ pub async fn answer(
     message: &Message,
 ) -> Option<Result<Response<ProxyBody>, ProxyError>> {
     let value = Value::Object(message.value.clone());
+    if let Some(id) = &message.id
+        && let Some(left) = super::rounds::leave_answer(app, caller, id, &value).await
+    {
+        // An answer to a question the broker asked for a backend that speaks only 2026-07-28.
+        return Some(left.map(|()| accepted()));
+    }
     let (backend, body) = match answer_target(app, caller, &value) {
         Ok(Some(target)) => target,
         Ok(None) => return None,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use broker::ids::PrincipalId;
 use broker::jsonrpc::{Message, RequestId};
-use broker::rounds::{self, Parked, Round, STATE_PREFIX};
+use broker::rounds::{self, Parked, Pending, QUESTION_PREFIX, Round, STATE_PREFIX};
 use broker::rpc_ids;
 use broker::store::Store;
 use http::header::{HeaderMap, HeaderValue};
@@ -205,4 +205,138 @@ async fn deliver(app: &App, headers: HeaderMap, answer: &Value) -> Result<(), Pr
         tracing::warn!(status = %sent.status(), "the backend session that asked did not take the answer");
     }
     Ok(())
+}
+
+/// A legacy client's call to a backend that speaks only 2026-07-28: an `input_required` reply is
+/// turned into server requests on the client's reply stream, and the call retried with the answers.
+pub struct Questions {
+    pub app: Arc<App>,
+    pub principal: PrincipalId,
+    /// The (modernized) request as sent upstream, and its headers, for the retries.
+    pub request: Value,
+    pub headers: HeaderMap,
+}
+
+impl Questions {
+    /// Asks the client every request of an `input_required` reply (sealed ids, sent with `send`),
+    /// waits for its answers (left in the store by whichever replica receives them), and retries
+    /// the call. Returns the backend's next reply, or an error reply for the client.
+    pub async fn round<F, Fut>(&mut self, reply: &Value, send: F) -> Result<Value, Value>
+    where
+        F: Fn(Value) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let client_id = reply
+            .get("id")
+            .and_then(RequestId::from_value)
+            .unwrap_or(RequestId::Number(0));
+        let fail = |text: &str| {
+            broker::jsonrpc::error_reply(
+                Some(&client_id),
+                broker::jsonrpc::codes::INTERNAL_ERROR,
+                &format!("session-broker: {text}"),
+            )
+        };
+        let Some((requests, state)) = rounds::input_required_of(reply) else {
+            return Ok(reply.clone());
+        };
+        let key = broker::ids::random_hex128();
+        for input in requests.keys() {
+            let pending = Pending {
+                principal: self.principal.clone(),
+                key: key.clone(),
+                input: input.clone(),
+            };
+            let id = self.app.sealer.seal_with(QUESTION_PREFIX, &pending);
+            if !send(rounds::question(&id, &requests[input])).await {
+                return Err(fail("the client went away"));
+            }
+        }
+        let mut responses = Map::new();
+        let waited = tokio::time::Instant::now();
+        while responses.len() < requests.len() {
+            let missing: Vec<String> = requests
+                .keys()
+                .filter(|k| !responses.contains_key(*k))
+                .cloned()
+                .collect();
+            for input in &missing {
+                let slot = rounds::answer_slot(&key, input);
+                let taken = self.app.store.take_parked(&self.principal, &slot).await;
+                match taken {
+                    Ok(Some(text)) => {
+                        let answer = serde_json::from_str(&text).unwrap_or(Value::Null);
+                        responses.insert(input.clone(), answer);
+                    }
+                    Ok(None) => {}
+                    Err(error) => return Err(fail(&format!("the session store failed: {error}"))),
+                }
+            }
+            if responses.len() == requests.len() {
+                break;
+            }
+            if waited.elapsed() >= PARKED_TTL {
+                return Err(fail(
+                    "the client did not answer the server's questions in time",
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        self.request = rounds::with_responses(&self.request, responses, state.as_deref());
+        let sent = self
+            .app
+            .upstream
+            .post_json(
+                self.app.settings.mcp_path(),
+                self.headers.clone(),
+                &self.request,
+            )
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return Err(fail(&error.to_string())),
+        };
+        let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            response.into_body(),
+            crate::relay::REWRITE_LIMIT,
+        ))
+        .await;
+        match body {
+            Ok(body) => serde_json::from_slice(&body.to_bytes())
+                .map_err(|_| fail("the server's retry reply is not JSON")),
+            Err(_) => Err(fail("the server's retry reply could not be read")),
+        }
+    }
+}
+
+/// A legacy client's answer to a question the broker asked for a modern backend: left where the
+/// replica holding the call looks for it. `None`: not such an id.
+pub async fn leave_answer(
+    app: &App,
+    caller: &Caller,
+    id: &RequestId,
+    message: &Value,
+) -> Option<Result<(), ProxyError>> {
+    let RequestId::Text(text) = id else {
+        return None;
+    };
+    let pending: Pending = match app.sealer.open_with(QUESTION_PREFIX, text) {
+        Ok(pending) => pending,
+        Err(rpc_ids::Unsealed::NotSealed) => return None,
+        Err(error) => return Some(Err(AnswerError::from(error).into())),
+    };
+    if pending.principal != caller.principal {
+        return Some(Err(AnswerError::Unsealed(rpc_ids::Unsealed::Foreign).into()));
+    }
+    let answer = message
+        .get("result")
+        .or_else(|| message.get("error"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let text = serde_json::to_string(&answer).unwrap_or_default();
+    let slot = pending.slot();
+    let put = app
+        .store
+        .put_parked(&caller.principal, &slot, &text, PARKED_TTL);
+    Some(put.await.map_err(ProxyError::from))
 }
