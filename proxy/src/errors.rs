@@ -93,9 +93,6 @@ impl ProxyError {
             ProxyError::AmbiguousPath(_) => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
             ProxyError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, codes::INVALID_REQUEST),
             ProxyError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::INTERNAL_ERROR),
-            ProxyError::Answer(crate::message_routing::AnswerError::OtherUpstream) => {
-                (StatusCode::BAD_GATEWAY, codes::INVALID_REQUEST)
-            }
             ProxyError::Answer(_) => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
         }
     }

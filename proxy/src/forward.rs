@@ -31,8 +31,8 @@ use crate::body::ProxyBody;
 use crate::caller::Caller;
 use crate::errors::{ProxyError, json_response};
 use crate::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
-use crate::message_routing::rounds::{Park, Questions};
-use crate::message_routing::{self, IdMap, SealFor};
+use crate::message_routing::rounds::Questions;
+use crate::message_routing::{self, IdMap};
 use crate::metrics::{Reinit, StoreOp};
 use crate::relay::{self, Watch};
 use crate::work_backend;
@@ -105,33 +105,21 @@ pub async fn forward(
             select.backend = session.as_ref().map(|s| backend_ref(app, s));
         }
         if let Some(session) = &session {
-            if !ids.is_empty() {
-                let protocol = match &out.caller.bridge {
-                    Some(bridged) => Some(bridged.legacy_version.clone()),
-                    None => protocol(&out, claims),
-                };
-                out.watch.on_abandon = Some(message_routing::cancel_hook(
-                    app,
-                    out.caller.own_request_headers(),
-                    session,
-                    protocol.as_deref(),
-                ));
-            }
-            let seal = SealFor {
-                sealer: app.sealer.clone(),
-                principal: out.caller.principal.clone(),
-                upstream: app.upstream_id.clone(),
-                backend: session.clone(),
+            let protocol = match &out.caller.bridge {
+                Some(bridged) => Some(bridged.legacy_version.clone()),
+                None => protocol(&out, claims),
             };
-            if out.caller.bridge.is_some()
-                && let Some(client_id) = &out.call_id
-                && let Some(call) = ids.upstream_of(client_id)
-            {
-                // A modern client cannot answer a server request: a bridged call that asks one
-                // is parked and answered input_required (broker::rounds).
-                out.watch.park = Some(Park::new(app, &seal, call, client_id.clone()));
-            }
-            out.watch.seal = Some(seal);
+            let call_id = out.call_id.as_ref();
+            let (caller, watch) = (out.caller, &mut out.watch);
+            message_routing::streams::watch_session(
+                app,
+                caller,
+                session,
+                protocol.as_deref(),
+                call_id,
+                &ids,
+                watch,
+            );
         }
         out.watch.ids = ids;
         let mut relayed = relay::relay(response, std::mem::take(&mut out.watch));

@@ -59,6 +59,8 @@ pub struct Watch {
     pub park: Option<Park>,
     /// A legacy client's call to a modern-only backend: `input_required` becomes server requests.
     pub questions: Option<Questions>,
+    /// Held while the relay lives: couriers watching for answers stop when it is dropped.
+    pub lease: Option<Arc<()>>,
     /// A forwarded `initialize`: its result is kept for the next ones.
     pub learn_initialize: Option<crate::initialize::Learn>,
 }

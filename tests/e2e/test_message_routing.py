@@ -8,6 +8,7 @@ against the example backend's own log.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from contextlib import asynccontextmanager
 
 import anyio
@@ -424,3 +425,104 @@ async def test_a_legacy_client_answers_a_modern_only_backend_that_asks(modern_ba
         assert '"id":1' in rest.replace(" ", "") and "topic=raw confirmed=False" in rest, rest
     marks = sorted(e["tool"] for e in backend.audit() if e["tool"].startswith("confirm_lock:"))
     assert marks == ["confirm_lock:raw:not", "confirm_lock:sdk:confirmed"]
+
+
+# --------------------------------------------------------- three replicas, per-request round robin
+
+
+@asynccontextmanager
+async def answering_without_affinity(url: str, token: str):
+    """A Python SDK 1.x session that opens a new connection for every request (so a round-robin
+    balancer spreads them over the replicas) and answers elicitation (accept) and sampling."""
+
+    async def elicit(_context, _params):
+        return types.ElicitResult(action="accept", content={"confirm": True})
+
+    async def sample(_context, params: types.CreateMessageRequestParams):
+        text = f"summary-of-{params.messages[0].content.text}"
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text=text), model="m")
+
+    http = httpx.AsyncClient(
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=httpx.Timeout(10.0, read=30.0),
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
+    async with http, streamable_http_client(url, http_client=http) as (read, write, _):
+        info = types.Implementation(name="claude-code", version="1")
+        async with ClientSession(read, write, client_info=info, elicitation_callback=elicit, sampling_callback=sample) as session:
+            with anyio.fail_after(10):
+                await session.initialize()
+            yield session
+
+
+async def test_three_replicas_round_robin_tools_that_ask_with_one_restarted(backend_factory, broker_factory, redis_server) -> None:
+    """Three replicas, each with its own backend (sidecars), one Redis, behind a balancer that sends
+    every request to the next replica; one replica killed (SIGKILL) and restarted mid-run. Clients on
+    fresh sessions call a bound tool that elicits and one that samples: the answers, POSTed through
+    whichever replica the balancer picks, reach the backend session that asked (directly, or left in
+    Redis for the replica relaying that stream). No call gets another's answer or project; every
+    confirmed lock ran exactly once; calls cut by the kill are counted, not lost silently."""
+    from test_replicas import RoundRobin
+
+    backends = [backend_factory() for _ in range(3)]
+    brokers = [broker_factory(b, redis=redis_server) for b in backends]
+    balancer = RoundRobin([b.process.port for b in brokers])
+    conversations = {f"e2e-rr-asking-{n}": project for n, project in enumerate(("atlas", "zephyr", "linkedin", "innkeeper"))}
+    outcomes: Counter[str] = Counter()
+    confirmed_topics: dict[str, str] = {}
+    try:
+        for token, project in conversations.items():
+            assert_selected(await reconnecting_reply(balancer.url, token, "claude-code", SELECT, {"name": project}), project)
+        stop = anyio.current_time() + 10.0
+
+        async def conversation(token: str, project: str) -> None:
+            n = 0
+            while anyio.current_time() < stop:
+                n += 1
+                topic = f"{token}-{n}"
+                try:
+                    async with answering_without_affinity(balancer.url, token) as session:
+                        with anyio.fail_after(15):
+                            confirmed = await call(session, "confirm_lock", {"content": topic, "topic": topic})
+                            summary = await call(session, "summarize", {"text": topic})
+                except Exception as exc:  # noqa: BLE001 - a call cut by the kill is counted
+                    outcomes[f"transport:{type(exc).__name__}"] += 1
+                    continue
+                tag = f"project={project} header={project}"
+                if not confirmed.is_error and f"topic={topic} confirmed=True" in confirmed.text and tag in confirmed.text:
+                    outcomes["confirmed"] += 1
+                    confirmed_topics[topic] = project
+                else:
+                    outcomes[f"confirm:{confirmed.text[:60]}"] += 1
+                if not summary.is_error and f"summary=summary-of-{topic}" in summary.text and tag in summary.text:
+                    outcomes["sampled"] += 1
+                else:
+                    outcomes[f"sample:{summary.text[:60]}"] += 1
+
+        def kill_and_restart() -> None:
+            import time as clock
+
+            clock.sleep(3.0)
+            brokers[1].process.proc.kill()
+            brokers[1].process.stop()
+            clock.sleep(2.0)
+            brokers[1].process.start()
+
+        async with anyio.create_task_group() as group:
+            for token, project in conversations.items():
+                group.start_soon(conversation, token, project)
+            group.start_soon(anyio.to_thread.run_sync, kill_and_restart)
+        audit = [e for b in backends for e in b.audit()]
+        marks = Counter(e["tool"] for e in audit if e["tool"].startswith("confirm_lock:"))
+        report = {"outcomes": dict(outcomes), "connections_per_replica": list(balancer.connections.values())}
+        print("ROUND ROBIN ASKING REPORT " + json.dumps(report))
+        wrong = [k for k in outcomes if k.startswith(("confirm:", "sample:"))]
+        assert not wrong, report
+        assert outcomes["confirmed"] >= 8 and outcomes["sampled"] >= 8, report
+        for topic in confirmed_topics:
+            assert marks[f"confirm_lock:{topic}:confirmed"] == 1, (topic, marks)
+        assert all(count == 1 for count in marks.values()), marks
+        assert_audit_clean(audit, set(conversations.values()))
+        assert brokers[1].process.starts == 2
+    finally:
+        balancer.close()

@@ -14,7 +14,7 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::answer_target;
+use super::{Target, answer_target};
 use crate::app::App;
 use crate::body::ProxyBody;
 use crate::call::Outcome;
@@ -42,7 +42,12 @@ pub async fn answer(
         return Some(left.map(|()| accepted()));
     }
     let (backend, body) = match answer_target(app, caller, &value) {
-        Ok(Some(target)) => target,
+        Ok(Some(Target::Backend(backend, body))) => (backend, body),
+        Ok(Some(Target::Relay(sealed, body))) => {
+            // Another replica's upstream asked: its relay takes the answer from the store.
+            let left = super::courier::leave(app, &caller.principal, &sealed, &body).await;
+            return Some(left.map(|()| accepted()));
+        }
         Ok(None) => return None,
         Err(error) => {
             tracing::warn!(%error, "a client's answer to a server request was refused");

@@ -29,7 +29,11 @@ use crate::app::App;
 use crate::caller::Caller;
 
 mod answers;
+pub mod courier;
 pub mod rounds;
+pub mod streams;
+
+pub use courier::Courier;
 
 pub use answers::{answer, cancel, cancel_hook};
 
@@ -269,6 +273,8 @@ pub struct SealFor {
     pub principal: PrincipalId,
     pub upstream: UpstreamId,
     pub backend: BackendSessionId,
+    /// With replicas (a shared store): watches for answers replicas of other upstreams receive.
+    pub courier: Option<Courier>,
 }
 
 impl SealFor {
@@ -283,9 +289,22 @@ impl SealFor {
             backend: self.backend.clone(),
             id,
         };
-        rpc_ids::set_id(message, &self.sealer.seal(&asked));
+        let sealed = self.sealer.seal(&asked);
+        if let Some(courier) = &self.courier {
+            courier.watch(&self.principal, &sealed);
+        }
+        rpc_ids::set_id(message, &sealed);
         true
     }
+}
+
+/// Where a client's answer to a server request goes.
+pub enum Target {
+    /// To this backend session, on this replica's upstream, with this body.
+    Backend(BackendSessionId, Bytes),
+    /// Asked on another replica's upstream: left in the store for the replica relaying the stream
+    /// it was asked on ([`courier`]).
+    Relay(RequestId, Bytes),
 }
 
 /// Why a client's answer to a server request cannot be delivered.
@@ -293,17 +312,15 @@ impl SealFor {
 pub enum AnswerError {
     #[error(transparent)]
     Unsealed(#[from] Unsealed),
-    #[error("the backend session that asked lives behind another replica's upstream")]
-    OtherUpstream,
 }
 
 /// Where a client's single response goes: `Ok(None)` for an id the broker did not seal (it goes
-/// where it went before), the backend session that asked and the body with the backend's own id.
+/// where it went before), else the [`Target`], with the body holding the backend's own id.
 pub fn answer_target(
     app: &App,
     caller: &Caller,
     message: &Value,
-) -> Result<Option<(BackendSessionId, Bytes)>, AnswerError> {
+) -> Result<Option<Target>, AnswerError> {
     let Some(id) = rpc_ids::response_id(message) else {
         return Ok(None);
     };
@@ -312,13 +329,13 @@ pub fn answer_target(
         Err(Unsealed::NotSealed) => return Ok(None),
         Err(error) => return Err(error.into()),
     };
-    if asked.upstream != app.upstream_id {
-        return Err(AnswerError::OtherUpstream);
-    }
     let mut answer = message.clone();
     rpc_ids::set_id(&mut answer, &asked.id);
-    let body = serde_json::to_vec(&answer).unwrap_or_default();
-    Ok(Some((asked.backend, Bytes::from(body))))
+    let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+    if asked.upstream != app.upstream_id {
+        return Ok(Some(Target::Relay(id, body)));
+    }
+    Ok(Some(Target::Backend(asked.backend, body)))
 }
 
 #[cfg(test)]
