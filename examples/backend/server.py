@@ -12,7 +12,8 @@ broker replays ``select_project_for_session`` on every fresh backend session and
 Tools: list_projects, select_project_for_session, get_last_handover, lock_context,
 explore_context_tree, write_handover, wait (answers after some seconds; the audit log says whether
 it finished or was cancelled), confirm_lock (asks the user through ``elicitation/create`` before it
-locks), summarize (asks the client's model through ``sampling/createMessage``). Resource template
+locks), summarize (asks the client's model through ``sampling/createMessage``), announce (a log
+message on the session's GET stream, tied to no request). Resource template
 ``notes://{topic}``: the topic's content in the session's project (project-scoped, like the tools). Project-scoped replies contain
 ``project=<session project> header=<X-MCP-Project or none>`` so tests can assert on them.
 
@@ -217,6 +218,14 @@ async def summarize(text: str, ctx: Context) -> str:
     return f"{tag} summary={summary}"
 
 
+async def announce(text: str, ctx: Context) -> str:
+    """Send a log message outside the call (on the session's GET stream): for tests of server
+    notifications that belong to no request."""
+    project, tag = _require_project(ctx, "announce")
+    await ctx.session.send_log_message(level="info", data=f"{project}: {text}", logger="announce")
+    return f"{tag} announced={text}"
+
+
 def notes(topic: str, ctx: Context) -> str:
     """The content locked under `topic` in the session's project (project-scoped)."""
     project, tag = _require_project(ctx, "notes")
@@ -266,6 +275,7 @@ def build_server(host: str, port: int, json_response: bool, stateless: bool = Fa
         wait,
         confirm_lock,
         summarize,
+        announce,
     ):
         server.tool()(tool)
     server.resource("notes://{topic}")(notes)

@@ -69,6 +69,8 @@ pub struct App {
     pub sealer: broker::rpc_ids::Sealer,
     /// Legacy clients' requests in flight on this replica, for their cancellations.
     pub in_flight: Arc<crate::message_routing::InFlight>,
+    /// The GET streams of work backend sessions this replica relays to their clients.
+    pub hubs: crate::message_routing::notifications::Hubs,
 }
 
 impl App {
@@ -119,6 +121,7 @@ impl App {
             initialize_cache: Default::default(),
             sealer: broker::rpc_ids::Sealer::new(&secret),
             in_flight: Default::default(),
+            hubs: Default::default(),
             session_ids: Verified::new(SESSION_AUDIENCE),
             assertions: Signed::new(
                 settings.assertion_audience.clone(),

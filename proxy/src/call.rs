@@ -68,8 +68,6 @@ pub async fn plan(
         Kind::ToolsCall(_) => false,
         Kind::ToolsList => true,
         Kind::OtherRequest(method) if decide::is_project_scoped(method) => true,
-        // Resolved like a request to find the backend session its request runs on; never touches.
-        Kind::Notification(method) if method == "notifications/cancelled" => true,
         _ => {
             return Ok(Outcome::Forward(Box::new(Plan {
                 forward: Forward::unbound(backend),
@@ -134,45 +132,25 @@ pub async fn plan(
     let surface = caller.surface(app, client_name);
     Span::current().record("surface", display(&surface));
     let conversation = caller.conversation(app, message);
-    let passive = matches!(message.kind, Kind::Notification(_)); // not activity: no touch
-    let record_when_settled = !passive && decide::record_with_lookup(&tool, &handle);
-    let query = Query {
-        principal: caller.principal.clone(),
-        surface: surface.clone(),
-        mcp: mcp.clone(),
-        handle: handle_id,
-        conversation: conversation.clone(),
-        settle_early: !matches!(tool, Tool::Select(_)),
-        record_when_settled,
-    };
-    let looked_up = app
-        .metrics
-        .store(StoreOp::Lookup, app.store.lookup(&query))
-        .await;
-    if let Err(error) = &looked_up {
-        tracing::warn!(%error, tool = %name, "store unavailable on lookup");
-    }
-    let answer = looked_up.ok();
-    let now = now_ms();
-    let facts = Facts {
-        tool: tool.clone(),
-        handle,
-        keyed: conversation.is_some(),
-        answer: answer.as_ref(),
-        unkeyed: Unkeyed {
-            policy: settings.unkeyed_policy,
-            window_ms: u64::try_from(settings.surface_window.as_millis()).unwrap_or(u64::MAX),
-            now_ms: now,
-        },
-        cap: settings.max_work_sessions,
-        backend,
-        selector: Selector {
+    let record = decide::record_with_lookup(&tool, &handle);
+    let looked = Looked {
+        query: Query {
             principal: caller.principal.clone(),
             surface,
+            mcp: mcp.clone(),
+            handle: handle_id,
             conversation: conversation.clone(),
-            now_ms: now,
+            settle_early: !matches!(tool, Tool::Select(_)),
+            record_when_settled: record,
         },
-    };
+        answer: None,
+        now: now_ms(),
+    }
+    .run(app, &name)
+    .await;
+    let now = looked.now;
+    let answer = looked.answer.clone();
+    let facts = looked.facts(app, tool.clone(), handle, backend);
     let refuse = |refusal: Refusal| {
         app.metrics.refusal(&refusal);
         Span::current().record("resolution", refusal.label());
@@ -196,7 +174,6 @@ pub async fn plan(
     };
     let answer = answer.unwrap_or_default();
     if forward.touch
-        && !passive
         && !answer.recorded
         && let Some(session) = &forward.bound
     {
@@ -231,6 +208,81 @@ pub async fn plan(
         watch,
         body_changed,
     })))
+}
+
+/// One store lookup, and the facts a decision is made from.
+struct Looked {
+    query: Query,
+    /// `None`: the store failed.
+    answer: Option<broker::store::Answer>,
+    now: u64,
+}
+
+impl Looked {
+    async fn run(mut self, app: &App, what: &str) -> Self {
+        let looked_up = app
+            .metrics
+            .store(StoreOp::Lookup, app.store.lookup(&self.query))
+            .await;
+        if let Err(error) = &looked_up {
+            tracing::warn!(%error, request = %what, "store unavailable on lookup");
+        }
+        self.answer = looked_up.ok();
+        self
+    }
+
+    fn facts(&self, app: &App, tool: Tool, handle: HandleFact, backend: Backend) -> Facts<'_> {
+        let settings = &app.settings;
+        Facts {
+            tool,
+            handle,
+            keyed: self.query.conversation.is_some(),
+            answer: self.answer.as_ref(),
+            unkeyed: Unkeyed {
+                policy: settings.unkeyed_policy,
+                window_ms: u64::try_from(settings.surface_window.as_millis()).unwrap_or(u64::MAX),
+                now_ms: self.now,
+            },
+            cap: settings.max_work_sessions,
+            backend,
+            selector: Selector {
+                principal: self.query.principal.clone(),
+                surface: self.query.surface.clone(),
+                conversation: self.query.conversation.clone(),
+                now_ms: self.now,
+            },
+        }
+    }
+}
+
+/// The work session a message without a request of its own belongs to (a cancellation, a GET
+/// stream), resolved as a project-scoped request would be (MCP session, conversation header,
+/// surface within its window), without recording anything: it is not activity.
+pub async fn resolve_passive(
+    app: &App,
+    caller: &Caller,
+    mcp: Option<McpQuery>,
+) -> Option<WorkSession> {
+    let looked = Looked {
+        query: Query {
+            principal: caller.principal.clone(),
+            surface: caller.surface(app, None),
+            mcp,
+            handle: None,
+            conversation: caller.header_conversation(),
+            settle_early: true,
+            record_when_settled: false,
+        },
+        answer: None,
+        now: now_ms(),
+    }
+    .run(app, "passive")
+    .await;
+    let facts = looked.facts(app, Tool::Scoped, HandleFact::Absent, backend_kind(caller));
+    match decide::decide(&facts) {
+        Decision::Forward(forward) => forward.bound,
+        _ => None,
+    }
 }
 
 /// Records the call in its work session (slides its idle TTL and deadline) without making the call

@@ -122,11 +122,14 @@ impl Caller {
                 call.meta_str(key)
                     .and_then(|id| broker::identity::conversation_key(source_of(key), id))
             })
-            .or_else(|| {
-                self.conversation_header
-                    .as_deref()
-                    .and_then(|s| broker::identity::conversation_key("header", s))
-            })
+            .or_else(|| self.header_conversation())
+    }
+
+    /// The conversation key of the configured header alone (for messages with no `_meta`).
+    pub fn header_conversation(&self) -> Option<ConversationKey> {
+        self.conversation_header
+            .as_deref()
+            .and_then(|s| broker::identity::conversation_key("header", s))
     }
 
     /// Headers for a request the broker sends on its own behalf to the backend.

@@ -123,7 +123,14 @@ async fn stream_or_delete(
         retry_on_404: !delete,
         target: None,
     };
-    forward(app, out).await
+    let response = forward(app, out).await?;
+    if delete || !response.status().is_success() {
+        return Ok(response);
+    }
+    Ok(
+        crate::message_routing::notifications::with_work_session(app, parts, &caller, response)
+            .await,
+    )
 }
 
 async fn post(
@@ -293,7 +300,7 @@ pub async fn pass_through(
         // this one has nowhere to go, and is acknowledged without a store read.
         return Ok(empty(StatusCode::ACCEPTED));
     }
-    if let Body::Single(message) = &mut parsed
+    if let Body::Single(message) = &parsed
         && let Some(sent) = crate::message_routing::cancel(app, parts, caller, message).await
     {
         return sent; // a cancellation of a request running on this replica: sent where it runs

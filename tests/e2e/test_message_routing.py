@@ -526,3 +526,42 @@ async def test_three_replicas_round_robin_tools_that_ask_with_one_restarted(back
         assert brokers[1].process.starts == 2
     finally:
         balancer.close()
+
+
+# ------------------------------------------------------------ what a work backend session sends alone
+
+
+@pytest.mark.parametrize("redis", STORES)
+async def test_what_a_work_backend_session_sends_outside_a_call_reaches_its_clients(make_stack, redis: bool) -> None:
+    """A log message a bound tool sends outside its call (on the backend session's GET stream, tied to
+    no request) comes from the work backend session, which no client holds a GET stream on: it reaches
+    the GET stream of a client of that work session, and not another credential's client."""
+    stack = make_stack(redis=redis)
+    token, stranger = "e2e-token-listener", "e2e-token-stranger"
+    assert_selected(await reconnecting_reply(stack.url, token, "claude-code", SELECT, {"name": "atlas"}), "atlas")
+    assert_selected(await reconnecting_reply(stack.url, stranger, "claude-code", SELECT, {"name": "zephyr"}), "zephyr")
+    heard: dict[str, list[str]] = {token: [], stranger: []}
+
+    @asynccontextmanager
+    async def listening(who: str):
+        async def log(params: types.LoggingMessageNotificationParams) -> None:
+            heard[who].append(str(params.data))
+
+        http = httpx.AsyncClient(headers={"Authorization": f"Bearer {who}"}, timeout=httpx.Timeout(30.0, read=60.0))
+        async with http, streamable_http_client(stack.url, http_client=http) as (read, write, _):
+            info = types.Implementation(name="claude-code", version="1.0")
+            async with ClientSession(read, write, client_info=info, logging_callback=log) as session:
+                with anyio.fail_after(30):
+                    await session.initialize()
+                yield session
+
+    async with listening(token), listening(stranger):
+        await anyio.sleep(1.0)  # their GET streams are open
+        said = await reconnecting_reply(stack.url, token, "claude-code", "announce", {"text": "hello-from-the-work-session"})
+        assert not said.is_error and "project=atlas header=atlas" in said.text, said.text
+        with anyio.fail_after(10):
+            while not heard[token]:
+                await anyio.sleep(0.1)
+        await anyio.sleep(0.5)
+    assert heard[token] == ["atlas: hello-from-the-work-session"], heard
+    assert heard[stranger] == [], heard

@@ -36,6 +36,7 @@ BACKEND_TOOLS = {
     "wait",
     "confirm_lock",
     "summarize",
+    "announce",
 }
 
 

@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use super::{Target, answer_target};
 use crate::app::App;
 use crate::body::ProxyBody;
-use crate::call::Outcome;
 use crate::caller::Caller;
 use crate::errors::ProxyError;
 use crate::forward::{Outbound, forward};
@@ -89,7 +88,7 @@ pub async fn cancel(
     app: &Arc<App>,
     parts: &Parts,
     caller: &Caller,
-    message: &mut Message,
+    message: &Message,
 ) -> Option<Result<Response<ProxyBody>, ProxyError>> {
     let value = Value::Object(message.value.clone());
     let requested = rpc_ids::cancelled_request_id(&value)?;
@@ -116,8 +115,7 @@ pub async fn cancel(
         return Some(forward(app, send(running.backend)).await);
     }
     let query = crate::mcp_path::mcp_query(app, claims);
-    if let Ok(Outcome::Forward(plan)) = crate::call::plan(app, caller, message, Some(query)).await
-        && let Some(work) = plan.bound()
+    if let Some(work) = crate::call::resolve_passive(app, caller, Some(query)).await
         && let Some(backend) = work.backends.get(&app.upstream_id, &work.project)
     {
         match forward(app, send(backend.clone())).await {

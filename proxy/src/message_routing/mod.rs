@@ -30,6 +30,7 @@ use crate::caller::Caller;
 
 mod answers;
 pub mod courier;
+pub mod notifications;
 pub mod rounds;
 pub mod streams;
 
