@@ -57,6 +57,31 @@ pub struct Outbound<'a> {
     pub target: Option<BackendSessionId>,
 }
 
+impl<'a> Outbound<'a> {
+    /// A message for exactly `target` (an answer to a server request, a cancellation), unbound,
+    /// not retried on 404.
+    pub fn to_target(
+        parts: &'a Parts,
+        caller: &'a Caller,
+        body: Bytes,
+        target: BackendSessionId,
+    ) -> Self {
+        Self {
+            parts,
+            caller,
+            body,
+            bound: None,
+            via: None,
+            route: Route::Own,
+            mcp: McpState::default(),
+            watch: Watch::default(),
+            call_id: None,
+            retry_on_404: false,
+            target: Some(target),
+        }
+    }
+}
+
 /// Forwards and relays the answer.
 pub async fn forward(
     app: &Arc<App>,

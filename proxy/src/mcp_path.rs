@@ -354,7 +354,7 @@ fn not_opened_yet(caller: &Caller, state: &McpState) -> bool {
     caller.session.as_ref().is_some_and(|c| c.lz) && state.backend_override.is_none()
 }
 
-fn empty(status: StatusCode) -> Response<ProxyBody> {
+pub(crate) fn empty(status: StatusCode) -> Response<ProxyBody> {
     let mut response = Response::new(crate::body::full(Bytes::new()));
     *response.status_mut() = status;
     response

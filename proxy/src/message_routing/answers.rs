@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use broker::decide::Route;
 use broker::ids::BackendSessionId;
 use broker::jsonrpc::{Message, RequestId};
 use broker::rpc_ids;
-use broker::store::McpState;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -21,7 +19,6 @@ use crate::caller::Caller;
 use crate::errors::ProxyError;
 use crate::forward::{Outbound, forward};
 use crate::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
-use crate::relay::Watch;
 
 /// A legacy client's single response: when its id is one the broker sealed, it is delivered to the
 /// backend session that asked (`None`: not sealed, it goes where it went before). A forged id, or
@@ -53,20 +50,7 @@ pub async fn answer(
             return Some(Err(error.into()));
         }
     };
-    let out = Outbound {
-        parts,
-        caller,
-        body,
-        bound: None,
-        via: None,
-        route: Route::Own,
-        mcp: McpState::default(),
-        watch: Watch::default(),
-        call_id: None,
-        retry_on_404: false,
-        target: Some(backend),
-    };
-    let forwarded = forward(app, out).await;
+    let forwarded = forward(app, Outbound::to_target(parts, caller, body, backend)).await;
     Some(match forwarded {
         Ok(response) if response.status() == StatusCode::NOT_FOUND => {
             tracing::warn!(
@@ -94,19 +78,7 @@ pub async fn cancel(
     let requested = rpc_ids::cancelled_request_id(&value)?;
     let claims = caller.session.as_ref()?;
     let body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
-    let send = |target: BackendSessionId| Outbound {
-        parts,
-        caller,
-        body: body.clone(),
-        bound: None,
-        via: None,
-        route: Route::Own,
-        mcp: McpState::default(),
-        watch: Watch::default(),
-        call_id: None,
-        retry_on_404: false,
-        target: Some(target),
-    };
+    let send = |target: BackendSessionId| Outbound::to_target(parts, caller, body.clone(), target);
     if let Some(running) = app
         .in_flight
         .find(&caller.principal, &claims.sid, &requested)
@@ -131,9 +103,7 @@ pub async fn cancel(
 }
 
 fn accepted() -> Response<ProxyBody> {
-    let mut response = Response::new(crate::body::full(Bytes::new()));
-    *response.status_mut() = StatusCode::ACCEPTED;
-    response
+    crate::mcp_path::empty(StatusCode::ACCEPTED)
 }
 
 /// The hook run when a client closes a reply stream before every request on it was answered: the

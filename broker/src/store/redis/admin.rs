@@ -46,7 +46,17 @@ pub(super) async fn set_backend_session(
         .keys(principal)
         .backend_session(session, &backend.upstream);
     let value = backend.session.to_string();
-    let ttl = RedisStore::ms(store.lifetimes.idle);
+    set_px(store, key, value, store.lifetimes.idle).await
+}
+
+/// `SET key value PX ttl`.
+async fn set_px(
+    store: &RedisStore,
+    key: String,
+    value: String,
+    ttl: std::time::Duration,
+) -> Result<(), StoreError> {
+    let ttl = RedisStore::ms(ttl);
     store
         .run(|mut connection| async move {
             redis::cmd("SET")
@@ -69,19 +79,7 @@ pub(super) async fn put_parked(
     ttl: std::time::Duration,
 ) -> Result<(), StoreError> {
     let key = store.keys(principal).parked(key);
-    let value = value.to_owned();
-    let ttl = RedisStore::ms(ttl);
-    store
-        .run(|mut connection| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl)
-                .query_async::<()>(&mut connection)
-                .await
-        })
-        .await
+    set_px(store, key, value.to_owned(), ttl).await
 }
 
 /// `GETDEL`: what a parked call left, taken once.
