@@ -318,11 +318,12 @@ async def run_client(kind: str, scenario: dict) -> list[ToolReply]:
 
 
 @pytest.mark.parametrize("kind", CLIENTS)
-async def test_official_clients_answer_a_bound_tool_that_elicits_and_samples(make_stack, kind: str) -> None:
+@pytest.mark.parametrize("redis", STORES)
+async def test_official_clients_answer_a_bound_tool_that_elicits_and_samples(make_stack, redis: bool, kind: str) -> None:
     """The official SDK clients' elicitation and sampling callbacks, on a fresh MCP session after the
     select (made by another client of the same UI): the bound tool's requests reach the client, its
     answers the work backend session that asked, and both calls complete on the project."""
-    stack = make_stack(redis=True)
+    stack = make_stack(redis=redis)
     token = f"e2e-token-official-{kind}"
     assert_selected(await reconnecting_reply(stack.url, token, "claude-code", SELECT, {"name": "atlas"}), "atlas")
     stack.backend.clear_audit()
