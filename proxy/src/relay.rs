@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::body::{self, ProxyBody};
 use crate::headers;
-use crate::message_routing::rounds::{Park, Questions};
+use crate::message_routing::rounds::{PARKED_TTL, Park, Questions};
 use crate::message_routing::{IdMap, SealFor};
 use crate::metrics::{Metrics, Refusal, StoreOp};
 use crate::upstream::content_type_is;
@@ -313,16 +313,36 @@ fn park_on_request(watch: &mut Watch, event: &sse::Event) -> Option<(Bytes, Park
     Some((event.to_bytes(), park))
 }
 
-/// Reads the rest of a parked call's stream into rounds for the client's retries.
-async fn park_rest(mut incoming: Incoming, mut parser: sse::Parser, mut watch: Watch, park: Park) {
+/// Reads the rest of a parked call's stream into rounds for the client's retries, for at most
+/// [`PARKED_TTL`]: a call whose client never comes back is then cancelled at the backend.
+async fn park_rest(incoming: Incoming, parser: sse::Parser, mut watch: Watch, park: Park) {
     tracing::info!("the backend asked a modern client something: the call is parked for its retry");
+    let read = read_parked(incoming, parser, &watch, &park);
+    match tokio::time::timeout(PARKED_TTL, read).await {
+        Ok(true) => watch.ids = IdMap::default(), // answered: nothing to cancel
+        Ok(false) => park.ended().await,
+        Err(_) => {
+            tracing::info!("a parked call's client never came back: cancelled at the backend");
+            watch.abandoned();
+            park.ended().await;
+        }
+    }
+}
+
+/// Whether the call's response came (else the stream ended first).
+async fn read_parked(
+    mut incoming: Incoming,
+    mut parser: sse::Parser,
+    watch: &Watch,
+    park: &Park,
+) -> bool {
     loop {
         let blocks = match incoming.frame().await {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => parser.push(&data).unwrap_or_default(),
                 Err(_) => continue,
             },
-            Some(Err(_)) | None => break,
+            Some(Err(_)) | None => return false,
         };
         for block in blocks {
             let Some(event) = block.event else { continue };
@@ -333,12 +353,10 @@ async fn park_rest(mut incoming: Incoming, mut parser: sse::Parser, mut watch: W
                 seal.seal(&mut value);
             }
             if park.message(&value).await {
-                watch.ids = IdMap::default();
-                return;
+                return true;
             }
         }
     }
-    park.ended().await;
 }
 
 async fn rewrite_event(watch: &mut Watch, mut event: sse::Event) -> Option<Bytes> {
@@ -378,7 +396,8 @@ async fn relay_questions(incoming: Incoming, mut watch: Watch, tx: Sender) {
                     tx.send(Ok(message_event(&bytes))).await.is_ok()
                 }
             };
-            value = match questions.round(&value, send).await {
+            let gone = || tx.is_closed();
+            value = match questions.round(&value, send, gone).await {
                 Ok(next) => next,
                 Err(failed) => failed,
             };

@@ -21,8 +21,11 @@ use super::rounds::PARKED_TTL;
 use crate::app::App;
 use crate::errors::ProxyError;
 
-/// How often a watcher looks for an answer left by another replica.
-const POLL: Duration = Duration::from_millis(100);
+/// How often a watcher first looks for an answer left by another replica, doubling up to
+/// [`POLL_MAX`] (answers come within a second or two when a model or a quick user answers; a
+/// watcher whose answer went straight to the backend costs little while it waits).
+const POLL: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_secs(1);
 
 /// The store slot of the answer to a sealed server-request id.
 pub fn slot(sealed: &RequestId) -> String {
@@ -69,8 +72,10 @@ impl Courier {
         let slot = slot(sealed);
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
+            let mut poll = POLL;
             while started.elapsed() < PARKED_TTL && courier.alive.upgrade().is_some() {
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(poll).await;
+                poll = (poll * 2).min(POLL_MAX);
                 let taken = courier.app.store.take_parked(&principal, &slot).await;
                 let Ok(Some(text)) = taken else { continue };
                 let Ok(answer) = serde_json::from_str(&text) else {

@@ -226,7 +226,12 @@ impl Questions {
     /// Asks the client every request of an `input_required` reply (sealed ids, sent with `send`),
     /// waits for its answers (left in the store by whichever replica receives them), and retries
     /// the call. Returns the backend's next reply, or an error reply for the client.
-    pub async fn round<F, Fut>(&mut self, reply: &Value, send: F) -> Result<Value, Value>
+    pub async fn round<F, Fut>(
+        &mut self,
+        reply: &Value,
+        send: F,
+        gone: impl Fn() -> bool,
+    ) -> Result<Value, Value>
     where
         F: Fn(Value) -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -284,6 +289,9 @@ impl Questions {
                 return Err(fail(
                     "the client did not answer the server's questions in time",
                 ));
+            }
+            if gone() {
+                return Err(fail("the client went away")); // nobody reads it: the caller drops it
             }
             tokio::time::sleep(POLL).await;
         }
