@@ -183,16 +183,19 @@ impl Store for MemoryStore {
             if starts && cap > 0 && maps.live_count(&keys, now) >= cap {
                 return Err(StoreError::TooMany(cap));
             }
+            // It merges into what calls recorded since its copy was read, as bind.lua does
+            // (store::hash::bind_fields): their calls and backend sessions, the creation time.
             let mut stored = session.clone();
-            stored.calls += 1;
-            // Like Redis's HSET, a bind keeps the backend sessions recorded meanwhile.
-            if let Some(existing) = maps.sessions.get(&keys.work_session(&session.id)) {
-                for (field, backend) in existing.value.backends.fields() {
-                    if stored.backends.get_field(field).is_none() {
-                        stored
-                            .backends
-                            .insert_field(field.to_owned(), backend.clone());
-                    }
+            stored.calls = 1;
+            if let Some(existing) = maps.sessions.get(&key) {
+                let existing = &existing.value;
+                stored.calls = existing.calls + 1;
+                stored.created_ms = existing.created_ms;
+                stored.last_active_ms = stored.last_active_ms.max(existing.last_active_ms);
+                for (field, backend) in existing.backends.fields() {
+                    stored
+                        .backends
+                        .insert_field(field.to_owned(), backend.clone());
                 }
             }
             maps.by_principal

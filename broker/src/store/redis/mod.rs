@@ -260,7 +260,9 @@ impl Store for RedisStore {
                 &session.id,
             ))
             .arg(self.max_work_sessions);
-        for (field, value) in hash::to_fields(session) {
+        let (set, keep) = hash::bind_fields(session);
+        invocation.arg(set.len());
+        for (field, value) in set.into_iter().chain(keep) {
             invocation.arg(field).arg(value);
         }
         let bound: i64 = self

@@ -1,0 +1,108 @@
+//! The store contract's cases about a bind that lands on a work session others changed meanwhile: a
+//! select that continues a work session binds the copy its lookup read, while calls of the same work
+//! session keep touching it (and recording backend sessions) on any replica.
+
+use broker::ids::{BackendSessionId, McpSessionId, Project};
+use broker::session::Links;
+use broker::store::{BackendRef, Query, Store};
+
+use crate::cases::{linking, principal, query, upstream, work};
+
+fn by_handle(session: &broker::session::WorkSession) -> Query {
+    let mut q = query(&session.principal, session.surface.as_str());
+    q.handle = Some(session.id.clone());
+    q
+}
+
+/// A bind merges into what the store holds: the calls counted by touches that ran after its copy
+/// was read stay counted (it adds its own), the creation time stays, and a backend session
+/// recorded meanwhile is not replaced by the copy's older one.
+pub async fn a_bind_keeps_what_calls_recorded_meanwhile(store: &dyn Store) {
+    let p = principal(70);
+    let links = linking(&McpSessionId::random(), None);
+    let session = work(&p, "claude-ai", "atlas", 1000);
+    store.bind(&session, &links).await.expect("bind");
+    let older = BackendRef {
+        upstream: upstream(),
+        session: BackendSessionId::parse("backend-older").expect("bs"),
+    };
+    assert!(
+        store
+            .set_work_backend(&session, &older)
+            .await
+            .expect("record")
+    );
+
+    // The select's lookup reads the work session: one call, the older backend session.
+    let mut copy = store
+        .lookup(&by_handle(&session))
+        .await
+        .expect("lookup")
+        .found
+        .handle
+        .expect("live");
+    assert_eq!(copy.calls, 1);
+    let atlas = Project::parse("atlas").expect("p");
+
+    // Meanwhile: three calls touch it, and one re-opened its backend session (the older one was
+    // forgotten by the backend) and recorded the newer one.
+    for now in [2000, 2001, 2002] {
+        assert!(
+            store
+                .touch(&session, &Links::default(), now)
+                .await
+                .expect("touch")
+        );
+    }
+    let newer = BackendRef {
+        upstream: upstream(),
+        session: BackendSessionId::parse("backend-newer").expect("bs"),
+    };
+    assert!(
+        store
+            .set_work_backend(&session, &newer)
+            .await
+            .expect("record")
+    );
+
+    // Then the select binds its copy (a stale count, a made-up creation time).
+    copy.created_ms = 999_999;
+    store.bind(&copy, &links).await.expect("bind the copy");
+    let found = store
+        .lookup(&by_handle(&session))
+        .await
+        .expect("lookup")
+        .found
+        .handle
+        .expect("live");
+    assert_eq!(
+        found.calls,
+        1 + 3 + 1,
+        "the touches' calls and the bind's own"
+    );
+    assert_eq!(found.created_ms, session.created_ms);
+    assert_eq!(
+        found.backends.get(&upstream(), &atlas),
+        Some(&newer.session)
+    );
+    assert_eq!(found.project, atlas);
+
+    // A first bind still starts from one call, with its own backend session.
+    let mut fresh = work(&p, "claude-ai", "zephyr", 3000);
+    let zephyr = Project::parse("zephyr").expect("p");
+    let own = BackendSessionId::parse("backend-of-the-select").expect("bs");
+    fresh.backends.insert_field(
+        broker::session::BackendSessions::field(&upstream(), &zephyr),
+        own.clone(),
+    );
+    store.bind(&fresh, &links).await.expect("bind");
+    let found = store
+        .lookup(&by_handle(&fresh))
+        .await
+        .expect("lookup")
+        .found
+        .handle
+        .expect("live");
+    assert_eq!((found.calls, found.created_ms), (1, 3000));
+    assert_eq!(found.backends.get(&upstream(), &zephyr), Some(&own));
+}
