@@ -209,7 +209,7 @@ mod tests {
         let openings = Openings::default();
         let cancelled = tokio::time::timeout(
             SHORT,
-            openings.once("k", None, || pending::<Result<BackendSessionId, ()>>()),
+            openings.once("k", None, pending::<Result<BackendSessionId, ()>>),
         )
         .await;
         assert!(cancelled.is_err(), "the opener never finishes");
@@ -227,7 +227,7 @@ mod tests {
             let openings = openings.clone();
             async move {
                 openings
-                    .once("k", None, || pending::<Result<BackendSessionId, ()>>())
+                    .once("k", None, pending::<Result<BackendSessionId, ()>>)
                     .await
             }
         });

@@ -6,6 +6,9 @@ use super::StoreError;
 use crate::ids::{BackendSessionId, ConversationKey, PrincipalId, Project, Surface, WorkSessionId};
 use crate::session::{BackendSessions, WorkSession};
 
+/// Field/value pairs of a work session's hash.
+pub type Fields = Vec<(String, String)>;
+
 /// What a bind writes into a work session's hash that may already hold one, as (fields it sets,
 /// fields it sets only where absent). A bind carries the copy its select's lookup read, and calls
 /// of the same work session go on meanwhile, so it merges:
@@ -14,7 +17,7 @@ use crate::session::{BackendSessions, WorkSession};
 ///   is newer than the copy's, and any recorded one was opened for that project);
 /// - it never writes the last activity or the call count: the store stamps the one and adds its
 ///   call to the other, so touches that ran since the copy was read stay counted.
-pub fn bind_fields(session: &WorkSession) -> (Vec<(String, String)>, Vec<(String, String)>) {
+pub fn bind_fields(session: &WorkSession) -> (Fields, Fields) {
     let mut set = vec![
         ("id".to_owned(), session.id.to_string()),
         ("p".to_owned(), session.principal.to_string()),
