@@ -182,6 +182,20 @@ pub trait Store: Send + Sync + 'static {
         session: &WorkSession,
         links: &Links,
         now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.touch_calls(session, links, now_ms, 1).await
+    }
+
+    /// [`Store::touch`] for `calls` calls with the same links at once, in one round trip: what
+    /// `calls` touches would record (the call count and, for links that only count the MCP
+    /// session, the MCP-session count grow by `calls`). How the proxy coalesces the touches of one
+    /// work session that queue up while the store is slow.
+    async fn touch_calls(
+        &self,
+        session: &WorkSession,
+        links: &Links,
+        now_ms: u64,
+        calls: u64,
     ) -> Result<bool, StoreError>;
 
     /// Creates or updates a work session after a successful select, with its links.

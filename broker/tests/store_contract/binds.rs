@@ -1,6 +1,7 @@
-//! The store contract's cases about a bind that lands on a work session others changed meanwhile: a
-//! select that continues a work session binds the copy its lookup read, while calls of the same work
-//! session keep touching it (and recording backend sessions) on any replica.
+//! The store contract's cases about counting calls when they come together: a bind that lands on a
+//! work session others changed meanwhile (a select that continues a work session binds the copy its
+//! lookup read, while calls of the same work session keep touching it and recording backend
+//! sessions, on any replica), and touches coalesced into one.
 
 use broker::ids::{BackendSessionId, McpSessionId, Project};
 use broker::session::Links;
@@ -105,4 +106,44 @@ pub async fn a_bind_keeps_what_calls_recorded_meanwhile(store: &dyn Store) {
         .expect("live");
     assert_eq!((found.calls, found.created_ms), (1, 3000));
     assert_eq!(found.backends.get(&upstream(), &zephyr), Some(&own));
+}
+
+/// A touch of several calls at once (the proxy coalesces the touches of one work session that queue
+/// up while the store is slow) records what that many touches would.
+pub async fn a_coalesced_touch_counts_every_call(store: &dyn Store) {
+    let p = principal(71);
+    let session = work(&p, "claude-ai", "atlas", 1000);
+    let mcp = McpSessionId::random();
+    store.bind(&session, &Links::default()).await.expect("bind");
+    let counted = Links {
+        count_only: true,
+        ..linking(&mcp, None)
+    };
+    assert!(
+        store
+            .touch_calls(&session, &counted, 2000, 7)
+            .await
+            .expect("touch")
+    );
+    assert!(store.touch(&session, &counted, 2001).await.expect("touch"));
+    let status = store
+        .work_session(&p, &session.id)
+        .await
+        .expect("status")
+        .expect("exists");
+    assert_eq!(status.session.calls, 1 + 7 + 1);
+    assert_eq!(
+        status.mcp_sessions,
+        7 + 1,
+        "each call's MCP session counted"
+    );
+
+    // Nothing is recorded for a work session that ended.
+    let gone = work(&p, "claude-ai", "zephyr", 1000);
+    assert!(
+        !store
+            .touch_calls(&gone, &counted, 2002, 3)
+            .await
+            .expect("touch")
+    );
 }

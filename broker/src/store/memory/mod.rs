@@ -144,11 +144,12 @@ impl Store for MemoryStore {
         self.with(|maps, now| maps.mcp_state(&keys, mcp, now))
     }
 
-    async fn touch(
+    async fn touch_calls(
         &self,
         session: &WorkSession,
         links: &Links,
         now_ms: u64,
+        calls: u64,
     ) -> Result<bool, StoreError> {
         let keys = Keys::new(PREFIX, &session.principal);
         let ttl = self.lifetimes.idle;
@@ -161,10 +162,10 @@ impl Store for MemoryStore {
                 return false;
             };
             entry.value.last_active_ms = now_ms;
-            entry.value.calls += 1;
+            entry.value.calls += calls;
             entry.expires = now + ttl;
             let current = entry.value.clone();
-            maps.refresh(&keys, &current, links, ttl, now);
+            maps.refresh(&keys, &current, links, ttl, now, calls);
             true
         })
     }
@@ -209,7 +210,7 @@ impl Store for MemoryStore {
                     expires: now + lifetimes.idle,
                 },
             );
-            maps.refresh(&keys, session, links, lifetimes.idle, now);
+            maps.refresh(&keys, session, links, lifetimes.idle, now, 1);
             maps.zadd(
                 keys.recent(),
                 session.project.to_string(),
