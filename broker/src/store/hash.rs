@@ -12,9 +12,10 @@ pub type Fields = Vec<(String, String)>;
 /// What a bind writes into a work session's hash that may already hold one, as (fields it sets,
 /// fields it sets only where absent). A bind carries the copy its select's lookup read, and calls
 /// of the same work session go on meanwhile, so it merges:
-/// - it sets what the select decides: id, principal, surface, project, conversation;
-/// - it keeps the creation time and the backend sessions the hash holds (one recorded meanwhile
-///   is newer than the copy's, and any recorded one was opened for that project);
+/// - it sets what the select decides: id, principal, surface, project, conversation, and the
+///   backend sessions it carries (the proxy sends only the one the select just ran on);
+/// - it keeps the creation time, and every backend session it does not carry (one a call recorded
+///   meanwhile is newer than the copy's);
 /// - it never writes the last activity or the call count: the store stamps the one and adds its
 ///   call to the other, so touches that ran since the copy was read stay counted.
 pub fn bind_fields(session: &WorkSession) -> (Fields, Fields) {
@@ -27,10 +28,10 @@ pub fn bind_fields(session: &WorkSession) -> (Fields, Fields) {
     if let Some(conversation) = &session.conversation {
         set.push(("cv".to_owned(), conversation.to_string()));
     }
-    let mut keep = vec![("cr".to_owned(), session.created_ms.to_string())];
     for (field, backend) in session.backends.fields() {
-        keep.push((field.to_owned(), backend.to_string()));
+        set.push((field.to_owned(), backend.to_string()));
     }
+    let keep = vec![("cr".to_owned(), session.created_ms.to_string())];
     (set, keep)
 }
 

@@ -200,6 +200,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates or updates a work session after a successful select, with its links.
     ///
+    /// `session` may be a copy read before calls of the same work session changed it: the bind
+    /// merges (`store::hash::bind_fields`). It sets the project, surface, conversation and the
+    /// backend sessions `session` carries (the one the select ran on); it keeps the creation time,
+    /// the other backend sessions and the call count, to which it adds its own call.
+    ///
     /// Enforces the store's cap on live work sessions per principal (`with_max_work_sessions`, 0: no
     /// limit) in the same atomic step: starting a work session that is not live now fails with
     /// [`StoreError::TooMany`] when the principal already has that many live ones, so no number of

@@ -16,8 +16,8 @@ fn by_handle(session: &broker::session::WorkSession) -> Query {
 }
 
 /// A bind merges into what the store holds: the calls counted by touches that ran after its copy
-/// was read stay counted (it adds its own), the creation time stays, and a backend session
-/// recorded meanwhile is not replaced by the copy's older one.
+/// was read stay counted (it adds its own), the creation time stays, a backend session recorded
+/// meanwhile stays, and the backend session the bind carries (the select's) is recorded.
 pub async fn a_bind_keeps_what_calls_recorded_meanwhile(store: &dyn Store) {
     let p = principal(70);
     let links = linking(&McpSessionId::random(), None);
@@ -66,8 +66,16 @@ pub async fn a_bind_keeps_what_calls_recorded_meanwhile(store: &dyn Store) {
             .expect("record")
     );
 
-    // Then the select binds its copy (a stale count, a made-up creation time).
+    // Then the select binds its copy (a stale count, a made-up creation time), carrying only the
+    // backend session it ran on, as the proxy does: here on another upstream.
     copy.created_ms = 999_999;
+    copy.backends = Default::default();
+    let elsewhere = broker::ids::UpstreamId::parse("ef".repeat(8)).expect("upstream");
+    let selected_on = BackendSessionId::parse("backend-of-the-select").expect("bs");
+    copy.backends.insert_field(
+        broker::session::BackendSessions::field(&elsewhere, &atlas),
+        selected_on.clone(),
+    );
     store.bind(&copy, &links).await.expect("bind the copy");
     let found = store
         .lookup(&by_handle(&session))
@@ -86,7 +94,29 @@ pub async fn a_bind_keeps_what_calls_recorded_meanwhile(store: &dyn Store) {
         found.backends.get(&upstream(), &atlas),
         Some(&newer.session)
     );
+    assert_eq!(found.backends.get(&elsewhere, &atlas), Some(&selected_on));
     assert_eq!(found.project, atlas);
+
+    // A select that ran on a fresh backend session (the recorded one was forgotten by the backend)
+    // records it in place of the recorded one.
+    let fresher = BackendSessionId::parse("backend-fresher").expect("bs");
+    let mut again = found.clone();
+    again.backends = Default::default();
+    again.backends.insert_field(
+        broker::session::BackendSessions::field(&upstream(), &atlas),
+        fresher.clone(),
+    );
+    store.bind(&again, &links).await.expect("bind again");
+    let found = store
+        .lookup(&by_handle(&session))
+        .await
+        .expect("lookup")
+        .found
+        .handle
+        .expect("live");
+    assert_eq!(found.backends.get(&upstream(), &atlas), Some(&fresher));
+    assert_eq!(found.backends.get(&elsewhere, &atlas), Some(&selected_on));
+    assert_eq!(found.calls, 1 + 3 + 1 + 1);
 
     // A first bind still starts from one call, with its own backend session.
     let mut fresh = work(&p, "claude-ai", "zephyr", 3000);

@@ -185,7 +185,8 @@ impl Store for MemoryStore {
                 return Err(StoreError::TooMany(cap));
             }
             // It merges into what calls recorded since its copy was read, as bind.lua does
-            // (store::hash::bind_fields): their calls and backend sessions, the creation time.
+            // (store::hash::bind_fields): their calls, the creation time, the backend sessions it
+            // does not carry itself.
             let mut stored = session.clone();
             stored.calls = 1;
             if let Some(existing) = maps.sessions.get(&key) {
@@ -193,7 +194,8 @@ impl Store for MemoryStore {
                 stored.calls = existing.calls + 1;
                 stored.created_ms = existing.created_ms;
                 stored.last_active_ms = stored.last_active_ms.max(existing.last_active_ms);
-                for (field, backend) in existing.backends.fields() {
+                stored.backends = existing.backends.clone();
+                for (field, backend) in session.backends.fields() {
                     stored
                         .backends
                         .insert_field(field.to_owned(), backend.clone());
