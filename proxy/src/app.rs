@@ -61,6 +61,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Backend sessions being opened for work sessions right now (one opening per work session).
     pub openings: crate::work_backend::Openings,
+    /// Calls being recorded in their work sessions off the reply path, bounded.
+    pub touches: crate::touches::Touches,
     /// Modern clients in front of a legacy or stateful backend.
     pub bridge: crate::bridge::Bridge,
     /// The backend's `initialize` results, answered again without asking it.
@@ -117,6 +119,7 @@ impl App {
             upstream_id: upstream_id(&settings),
             metrics: Metrics::new(),
             openings: Default::default(),
+            touches: Default::default(),
             bridge: Default::default(),
             initialize_cache: Default::default(),
             sealer: broker::rpc_ids::Sealer::new(&secret),

@@ -5,6 +5,12 @@
 //! revision?) and a legacy `initialize` (does it hand out session ids? what are its capabilities,
 //! server info and instructions?). The probe's own backend session is closed at once.
 //!
+//! No lock is held across the probe's round trips: the profile sits behind a plain mutex held only
+//! to copy it, and one probe at a time runs under a separate single-flight lock. A request that
+//! finds a fresh profile never waits; one that finds it expired while another request probes uses
+//! the expired one meanwhile; only a request with no profile at all (the first, or the first after
+//! the backend restarted) waits for the probe under way.
+//!
 //! A bridged request runs on legacy backend sessions opened with an `initialize` built from the
 //! request's `_meta`: bound calls on their work session's backend session (the same state model as
 //! legacy clients, [`crate::work_backend`]), everything else on one backend session per principal
@@ -13,6 +19,7 @@
 //! session of that principal, so whichever write wins is right.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -58,8 +65,19 @@ pub struct Bridged {
 /// The bridge's state in one broker process.
 #[derive(Default)]
 pub struct Bridge {
-    profile: tokio::sync::Mutex<Option<(Profile, Instant)>>,
+    profile: Mutex<Learned>,
+    /// Held by the one request probing the backend (single flight); never by readers.
+    probing: tokio::sync::Mutex<()>,
     own: Mutex<HashMap<PrincipalId, BackendSessionId>>,
+}
+
+/// The profile last learned, and how many times it was forgotten: a probe that started before a
+/// [`Bridge::forget_profile`] may have asked the backend before it restarted, so its result is not
+/// kept. Written only under [`Bridge::probing`] (a probe) or by a forget, which only clears it.
+#[derive(Default)]
+struct Learned {
+    profile: Option<(Profile, Instant)>,
+    forgotten: u64,
 }
 
 impl Profile {
@@ -72,25 +90,64 @@ impl Profile {
 impl Bridge {
     /// The backend's profile, learned on first use and again after [`PROFILE_TTL`].
     pub async fn profile(&self, app: &App) -> Result<Profile, BackendError> {
-        let mut cached = self.profile.lock().await;
-        if let Some((profile, at)) = cached.as_ref()
-            && at.elapsed() < PROFILE_TTL
-        {
-            return Ok(profile.clone());
+        self.profile_or_probe(|| probe(app)).await
+    }
+
+    async fn profile_or_probe<F, Fut>(&self, probe: F) -> Result<Profile, BackendError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Profile, BackendError>>,
+    {
+        let expired = match self.learned().0 {
+            Some((profile, true)) => return Ok(profile),
+            Some((profile, false)) => Some(profile),
+            None => None,
+        };
+        let probing = match (expired, self.probing.try_lock()) {
+            (_, Ok(probing)) => probing,
+            // Another request is learning it again: the expired profile is as good meanwhile.
+            (Some(profile), Err(_)) => return Ok(profile),
+            (None, Err(_)) => self.probing.lock().await,
+        };
+        // Learned by the request that probed while this one waited?
+        let (known, forgotten) = self.learned();
+        if let Some((profile, true)) = known {
+            return Ok(profile);
         }
-        let profile = probe(app).await?;
+        let profile = probe().await?;
         tracing::info!(
             modern = profile.eras.modern,
             stateful = profile.eras.stateful,
             "learned what the backend speaks"
         );
-        *cached = Some((profile.clone(), Instant::now()));
+        if let Ok(mut learned) = self.profile.lock()
+            && learned.forgotten == forgotten
+        {
+            learned.profile = Some((profile.clone(), Instant::now()));
+        }
+        drop(probing);
         Ok(profile)
     }
 
-    /// Forget the profile (the backend restarted): the next request learns it again.
+    /// The profile known now, and whether it is fresh; and the forget count.
+    fn learned(&self) -> (Option<(Profile, bool)>, u64) {
+        let Ok(learned) = self.profile.lock() else {
+            return (None, u64::MAX);
+        };
+        let known = learned
+            .profile
+            .as_ref()
+            .map(|(profile, at)| (profile.clone(), at.elapsed() < PROFILE_TTL));
+        (known, learned.forgotten)
+    }
+
+    /// Forget the profile (the backend restarted): the next request learns it again, and a probe
+    /// under way keeps its answer to itself.
     pub async fn forget_profile(&self) {
-        *self.profile.lock().await = None;
+        if let Ok(mut learned) = self.profile.lock() {
+            learned.profile = None;
+            learned.forgotten += 1;
+        }
     }
 
     /// The principal's bridged backend session, when one is open.
@@ -203,4 +260,140 @@ pub async fn open_own(
     let opened = backend::open(app, headers, &bridged.ini).await?;
     app.bridge.set_own_session(principal, &opened.session);
     Ok(opened.session)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn profile(modern: bool) -> Profile {
+        Profile {
+            eras: BackendEras {
+                modern,
+                stateful: true,
+            },
+            initialize: None,
+            discover: None,
+            legacy_version: LEGACY_VERSION.to_owned(),
+        }
+    }
+
+    /// A probe that answers `modern` once `gate` opens, counting its runs.
+    async fn slow_probe(
+        runs: &AtomicUsize,
+        gate: tokio::sync::oneshot::Receiver<()>,
+        modern: bool,
+    ) -> Result<Profile, BackendError> {
+        runs.fetch_add(1, Ordering::SeqCst);
+        let _ = gate.await;
+        Ok(profile(modern))
+    }
+
+    async fn never() -> Result<Profile, BackendError> {
+        std::future::pending().await
+    }
+
+    fn age(bridge: &Bridge) {
+        if let Ok(mut learned) = bridge.profile.lock()
+            && let Some((_, at)) = learned.profile.as_mut()
+            && let Some(old) = at.checked_sub(PROFILE_TTL + Duration::from_secs(1))
+        {
+            *at = old;
+        }
+    }
+
+    const PROMPTLY: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn a_slow_probe_stalls_no_request_that_has_a_profile() {
+        let bridge = Arc::new(Bridge::default());
+        let first = bridge.profile_or_probe(|| async { Ok(profile(false)) });
+        assert!(!first.await.expect("learned").eras.modern);
+
+        // Fresh: answered without probing.
+        let fresh = tokio::time::timeout(PROMPTLY, bridge.profile_or_probe(never)).await;
+        assert!(!fresh.expect("not stalled").expect("profile").eras.modern);
+
+        // Expired: one request probes (slowly); the others get the expired profile meanwhile.
+        age(&bridge);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (open, gate) = tokio::sync::oneshot::channel();
+        let refresh = tokio::spawn({
+            let (bridge, runs) = (bridge.clone(), runs.clone());
+            async move {
+                bridge
+                    .profile_or_probe(|| slow_probe(&runs, gate, true))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the refresh is probing");
+        for _ in 0..3 {
+            let during = tokio::time::timeout(PROMPTLY, bridge.profile_or_probe(never)).await;
+            assert!(!during.expect("not stalled").expect("profile").eras.modern);
+        }
+        let _ = open.send(());
+        let refreshed = refresh.await.expect("task").expect("profile");
+        assert!(refreshed.eras.modern);
+        let after = tokio::time::timeout(PROMPTLY, bridge.profile_or_probe(never)).await;
+        assert!(after.expect("not stalled").expect("profile").eras.modern);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn with_no_profile_one_probe_runs_and_the_others_wait_for_it() {
+        let bridge = Arc::new(Bridge::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (open, gate) = tokio::sync::oneshot::channel();
+        let prober = tokio::spawn({
+            let (bridge, runs) = (bridge.clone(), runs.clone());
+            async move {
+                bridge
+                    .profile_or_probe(|| slow_probe(&runs, gate, true))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let bridge = bridge.clone();
+                tokio::spawn(async move { bridge.profile_or_probe(never).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "nothing to answer yet"
+        );
+        let _ = open.send(());
+        assert!(prober.await.expect("task").expect("profile").eras.modern);
+        for waiter in waiters {
+            assert!(waiter.await.expect("task").expect("profile").eras.modern);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "one probe for all of them");
+    }
+
+    #[tokio::test]
+    async fn a_probe_under_way_when_the_profile_is_forgotten_is_not_kept() {
+        let bridge = Arc::new(Bridge::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (open, gate) = tokio::sync::oneshot::channel();
+        let prober = tokio::spawn({
+            let (bridge, runs) = (bridge.clone(), runs.clone());
+            async move {
+                bridge
+                    .profile_or_probe(|| slow_probe(&runs, gate, false))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        bridge.forget_profile().await; // the backend restarted while it probed
+        let _ = open.send(());
+        assert!(prober.await.expect("task").is_ok());
+        let next = bridge.profile_or_probe(|| async { Ok(profile(true)) });
+        assert!(next.await.expect("learned again").eras.modern);
+    }
 }

@@ -16,8 +16,8 @@ use broker::session::{Links, WorkSession};
 use broker::store::{McpQuery, McpState, Query};
 use broker::tokens::{HANDLE_AUDIENCE, HandleClaims};
 use serde_json::Value;
+use tracing::Span;
 use tracing::field::display;
-use tracing::{Instrument, Span};
 
 use crate::app::{App, TOKEN_LIFETIME, now_ms};
 use crate::caller::Caller;
@@ -287,21 +287,11 @@ pub async fn resolve_passive(
 
 /// Records the call in its work session (slides its idle TTL and deadline) without making the call
 /// wait for it: the lookup just found the work session live, so the call goes on; a touch that finds
-/// it ended meanwhile (finalized in that instant) writes nothing and never revives it.
+/// it ended meanwhile (finalized in that instant) writes nothing and never revives it. Bounded, and
+/// coalesced per work session while the store is slow ([`crate::touches`]).
 fn touch_off_the_reply_path(app: &Arc<App>, session: WorkSession, links: Links, now: u64) {
-    let app = app.clone();
-    let span = Span::current();
-    tokio::spawn(
-        async move {
-            let touch = app.store.touch(&session, &links, now);
-            match app.metrics.store(StoreOp::Touch, touch).await {
-                Ok(true) => {}
-                Ok(false) => tracing::info!(work_session = %session.id, "the work session ended while its call ran"),
-                Err(error) => tracing::warn!(%error, "store unavailable on touch: the call ran, its work session was not refreshed"),
-            }
-        }
-        .instrument(span),
-    );
+    app.touches
+        .touch(&app.store, &app.metrics, session, links, now);
 }
 
 /// Whether calls of this client run on backend sessions: not when the backend's `initialize`

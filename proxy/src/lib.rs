@@ -50,6 +50,7 @@ pub mod relay;
 pub mod routes;
 pub mod server;
 pub mod settings;
+pub mod touches;
 pub mod upstream;
 pub mod work_backend;
 

@@ -147,6 +147,9 @@ impl SelectWatch {
             tracing::info!(project = %self.plan.project, "select call failed at the backend: nothing bound");
             return false;
         }
+        // The bind carries only the backend session this select ran on: the plan's others are a
+        // copy that calls may have replaced since; the store keeps what it holds for them.
+        self.plan.backends = BackendSessions::default();
         if let Some(backend) = &self.backend {
             let field = BackendSessions::field(&backend.upstream, &self.plan.project);
             self.plan

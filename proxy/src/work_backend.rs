@@ -36,9 +36,39 @@ pub enum Error {
 type Slot = Arc<tokio::sync::Mutex<Option<BackendSessionId>>>;
 
 /// Backend sessions being opened right now, by work session and field: who opens one, and what
-/// the callers waiting for it get. An entry lives only while its opening runs.
+/// the callers waiting for it get. An entry lives while a caller holds it ([`Hold`]): the opener,
+/// and the callers that came while it opened.
 #[derive(Default)]
 pub struct Openings(Mutex<HashMap<String, Slot>>);
+
+/// One caller's hold on a key's slot. Dropped however the caller ends (it returned, failed, or was
+/// cancelled mid-open because its client went away), the last holder removes the entry, so no
+/// slot outlives its callers.
+///
+/// Why no caller can be left without the entry it joined: [`Openings::slot`] clones the slot under
+/// the map's lock and the drop checks the count under the same lock, so a caller joins either
+/// before the check (the count says so, the entry stays) or after the removal (it makes a new one).
+struct Hold<'a> {
+    openings: &'a Openings,
+    key: &'a str,
+    slot: Slot,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        let Ok(mut map) = self.openings.0.lock() else {
+            return;
+        };
+        // Two: the map's and this hold's.
+        if map
+            .get(self.key)
+            .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
+            && Arc::strong_count(&self.slot) == 2
+        {
+            map.remove(self.key);
+        }
+    }
+}
 
 impl Openings {
     fn slot(&self, key: &str) -> Option<Slot> {
@@ -46,15 +76,9 @@ impl Openings {
         Some(map.entry(key.to_owned()).or_default().clone())
     }
 
-    fn release(&self, key: &str) {
-        if let Ok(mut map) = self.0.lock() {
-            map.remove(key);
-        }
-    }
-
     /// Runs `open` once for concurrent callers with the same `key`: the first opens, the ones
     /// waiting meanwhile get its session (unless it is `stale`, the one that just failed), and if it
-    /// failed they try themselves.
+    /// failed (or its caller went away) the next one tries itself.
     pub(crate) async fn once<E, F, Fut>(
         &self,
         key: &str,
@@ -68,7 +92,13 @@ impl Openings {
         let Some(slot) = self.slot(key) else {
             return open().await;
         };
-        let mut opened = slot.lock().await;
+        // Declared before the guard, so it drops after it: the entry goes once the lock is free.
+        let hold = Hold {
+            openings: self,
+            key,
+            slot,
+        };
+        let mut opened = hold.slot.lock().await;
         if let Some(session) = opened.as_ref()
             && Some(session) != stale
         {
@@ -78,9 +108,13 @@ impl Openings {
         if let Ok(session) = &result {
             *opened = Some(session.clone());
         }
-        drop(opened);
-        self.release(key);
         result
+    }
+
+    /// How many keys have an entry.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map(|map| map.len()).unwrap_or(usize::MAX)
     }
 }
 
@@ -154,4 +188,107 @@ async fn open(
         }
     }
     Ok(opened.session)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::pending;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn session(id: &str) -> BackendSessionId {
+        BackendSessionId::parse(id).expect("session id")
+    }
+
+    const SHORT: Duration = Duration::from_millis(10);
+
+    #[tokio::test]
+    async fn an_opener_cancelled_mid_open_leaves_no_slot() {
+        let openings = Openings::default();
+        let cancelled = tokio::time::timeout(
+            SHORT,
+            openings.once("k", None, pending::<Result<BackendSessionId, ()>>),
+        )
+        .await;
+        assert!(cancelled.is_err(), "the opener never finishes");
+        assert_eq!(openings.len(), 0);
+        // The next caller opens afresh.
+        let next = openings.once("k", None, || async { Ok::<_, ()>(session("b")) });
+        assert_eq!(next.await, Ok(session("b")));
+        assert_eq!(openings.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_opens_itself_when_the_opener_is_cancelled_and_then_no_slot_is_left() {
+        let openings = Arc::new(Openings::default());
+        let opener = tokio::spawn({
+            let openings = openings.clone();
+            async move {
+                openings
+                    .once("k", None, pending::<Result<BackendSessionId, ()>>)
+                    .await
+            }
+        });
+        tokio::time::sleep(SHORT).await; // the opener holds the slot
+        let opened = Arc::new(AtomicUsize::new(0));
+        let waiter = tokio::spawn({
+            let (openings, opened) = (openings.clone(), opened.clone());
+            async move {
+                openings
+                    .once("k", None, || async move {
+                        opened.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, ()>(session("w"))
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(SHORT).await;
+        assert!(!waiter.is_finished(), "the waiter waits for the opener");
+        assert_eq!(openings.len(), 1);
+        opener.abort();
+        assert!(opener.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(waiter.await.ok(), Some(Ok(session("w"))));
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+        assert_eq!(openings.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn waiters_get_the_openers_session_and_a_cancelled_waiter_leaves_no_slot() {
+        let openings = Arc::new(Openings::default());
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let opener = tokio::spawn({
+            let openings = openings.clone();
+            async move {
+                openings
+                    .once("k", None, || async move {
+                        let _ = released.await;
+                        Ok::<_, ()>(session("o"))
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(SHORT).await;
+        // One waiter is cancelled while it waits, another waits to the end.
+        let cancelled = tokio::time::timeout(
+            SHORT,
+            openings.once("k", None, || async { Ok::<_, ()>(session("never")) }),
+        )
+        .await;
+        assert!(cancelled.is_err());
+        let waiter = tokio::spawn({
+            let openings = openings.clone();
+            async move {
+                openings
+                    .once("k", None, || async { Ok::<_, ()>(session("never")) })
+                    .await
+            }
+        });
+        tokio::time::sleep(SHORT).await;
+        let _ = release.send(());
+        assert_eq!(opener.await.ok(), Some(Ok(session("o"))));
+        assert_eq!(waiter.await.ok(), Some(Ok(session("o"))));
+        assert_eq!(openings.len(), 0);
+    }
 }

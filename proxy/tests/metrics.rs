@@ -200,7 +200,8 @@ async fn refusals_resumes_and_selections_are_counted() {
         out.value(r#"session_broker_selections_total{work_session="continued"}"#),
         1.0
     );
-    // Every plan did one lookup; the two resumed calls touched their work session.
+    // Every plan did one lookup; the two resumed calls, of one work session and queued together
+    // (nothing ran in between on this runtime), are one touch that records both (proxy::touches).
     assert_eq!(
         out.kind("session_broker_store_latency_seconds"),
         "histogram"
@@ -211,7 +212,21 @@ async fn refusals_resumes_and_selections_are_counted() {
     );
     assert_eq!(
         out.value(r#"session_broker_store_latency_seconds_count{operation="touch"}"#),
-        2.0
+        1.0
+    );
+    let claims: broker::tokens::HandleClaims = app
+        .keys
+        .verify(broker::tokens::HANDLE_AUDIENCE, &first)
+        .expect("the handle verifies");
+    let status = app
+        .store
+        .work_session(&claims.p, &claims.ws)
+        .await
+        .expect("status")
+        .expect("exists");
+    assert_eq!(
+        status.session.calls, 4,
+        "two selects and the two resumed calls"
     );
     assert!(
         !out.samples

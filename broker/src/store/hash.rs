@@ -6,24 +6,33 @@ use super::StoreError;
 use crate::ids::{BackendSessionId, ConversationKey, PrincipalId, Project, Surface, WorkSessionId};
 use crate::session::{BackendSessions, WorkSession};
 
-/// Field/value pairs for `HSET`, the backend sessions included.
-pub fn to_fields(session: &WorkSession) -> Vec<(String, String)> {
-    let mut fields = vec![
+/// Field/value pairs of a work session's hash.
+pub type Fields = Vec<(String, String)>;
+
+/// What a bind writes into a work session's hash that may already hold one, as (fields it sets,
+/// fields it sets only where absent). A bind carries the copy its select's lookup read, and calls
+/// of the same work session go on meanwhile, so it merges:
+/// - it sets what the select decides: id, principal, surface, project, conversation, and the
+///   backend sessions it carries (the proxy sends only the one the select just ran on);
+/// - it keeps the creation time, and every backend session it does not carry (one a call recorded
+///   meanwhile is newer than the copy's);
+/// - it never writes the last activity or the call count: the store stamps the one and adds its
+///   call to the other, so touches that ran since the copy was read stay counted.
+pub fn bind_fields(session: &WorkSession) -> (Fields, Fields) {
+    let mut set = vec![
         ("id".to_owned(), session.id.to_string()),
         ("p".to_owned(), session.principal.to_string()),
         ("sf".to_owned(), session.surface.to_string()),
         ("pj".to_owned(), session.project.to_string()),
-        ("cr".to_owned(), session.created_ms.to_string()),
-        ("la".to_owned(), session.last_active_ms.to_string()),
-        ("n".to_owned(), session.calls.to_string()),
     ];
     if let Some(conversation) = &session.conversation {
-        fields.push(("cv".to_owned(), conversation.to_string()));
+        set.push(("cv".to_owned(), conversation.to_string()));
     }
     for (field, backend) in session.backends.fields() {
-        fields.push((field.to_owned(), backend.to_string()));
+        set.push((field.to_owned(), backend.to_string()));
     }
-    fields
+    let keep = vec![("cr".to_owned(), session.created_ms.to_string())];
+    (set, keep)
 }
 
 /// Reads the flat `HGETALL` array back.
@@ -118,8 +127,13 @@ mod tests {
             ),
             BackendSessionId::parse("backend-1").expect("b"),
         );
-        let flat: Vec<String> = to_fields(&session)
+        // What a bind writes, and what the store adds (its clock, the call count).
+        let (set, keep) = bind_fields(&session);
+        let stamped = [("la", "2"), ("n", "3")].map(|(f, v)| (f.to_owned(), v.to_owned()));
+        let flat: Vec<String> = set
             .into_iter()
+            .chain(keep)
+            .chain(stamped)
             .flat_map(|(f, v)| [f, v])
             .collect();
         assert_eq!(from_flat(flat.clone()).expect("decodes"), session);

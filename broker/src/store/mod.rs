@@ -182,9 +182,28 @@ pub trait Store: Send + Sync + 'static {
         session: &WorkSession,
         links: &Links,
         now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.touch_calls(session, links, now_ms, 1).await
+    }
+
+    /// [`Store::touch`] for `calls` calls with the same links at once, in one round trip: what
+    /// `calls` touches would record (the call count and, for links that only count the MCP
+    /// session, the MCP-session count grow by `calls`). How the proxy coalesces the touches of one
+    /// work session that queue up while the store is slow.
+    async fn touch_calls(
+        &self,
+        session: &WorkSession,
+        links: &Links,
+        now_ms: u64,
+        calls: u64,
     ) -> Result<bool, StoreError>;
 
     /// Creates or updates a work session after a successful select, with its links.
+    ///
+    /// `session` may be a copy read before calls of the same work session changed it: the bind
+    /// merges (`store::hash::bind_fields`). It sets the project, surface, conversation and the
+    /// backend sessions `session` carries (the one the select ran on); it keeps the creation time,
+    /// the other backend sessions and the call count, to which it adds its own call.
     ///
     /// Enforces the store's cap on live work sessions per principal (`with_max_work_sessions`, 0: no
     /// limit) in the same atomic step: starting a work session that is not live now fails with

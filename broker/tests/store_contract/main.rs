@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod binds;
 mod cases;
 mod finalization;
 
@@ -17,6 +18,7 @@ use broker::store::memory::MemoryStore;
 use broker::store::redis::{RedisSettings, RedisStore, TlsFiles};
 use broker::store::{Lifetimes, Store};
 
+use binds::*;
 use cases::*;
 use finalization::*;
 
@@ -32,6 +34,8 @@ async fn contract(store: Arc<dyn Store>) {
     surfaces_list_newest_first(store.as_ref()).await;
     mcp_sessions_end_and_remember_backends(store.as_ref()).await;
     work_sessions_remember_their_backend_sessions(store.as_ref()).await;
+    a_bind_keeps_what_calls_recorded_meanwhile(store.as_ref()).await;
+    a_coalesced_touch_counts_every_call(store.as_ref()).await;
     touch_slides_the_idle_ttl(store.as_ref()).await;
     idle_sessions_are_finalized_once_and_delivered_until_acknowledged(store.as_ref()).await;
     operators_list_rebind_and_end_work_sessions(store.as_ref()).await;

@@ -4,7 +4,10 @@
 -- ARGV: 1 work-session id, 2 idle TTL (ms), 3 how long the data may wait for a sweeper past its
 --       deadline (ms), 4 '1' to set the MCP link, 5 '1' to set the conversation link,
 --       6 recent-projects TTL (ms), 7 project, 8 deadline member, 9 most live work sessions of the
---       principal (0: no limit), 10.. field/value pairs of the hash
+--       principal (0: no limit), 10 how many field/value pairs follow to set, then those pairs, then
+--       pairs to set only where the hash has no such field (store::hash::bind_fields: a bind merges
+--       into a work session that calls kept recording since its copy was read; it never writes the
+--       last activity or the call count, it stamps the one and adds its call to the other)
 -- Returns 1; 0 when that work session was finalized meanwhile (it is never revived); -1 when it is not
 -- live and the principal already has the most live work sessions allowed. Nothing is written unless 1.
 -- The check and the writes are one script, so concurrent binds can never exceed the cap.
@@ -20,7 +23,9 @@ if cap > 0 and not is_live(tonumber(state[1]), false, idle, now) then
   -- no undeclared key).
   if redis.call('ZCOUNT', KEYS[7], '(' .. (now - idle), '+inf') >= cap then return -1 end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+local set_end = 10 + 2 * tonumber(ARGV[10])
+redis.call('HSET', KEYS[1], unpack(ARGV, 11, set_end))
+for i = set_end + 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'la', now)
 redis.call('HINCRBY', KEYS[1], 'n', 1)
 redis.call('PEXPIRE', KEYS[1], idle + tonumber(ARGV[3]))

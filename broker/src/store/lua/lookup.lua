@@ -54,7 +54,7 @@ local recorded = 0
 local function record(fields, key, id, link_mode, conversation)
   if ARGV[9] ~= '1' or ended == 1 or field(fields, 'sf') ~= ARGV[12] then return end
   record_call({key, KEYS[4], KEYS[2], KEYS[3], KEYS[10], KEYS[7]}, id, idle, tonumber(ARGV[10]),
-    link_mode, conversation, ARGV[11] .. ':' .. id, now)
+    link_mode, conversation, ARGV[11] .. ':' .. id, now, 1)
   recorded = 1
 end
 local counted = '0'

@@ -28,10 +28,11 @@ end
 -- k: {work session, its surface index, MCP-session link, conversation link, the bucket's
 -- deadlines, the principal's index}; link_mode: '1' set the MCP link, '2' count the MCP session
 -- without linking it, else neither; conversation: set the conversation link; member: the deadline
--- member ('<principal>:<work session>').
-local function record_call(k, id, idle, keep, link_mode, conversation, member, now)
+-- member ('<principal>:<work session>'); calls: how many calls this records at once (touches
+-- coalesced while the store was slow).
+local function record_call(k, id, idle, keep, link_mode, conversation, member, now, calls)
   redis.call('HSET', k[1], 'la', now)
-  redis.call('HINCRBY', k[1], 'n', 1)
+  redis.call('HINCRBY', k[1], 'n', calls)
   redis.call('PEXPIRE', k[1], idle + keep)
   redis.call('ZADD', k[2], now, id)
   redis.call('ZREMRANGEBYSCORE', k[2], '-inf', now - idle)
@@ -40,7 +41,7 @@ local function record_call(k, id, idle, keep, link_mode, conversation, member, n
     if redis.call('GET', k[3]) ~= id then redis.call('HINCRBY', k[1], 'm', 1) end
     redis.call('SET', k[3], id, 'PX', idle)
   elseif link_mode == '2' then
-    redis.call('HINCRBY', k[1], 'm', 1)
+    redis.call('HINCRBY', k[1], 'm', calls)
   end
   if conversation then redis.call('SET', k[4], id, 'PX', idle) end
   redis.call('ZADD', k[5], now + idle, member)

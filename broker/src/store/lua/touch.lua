@@ -4,7 +4,8 @@
 --       deadlines, 6 the principal's index of work sessions
 -- ARGV: 1 work-session id, 2 idle TTL (ms), 3 how long the data may wait for a sweeper past its
 --       deadline (ms), 4 '1' to set the MCP link, '2' to count the MCP session without linking it,
---       5 '1' to set the conversation link, 6 deadline member ('<principal>:<work session>')
+--       5 '1' to set the conversation link, 6 deadline member ('<principal>:<work session>'),
+--       7 how many calls it records (touches coalesced while the store was slow)
 -- Returns 1, or 0 when the work session is gone, idle past its deadline or finalized (nothing is
 -- written then: a late call never revives a work session the sweeper may be finalizing).
 -- Also drops surface entries idle past their deadline (the read path never writes).
@@ -14,5 +15,6 @@ local last = redis.call('HGET', KEYS[1], 'la')
 if not is_live(tonumber(last), redis.call('HEXISTS', KEYS[1], 'f') == 1, idle, now) then
   return 0
 end
-record_call(KEYS, ARGV[1], idle, tonumber(ARGV[3]), ARGV[4], ARGV[5] == '1', ARGV[6], now)
+record_call(KEYS, ARGV[1], idle, tonumber(ARGV[3]), ARGV[4], ARGV[5] == '1', ARGV[6], now,
+  tonumber(ARGV[7]))
 return 1

@@ -183,13 +183,14 @@ impl Maps {
         links: &Links,
         ttl: Duration,
         now: Instant,
+        calls: u64,
     ) {
         let id = session.id.to_string();
         if let (Some(_), true) = (&links.mcp_session, links.count_only) {
             *self
                 .mcp_seen
                 .entry(keys.work_session(&session.id))
-                .or_insert(0) += 1;
+                .or_insert(0) += calls;
         } else if let Some(sid) = &links.mcp_session {
             let link = keys.mcp_link(sid);
             if self.string(&link, now) != Some(id.as_str()) {

@@ -144,11 +144,12 @@ impl Store for MemoryStore {
         self.with(|maps, now| maps.mcp_state(&keys, mcp, now))
     }
 
-    async fn touch(
+    async fn touch_calls(
         &self,
         session: &WorkSession,
         links: &Links,
         now_ms: u64,
+        calls: u64,
     ) -> Result<bool, StoreError> {
         let keys = Keys::new(PREFIX, &session.principal);
         let ttl = self.lifetimes.idle;
@@ -161,10 +162,10 @@ impl Store for MemoryStore {
                 return false;
             };
             entry.value.last_active_ms = now_ms;
-            entry.value.calls += 1;
+            entry.value.calls += calls;
             entry.expires = now + ttl;
             let current = entry.value.clone();
-            maps.refresh(&keys, &current, links, ttl, now);
+            maps.refresh(&keys, &current, links, ttl, now, calls);
             true
         })
     }
@@ -183,16 +184,21 @@ impl Store for MemoryStore {
             if starts && cap > 0 && maps.live_count(&keys, now) >= cap {
                 return Err(StoreError::TooMany(cap));
             }
+            // It merges into what calls recorded since its copy was read, as bind.lua does
+            // (store::hash::bind_fields): their calls, the creation time, the backend sessions it
+            // does not carry itself.
             let mut stored = session.clone();
-            stored.calls += 1;
-            // Like Redis's HSET, a bind keeps the backend sessions recorded meanwhile.
-            if let Some(existing) = maps.sessions.get(&keys.work_session(&session.id)) {
-                for (field, backend) in existing.value.backends.fields() {
-                    if stored.backends.get_field(field).is_none() {
-                        stored
-                            .backends
-                            .insert_field(field.to_owned(), backend.clone());
-                    }
+            stored.calls = 1;
+            if let Some(existing) = maps.sessions.get(&key) {
+                let existing = &existing.value;
+                stored.calls = existing.calls + 1;
+                stored.created_ms = existing.created_ms;
+                stored.last_active_ms = stored.last_active_ms.max(existing.last_active_ms);
+                stored.backends = existing.backends.clone();
+                for (field, backend) in session.backends.fields() {
+                    stored
+                        .backends
+                        .insert_field(field.to_owned(), backend.clone());
                 }
             }
             maps.by_principal
@@ -206,7 +212,7 @@ impl Store for MemoryStore {
                     expires: now + lifetimes.idle,
                 },
             );
-            maps.refresh(&keys, session, links, lifetimes.idle, now);
+            maps.refresh(&keys, session, links, lifetimes.idle, now, 1);
             maps.zadd(
                 keys.recent(),
                 session.project.to_string(),

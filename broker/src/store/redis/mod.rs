@@ -203,11 +203,12 @@ impl Store for RedisStore {
         admin::mcp_state(self, principal, mcp).await
     }
 
-    async fn touch(
+    async fn touch_calls(
         &self,
         session: &WorkSession,
         links: &Links,
         _now_ms: u64,
+        calls: u64,
     ) -> Result<bool, StoreError> {
         let keys = self.keys(&session.principal);
         let mut invocation = self.scripts.touch.prepare_invoke();
@@ -230,7 +231,8 @@ impl Store for RedisStore {
             .arg(super::keys::deadline_member(
                 &session.principal,
                 &session.id,
-            ));
+            ))
+            .arg(calls);
         let touched: i64 = self
             .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await?;
@@ -260,7 +262,9 @@ impl Store for RedisStore {
                 &session.id,
             ))
             .arg(self.max_work_sessions);
-        for (field, value) in hash::to_fields(session) {
+        let (set, keep) = hash::bind_fields(session);
+        invocation.arg(set.len());
+        for (field, value) in set.into_iter().chain(keep) {
             invocation.arg(field).arg(value);
         }
         let bound: i64 = self

@@ -1,0 +1,129 @@
+//! The bound on touches, against the memory store: while the store is busy (every turn taken), a
+//! thousand calls of one work session wait as one touch and are all counted once it runs; past the
+//! bound, touches are dropped, not queued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::ids::{McpSessionId, PrincipalId, Project, Surface, WorkSessionId};
+use broker::session::{Links, WorkSession};
+use broker::store::memory::MemoryStore;
+use broker::store::{Lifetimes, Store};
+
+use super::Touches;
+use crate::metrics::Metrics;
+
+fn work(project: &str) -> WorkSession {
+    WorkSession {
+        id: WorkSessionId::random(),
+        principal: PrincipalId::parse("ab".repeat(16)).expect("principal"),
+        surface: Surface::parse("claude-ai").expect("surface"),
+        conversation: None,
+        project: Project::parse(project).expect("project"),
+        created_ms: 1,
+        last_active_ms: 1,
+        calls: 0,
+        backends: Default::default(),
+    }
+}
+
+/// Links of a connector's call: a fresh MCP session each time, counted without linking it.
+fn counted() -> Links {
+    Links {
+        mcp_session: Some(McpSessionId::random()),
+        conversation: None,
+        count_only: true,
+    }
+}
+
+async fn store_with(sessions: &[&WorkSession]) -> Arc<dyn Store> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Lifetimes::with_idle(
+        Duration::from_secs(60),
+    )));
+    for session in sessions {
+        store.bind(session, &Links::default()).await.expect("bind");
+    }
+    store
+}
+
+async fn calls_of(store: &Arc<dyn Store>, session: &WorkSession) -> (u64, u64) {
+    let status = store
+        .work_session(&session.principal, &session.id)
+        .await
+        .expect("status")
+        .expect("exists");
+    (status.session.calls, status.mcp_sessions)
+}
+
+async fn drained(touches: &Touches) {
+    for _ in 0..200 {
+        if touches.waiting() == 0 && touches.0.turns.available_permits() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the touches never ran");
+}
+
+#[tokio::test]
+async fn calls_of_one_work_session_wait_as_one_touch_and_all_count() {
+    let (one, other) = (work("atlas"), work("zephyr"));
+    let store = store_with(&[&one, &other]).await;
+    let metrics = Metrics::new();
+    let touches = Touches::new(1, 100);
+    let busy = touches
+        .0
+        .turns
+        .acquire()
+        .await
+        .expect("the store's only turn");
+    for n in 0..1000 {
+        touches.touch(&store, &metrics, one.clone(), counted(), 10 + n);
+    }
+    for n in 0..5 {
+        touches.touch(&store, &metrics, other.clone(), counted(), 10 + n);
+    }
+    // A call that sets its MCP session's link writes another key: a touch of its own.
+    let linking = Links {
+        count_only: false,
+        ..counted()
+    };
+    touches.touch(&store, &metrics, one.clone(), linking, 2000);
+    assert_eq!(touches.waiting(), 3, "1,006 calls, three touches waiting");
+    assert_eq!(calls_of(&store, &one).await, (1, 0), "nothing ran yet");
+
+    drop(busy);
+    drained(&touches).await;
+    assert_eq!(calls_of(&store, &one).await, (1 + 1000 + 1, 1000 + 1));
+    assert_eq!(calls_of(&store, &other).await, (1 + 5, 5));
+}
+
+#[tokio::test]
+async fn past_the_bound_touches_are_dropped_not_queued() {
+    let sessions = [work("atlas"), work("zephyr"), work("linkedin")];
+    let store = store_with(&sessions.iter().collect::<Vec<_>>()).await;
+    let metrics = Metrics::new();
+    let touches = Touches::new(1, 2);
+    let busy = touches
+        .0
+        .turns
+        .acquire()
+        .await
+        .expect("the store's only turn");
+    for session in &sessions {
+        touches.touch(&store, &metrics, session.clone(), counted(), 10);
+    }
+    // The first two still count further calls; the third was dropped.
+    touches.touch(&store, &metrics, sessions[0].clone(), counted(), 11);
+    assert_eq!(touches.waiting(), 2);
+    drop(busy);
+    drained(&touches).await;
+    assert_eq!(calls_of(&store, &sessions[0]).await.0, 1 + 2);
+    assert_eq!(calls_of(&store, &sessions[1]).await.0, 1 + 1);
+    assert_eq!(calls_of(&store, &sessions[2]).await.0, 1, "dropped");
+
+    // Caught up, it queues again.
+    touches.touch(&store, &metrics, sessions[2].clone(), counted(), 12);
+    drained(&touches).await;
+    assert_eq!(calls_of(&store, &sessions[2]).await.0, 1 + 1);
+}
