@@ -3,7 +3,8 @@
 //! A body is one message or (protocol 2025-03-26) a non-empty batch array. Each message is classified
 //! into what the broker cares about (`initialize`, `tools/call`, `tools/list`, `server/discover`, other
 //! requests, notifications, responses). Anything the broker does not intercept is forwarded as the
-//! client wrote it; the parsed form is only re-serialized when the broker changed something.
+//! client wrote it, but for its id on a backend session ([`crate::rpc_ids`]); the parsed form is only
+//! re-serialized when the broker changed something.
 
 use serde_json::{Map, Value};
 
