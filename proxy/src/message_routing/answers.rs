@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use broker::ids::BackendSessionId;
-use broker::jsonrpc::{Message, RequestId};
+use broker::jsonrpc::{Kind, Message, RequestId};
 use broker::rpc_ids;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
@@ -74,9 +74,13 @@ pub async fn cancel(
     caller: &Caller,
     message: &Message,
 ) -> Option<Result<Response<ProxyBody>, ProxyError>> {
+    // Every other single message passes here on its way: decide before copying anything.
+    if !matches!(&message.kind, Kind::Notification(m) if m == "notifications/cancelled") {
+        return None;
+    }
+    let claims = caller.session.as_ref()?;
     let value = Value::Object(message.value.clone());
     let requested = rpc_ids::cancelled_request_id(&value)?;
-    let claims = caller.session.as_ref()?;
     let body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
     let send = |target: BackendSessionId| Outbound::to_target(parts, caller, body.clone(), target);
     if let Some(running) = app
