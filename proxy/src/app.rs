@@ -15,10 +15,10 @@ use broker::tokens::cache::{Signed, Verified};
 use broker::tokens::{AssertionClaims, KeyRing, SESSION_AUDIENCE, SessionClaims, TokenError};
 use sha2::{Digest, Sha256};
 
-use crate::identify::{Identities, ResourceMetadata};
+use crate::backend::upstream::Upstream;
+use crate::config::settings::Settings;
+use crate::edge::identify::{Identities, ResourceMetadata};
 use crate::metrics::Metrics;
-use crate::settings::Settings;
-use crate::upstream::Upstream;
 
 /// Lifetime of client session ids and handles (their real life is ruled by the store).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -60,19 +60,19 @@ pub struct App {
     /// Prometheus metrics (served at `/metrics`).
     pub metrics: Metrics,
     /// Backend sessions being opened for work sessions right now (one opening per work session).
-    pub openings: crate::work_backend::Openings,
+    pub openings: crate::mcp::work_backend::Openings,
     /// Calls being recorded in their work sessions off the reply path, bounded.
-    pub touches: crate::touches::Touches,
+    pub touches: crate::mcp::touches::Touches,
     /// Modern clients in front of a legacy or stateful backend.
-    pub bridge: crate::bridge::Bridge,
+    pub bridge: crate::backend::bridge::Bridge,
     /// The backend's `initialize` results, answered again without asking it.
-    pub initialize_cache: Arc<crate::initialize::InitializeCache>,
+    pub initialize_cache: Arc<crate::mcp::initialize::InitializeCache>,
     /// Seals the ids of server requests on their way to clients ([`broker::rpc_ids`]).
     pub sealer: broker::rpc_ids::Sealer,
     /// Legacy clients' requests in flight on this replica, for their cancellations.
-    pub in_flight: Arc<crate::message_routing::InFlight>,
+    pub in_flight: Arc<crate::mcp::message_routing::InFlight>,
     /// The GET streams of work backend sessions this replica relays to their clients.
-    pub hubs: crate::message_routing::notifications::Hubs,
+    pub hubs: crate::mcp::message_routing::notifications::Hubs,
 }
 
 impl App {

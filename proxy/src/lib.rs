@@ -23,36 +23,13 @@
 //! - [`admin`]: the admin API on its own listener; [`admin_cli`]: the operator subcommands;
 //! - [`operator_session`]: backend sessions the broker opens for itself (handover tool, rebind check).
 
-pub mod admin;
-pub mod admin_cli;
 pub mod app;
 pub mod backend;
-pub mod body;
-pub mod bridge;
-pub mod call;
-pub mod caller;
-pub mod cli;
-pub mod config_file;
-pub mod errors;
-pub mod finalizer;
-pub mod forward;
-pub mod headers;
-pub mod identify;
-pub mod initialize;
-pub mod limits;
-pub mod mcp_path;
-pub mod message_routing;
+pub mod config;
+pub mod edge;
+pub mod mcp;
 pub mod metrics;
-pub mod modern_path;
-pub mod operator_session;
-pub mod path;
-pub mod relay;
-pub mod routes;
-pub mod server;
-pub mod settings;
-pub mod touches;
-pub mod upstream;
-pub mod work_backend;
+pub mod ops;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -60,7 +37,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use app::{App, StartError};
-pub use settings::Settings;
+pub use config::Settings;
+use edge::server;
+use ops::{admin, finalizer};
 
 /// Why a broker did not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,17 +1,17 @@
 //! `session-broker`: reads the command line (and the `--config` file), sets up logging, binds, and
 //! runs until SIGTERM/Ctrl-C. With `sessions`, `token` or `keygen` first, it runs that operator
-//! subcommand instead ([`proxy::admin_cli`]), parsed on its own.
+//! subcommand instead ([`proxy::ops::admin_cli`]), parsed on its own.
 
-use proxy::config_file::{self, ConfigError};
+use proxy::config::file::{self, ConfigError};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if proxy::admin_cli::is_subcommand(&argv) {
-        let code = runtime(1).map_or(2, |rt| rt.block_on(proxy::admin_cli::main(argv)));
+    if proxy::ops::admin_cli::is_subcommand(&argv) {
+        let code = runtime(1).map_or(2, |rt| rt.block_on(proxy::ops::admin_cli::main(argv)));
         std::process::exit(code);
     }
-    let args = match config_file::load() {
+    let args = match file::load() {
         Ok(args) => args,
         Err(ConfigError::Cli(error)) => error.exit(),
         Err(error) => {
@@ -46,7 +46,7 @@ fn runtime(threads: usize) -> Option<tokio::runtime::Runtime> {
         .ok()
 }
 
-async fn serve(args: proxy::cli::Args) {
+async fn serve(args: proxy::config::cli::Args) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal: a log file or collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());

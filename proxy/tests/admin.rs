@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proxy::admin::{self, AdminError, AdminServer, AdminToken};
+use proxy::ops::admin::{self, AdminError, AdminServer, AdminToken};
 use proxy::{App, RunError, Settings};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 use clap::error::ErrorKind;
-use proxy::cli::Args;
-use proxy::config_file::{ConfigError, load_from};
+use proxy::config::cli::Args;
+use proxy::config::file::{ConfigError, load_from};
 
 const UPSTREAM: &str = "http://127.0.0.1:8001/mcp";
 

@@ -12,8 +12,8 @@ use broker::resolve::{Path, UnkeyedPolicy};
 use broker::store::StoreError;
 use http::Request;
 use http::request::Parts;
-use proxy::call::{self, Outcome, Plan};
-use proxy::caller::Caller;
+use proxy::mcp::call::{self, Outcome, Plan};
+use proxy::mcp::caller::Caller;
 use proxy::metrics::{self, Own, Refusal, Reinit, Rpc, StoreOp};
 use proxy::{App, Settings};
 use serde_json::{Value, json};
@@ -201,7 +201,7 @@ async fn refusals_resumes_and_selections_are_counted() {
         1.0
     );
     // Every plan did one lookup; the two resumed calls, of one work session and queued together
-    // (nothing ran in between on this runtime), are one touch that records both (proxy::touches).
+    // (nothing ran in between on this runtime), are one touch that records both (proxy::mcp::touches).
     assert_eq!(
         out.kind("session_broker_store_latency_seconds"),
         "histogram"

@@ -7,8 +7,8 @@ use broker::jsonrpc::{self, Body, Message};
 use broker::resolve::{Path, UnkeyedPolicy};
 use http::Request;
 use http::request::Parts;
-use proxy::call::{self, Outcome, Plan};
-use proxy::caller::Caller;
+use proxy::mcp::call::{self, Outcome, Plan};
+use proxy::mcp::caller::Caller;
 use proxy::{App, Settings};
 use serde_json::Value;
 

@@ -1,0 +1,198 @@
+//! Backend sessions: opening one on the client's behalf (its stored `initialize`, then
+//! `notifications/initialized`), replaying the work session's selection on it, and the trusted
+//! headers every forwarded request carries. The time these requests wait on the backend counts as
+//! the client request's upstream time.
+
+use broker::ids::{BackendSessionId, Project};
+use broker::mcp;
+use broker::session::WorkSession;
+use broker::tokens::AssertionClaims;
+use http::header::{HeaderMap, HeaderValue};
+use serde_json::Value;
+
+use crate::app::App;
+use crate::backend::headers::{
+    MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_MCP_PROJECT, X_MCP_WORK_SESSION,
+};
+use crate::backend::upstream::UpstreamError;
+use crate::metrics::{self, Own};
+
+/// Why a backend session could not be opened or prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("the MCP server answered initialize without a session id")]
+    NoSession,
+    #[error("the MCP server refused initialize: {0}")]
+    Initialize(String),
+    #[error("the MCP server refused to select {project}: {detail}")]
+    SelectRefused { project: Project, detail: String },
+}
+
+impl BackendError {
+    /// The backend no longer knows the session (it restarted or expired it).
+    pub fn is_session_gone(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Upstream(UpstreamError::Status { status: 404, .. })
+        )
+    }
+}
+
+/// A freshly opened backend session.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub session: BackendSessionId,
+    pub protocol_version: Option<String>,
+}
+
+fn reply_id(kind: &str) -> String {
+    format!(
+        "session-broker-{kind}-{}",
+        &broker::ids::random_hex128()[..12]
+    )
+}
+
+/// Opens a backend session with the client's `initialize` params.
+pub async fn open(app: &App, base: HeaderMap, ini: &Value) -> Result<Opened, BackendError> {
+    let id = reply_id("init");
+    let path = app.settings.mcp_path().to_owned();
+    let initialize = mcp::initialize_request(&id, ini);
+    let response = app
+        .metrics
+        .own_upstream(
+            Own::Open,
+            app.upstream.post_json(&path, base.clone(), &initialize),
+        )
+        .await?;
+    let session = response
+        .headers()
+        .get(&MCP_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| BackendSessionId::parse(v).ok())
+        .ok_or(BackendError::NoSession);
+    let reply = metrics::upstream_body(app.upstream.read_reply(response, &id)).await?;
+    if reply.get("error").is_some() {
+        return Err(BackendError::Initialize(mcp::reply_text(&reply)));
+    }
+    let session = session?;
+    let protocol_version = mcp::negotiated_version(&reply).map(str::to_owned);
+    let mut headers = base;
+    headers.insert(MCP_SESSION_ID, header_value(session.as_str()));
+    if let Some(version) = &protocol_version {
+        headers.insert(MCP_PROTOCOL_VERSION, header_value(version));
+    }
+    let initialized = mcp::initialized_notification();
+    let response = app
+        .metrics
+        .own_upstream(
+            Own::Open,
+            app.upstream.post_json(&path, headers, &initialized),
+        )
+        .await?;
+    if !response.status().is_success() {
+        return Err(BackendError::Initialize(format!(
+            "notifications/initialized got HTTP {}",
+            response.status()
+        )));
+    }
+    tracing::debug!("opened a backend session");
+    Ok(Opened {
+        session,
+        protocol_version,
+    })
+}
+
+/// Calls the select tool on a backend session for the work session's project.
+pub async fn replay(
+    app: &App,
+    base: HeaderMap,
+    session: &BackendSessionId,
+    protocol_version: Option<&str>,
+    work: &WorkSession,
+) -> Result<(), BackendError> {
+    let id = reply_id("replay");
+    let mut headers = base;
+    headers.insert(MCP_SESSION_ID, header_value(session.as_str()));
+    if let Some(version) = protocol_version {
+        headers.insert(MCP_PROTOCOL_VERSION, header_value(version));
+    }
+    set_trusted(app, &mut headers, Some(work), Some("replay"));
+    let request = mcp::select_request(
+        &id,
+        &app.settings.select_tool,
+        &app.settings.select_arg,
+        &work.project,
+    );
+    let send = app
+        .upstream
+        .post_json(app.settings.mcp_path(), headers, &request);
+    let response = app.metrics.own_upstream(Own::Replay, send).await?;
+    let reply = metrics::upstream_body(app.upstream.read_reply(response, &id)).await?;
+    if mcp::call_succeeded(&reply) {
+        tracing::info!(work_session = %work.id, project = %work.project, "replayed the selection on a backend session");
+        Ok(())
+    } else {
+        Err(BackendError::SelectRefused {
+            project: work.project.clone(),
+            detail: mcp::reply_text(&reply),
+        })
+    }
+}
+
+/// Sets `X-MCP-Project` and the signed `X-MCP-Work-Session` assertion for a bound work session.
+/// Client-sent copies were stripped before; with no work session neither is set.
+pub fn set_trusted(
+    app: &App,
+    headers: &mut HeaderMap,
+    work: Option<&WorkSession>,
+    via: Option<&str>,
+) {
+    headers.remove(X_MCP_PROJECT);
+    headers.remove(X_MCP_WORK_SESSION);
+    let Some(work) = work else { return };
+    let claims = AssertionClaims {
+        sub: work.principal.clone(),
+        ws: work.id.clone(),
+        surface: work.surface.clone(),
+        project: work.project.clone(),
+        via: via.map(str::to_owned),
+    };
+    match app.assertions.sign(&app.keys, &claims, app.now_secs()) {
+        Ok(token) => {
+            headers.insert(X_MCP_WORK_SESSION, header_value(&token));
+        }
+        Err(error) => tracing::error!(%error, "could not sign the backend assertion"),
+    }
+    // A project name may hold characters a header cannot: then it is percent-encoded.
+    let value = HeaderValue::from_str(work.project.as_str())
+        .unwrap_or_else(|_| header_value(&percent_encode(work.project.as_str())));
+    headers.insert(X_MCP_PROJECT, value);
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_headers_valid() {
+        assert_eq!(percent_encode("projet été"), "projet%20%C3%A9t%C3%A9");
+    }
+}

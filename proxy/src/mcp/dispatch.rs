@@ -1,0 +1,370 @@
+//! Requests on the MCP path: POST (JSON-RPC), GET (the server's SSE stream) and DELETE (end the
+//! session). POST bodies are read with a cap, parsed once, and routed: `initialize` gets a broker
+//! session id, a single `tools/call` is planned by [`crate::mcp::call`], everything else passes through
+//! on the right backend session. What each request turns out to be (principal hash, MCP method,
+//! tool, surface, work session, project) is recorded in the request span.
+
+use std::sync::Arc;
+
+use broker::decide::Route;
+use broker::ids::BackendSessionId;
+use broker::jsonrpc::{self, Body, Kind};
+use broker::mcp::WORK_SESSION_ARG;
+use broker::modern::Era;
+use broker::store::{McpQuery, McpState};
+use broker::tokens::SessionClaims;
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use tracing::Span;
+use tracing::field::display;
+
+use crate::app::App;
+use crate::backend::body::ProxyBody;
+use crate::backend::headers::{self, MCP_PROTOCOL_VERSION};
+use crate::edge::limits::RequestBody;
+use crate::mcp::call::{self, Outcome};
+use crate::mcp::caller::Caller;
+use crate::mcp::errors::{ProxyError, json_response};
+use crate::mcp::forward::{Outbound, forward};
+use crate::mcp::relay::Watch;
+use crate::metrics::{self, Rpc, StoreOp};
+
+/// Handles one request on the MCP path.
+pub async fn handle(
+    app: &Arc<App>,
+    request: Request<RequestBody>,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (parts, body) = request.into_parts();
+    let caller = match Caller::identify(app, &parts, client_ip).await {
+        Ok(caller) => caller,
+        Err(error @ ProxyError::Refused(_)) => {
+            return Ok(crate::edge::identify::unauthorized(app, error).await);
+        }
+        Err(error) => return Err(error),
+    };
+    Span::current().record("principal", display(&caller.principal));
+    match parts.method {
+        Method::POST => post(app, &parts, caller, body).await,
+        Method::GET => stream_or_delete(app, &parts, caller, false).await,
+        Method::DELETE => stream_or_delete(app, &parts, caller, true).await,
+        _ => Err(ProxyError::MethodNotAllowed),
+    }
+}
+
+pub(crate) fn mcp_query(app: &App, claims: &SessionClaims) -> McpQuery {
+    McpQuery {
+        session: claims.sid.clone(),
+        upstream: app.upstream_id.clone(),
+        backend: (claims.up == app.upstream_id)
+            .then(|| {
+                claims
+                    .bs
+                    .as_deref()
+                    .and_then(|s| BackendSessionId::parse(s).ok())
+            })
+            .flatten(),
+    }
+}
+
+/// Reads the MCP-session state for a request that needs no resolution. A store failure is not fatal
+/// here: such requests bind nothing, so they go on with the session id's own backend session.
+async fn session_state(app: &App, caller: &Caller) -> Result<McpState, ProxyError> {
+    let Some(claims) = &caller.session else {
+        return Ok(McpState::default());
+    };
+    let query = mcp_query(app, claims);
+    let read = app.store.mcp_state(&caller.principal, &query);
+    match app.metrics.store(StoreOp::McpState, read).await {
+        Ok(state) if state.ended => Err(ProxyError::UnknownSession),
+        Ok(state) => Ok(state),
+        Err(error) => {
+            tracing::warn!(%error, "store unavailable: forwarding on the session id's own backend session");
+            Ok(McpState::default())
+        }
+    }
+}
+
+async fn stream_or_delete(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: Caller,
+    delete: bool,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    record_surface(app, &caller, None);
+    let state = session_state(app, &caller).await?;
+    if delete && let Some(claims) = &caller.session {
+        let end = app.store.end_mcp_session(&caller.principal, &claims.sid);
+        app.metrics.store(StoreOp::EndMcpSession, end).await?;
+    }
+    if caller.session.as_ref().is_some_and(|c| c.mb) {
+        // A backend that speaks only 2026-07-28 has no session to end and no GET stream.
+        let status = if delete {
+            StatusCode::OK
+        } else {
+            StatusCode::METHOD_NOT_ALLOWED
+        };
+        return Ok(empty(status));
+    }
+    if delete && not_opened_yet(&caller, &state) {
+        return Ok(empty(StatusCode::OK)); // no backend session was ever opened for it
+    }
+    let out = Outbound {
+        parts,
+        caller: &caller,
+        body: Bytes::new(),
+        bound: None,
+        via: None,
+        route: Route::Own,
+        mcp: state,
+        watch: Watch::default(),
+        call_id: None,
+        retry_on_404: !delete,
+        target: None,
+    };
+    let response = forward(app, out).await?;
+    if delete || !response.status().is_success() {
+        return Ok(response);
+    }
+    Ok(
+        crate::mcp::message_routing::notifications::with_work_session(
+            app, parts, &caller, response,
+        )
+        .await,
+    )
+}
+
+async fn post(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: Caller,
+    body: RequestBody,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let limit = app.settings.max_body;
+    let bytes = match crate::backend::body::read_capped(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(crate::backend::body::ReadError::TooLarge) => {
+            return Err(ProxyError::BodyTooLarge(limit));
+        }
+        Err(crate::backend::body::ReadError::Unreadable) => return Err(ProxyError::BodyUnreadable),
+    };
+    let parsed = jsonrpc::parse(&bytes).map_err(ProxyError::Parse)?;
+    let rpc = match &parsed {
+        Body::Single(message) => Rpc::of(&message.kind),
+        Body::Batch(_) => Rpc::Other,
+    };
+    metrics::set_method(rpc);
+    Span::current().record("rpc", rpc.as_str());
+    if let Body::Single(message) = &parsed
+        && let Kind::ToolsCall(call) = &message.kind
+    {
+        Span::current().record("tool", call.name.as_str());
+    }
+    if parsed.is_initialize() {
+        return crate::mcp::initialize::handle(app, parts, &caller, bytes, &parsed).await;
+    }
+    let version = headers::text(&parts.headers, &MCP_PROTOCOL_VERSION);
+    match broker::modern::era(version, &parsed, caller.session.is_some()) {
+        Era::Modern => return crate::mcp::modern::post(app, parts, caller, bytes, parsed).await,
+        Era::Refused(rejection) => return Ok(crate::mcp::modern::refused(&rejection, None)),
+        Era::Legacy => {}
+    }
+    if let Body::Single(message) = &parsed
+        && message.kind == Kind::Response
+        && caller.session.is_some()
+        && let Some(answered) =
+            crate::mcp::message_routing::answer(app, parts, &caller, message).await
+    {
+        return answered; // an answer to a server request: to the backend session that asked
+    }
+    if matches!(&parsed, Body::Single(m) if is_resolved(m)) && caller.session.is_some() {
+        let mcp = caller.session.as_ref().map(|c| mcp_query(app, c));
+        return tool_call(app, parts, &caller, bytes, parsed, mcp, Modern::No).await;
+    }
+    pass_through(app, parts, &caller, bytes, parsed, Modern::No).await
+}
+
+/// Whether a single request is resolved to a work session before it is forwarded: a `tools/call`,
+/// or a request that may depend on the project ([`broker::decide::is_project_scoped`]).
+pub fn is_resolved(message: &jsonrpc::Message) -> bool {
+    match &message.kind {
+        Kind::ToolsCall(_) | Kind::ToolsList => true,
+        Kind::OtherRequest(method) => broker::decide::is_project_scoped(method),
+        _ => false,
+    }
+}
+
+/// Whether a request is a modern client's, and so how its replies are marked complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modern {
+    No,
+    /// Replies the broker writes itself gain `resultType`.
+    Direct,
+    /// Bridged onto a legacy backend: the backend's replies gain `resultType` too.
+    Bridged,
+}
+
+/// A single `tools/call` or project-scoped request: planned by [`crate::mcp::call`], then forwarded (or
+/// answered by the broker).
+pub async fn tool_call(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: &Caller,
+    bytes: Bytes,
+    mut parsed: Body,
+    mcp: Option<McpQuery>,
+    modern: Modern,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Body::Single(message) = &mut parsed else {
+        return pass_through(app, parts, caller, bytes, parsed, modern).await;
+    };
+    let id = message.id.clone();
+    let is_list = message.kind == Kind::ToolsList;
+    let cacheable = message
+        .value
+        .get("method")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(broker::modern::is_cacheable);
+    let plan = match call::plan(app, caller, message, mcp).await? {
+        Outcome::Reply(mut reply) => {
+            if modern != Modern::No {
+                broker::modern::mark_complete(&mut reply, false);
+            }
+            return Ok(json_response(StatusCode::OK, &reply));
+        }
+        Outcome::Forward(plan) => plan,
+    };
+    if let Some(work) = plan.bound() {
+        Span::current()
+            .record("work_session", display(&work.id))
+            .record("project", display(&work.project));
+    }
+    let body = if plan.body_changed {
+        Bytes::from(parsed.to_json())
+    } else {
+        bytes
+    };
+    let mut plan = *plan;
+    let via = match (plan.forward.path, &plan.forward.select) {
+        (Some(path), _) => Some(path.as_str()),
+        (None, Some(_)) => Some("select"),
+        (None, None) => None,
+    };
+    if modern == Modern::Bridged || (modern == Modern::Direct && plan.forward.select.is_some()) {
+        // A select's reply may be replaced by the broker's own tool error: mark it either way.
+        plan.watch
+            .complete
+            .extend(id.clone().map(|id| (id, cacheable)));
+    }
+    if is_list {
+        plan.watch.tools_list.extend(id.clone()); // its reply gains the work_session argument
+    }
+    let out = Outbound {
+        parts,
+        caller,
+        body,
+        bound: plan.forward.bound,
+        via,
+        route: plan.forward.route,
+        mcp: plan.mcp,
+        watch: plan.watch,
+        call_id: id,
+        retry_on_404: true,
+        target: None,
+    };
+    forward(app, out).await
+}
+
+/// Batches, notifications, `tools/list` and other requests: forwarded on the right backend session;
+/// `tools/list` replies gain the `work_session` argument; handles inside batched calls are removed.
+pub async fn pass_through(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: &Caller,
+    bytes: Bytes,
+    mut parsed: Body,
+    modern: Modern,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    record_surface(app, caller, None);
+    // A batched call is not resolved or guarded, so only tools that need no project may be in one:
+    // a select or a project tool there would run on whatever the backend session has.
+    if parsed.messages().iter().any(|m| match &m.kind {
+        Kind::ToolsCall(call) => {
+            call.name == app.settings.select_tool || app.settings.needs_project(&call.name)
+        }
+        _ => false,
+    }) {
+        return Err(ProxyError::BatchedProjectCall);
+    }
+    if caller.session.as_ref().is_some_and(|c| c.lz)
+        && matches!(&parsed, Body::Single(m) if matches!(&m.kind, Kind::Notification(method) if method == "notifications/initialized"))
+    {
+        // The broker answered this client's initialize from its cache: whenever its own backend
+        // session is opened, the broker sends that session's notifications/initialized itself. So
+        // this one has nowhere to go, and is acknowledged without a store read.
+        return Ok(empty(StatusCode::ACCEPTED));
+    }
+    if let Body::Single(message) = &parsed
+        && let Some(sent) = crate::mcp::message_routing::cancel(app, parts, caller, message).await
+    {
+        return sent; // a cancellation of a request running on this replica: sent where it runs
+    }
+    let state = session_state(app, caller).await?;
+    let mut watch = Watch::default();
+    let mut changed = false;
+    for message in parsed.messages_mut() {
+        match &message.kind {
+            Kind::ToolsList => watch.tools_list.extend(message.id.clone()),
+            Kind::ToolsCall(_) => {
+                changed |= jsonrpc::take_argument(message, WORK_SESSION_ARG).changed()
+            }
+            _ => {}
+        }
+        if modern == Modern::Bridged
+            && let Some(id) = message.id.clone()
+        {
+            let method = message
+                .value
+                .get("method")
+                .and_then(serde_json::Value::as_str);
+            let cacheable = method.is_some_and(broker::modern::is_cacheable);
+            watch.complete.push((id, cacheable));
+        }
+    }
+    let body = if changed {
+        Bytes::from(parsed.to_json())
+    } else {
+        bytes
+    };
+    let out = Outbound {
+        parts,
+        caller,
+        body,
+        bound: None,
+        via: None,
+        route: Route::Own,
+        mcp: state,
+        watch,
+        call_id: None,
+        retry_on_404: true,
+        target: None,
+    };
+    forward(app, out).await
+}
+
+/// Records the request's surface in the span (`tools/call` records its own, which may come from `_meta`).
+/// The client's own backend session is to be opened when first needed, and has not been yet.
+fn not_opened_yet(caller: &Caller, state: &McpState) -> bool {
+    caller.session.as_ref().is_some_and(|c| c.lz) && state.backend_override.is_none()
+}
+
+pub(crate) fn empty(status: StatusCode) -> Response<ProxyBody> {
+    let mut response = Response::new(crate::backend::body::full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+pub fn record_surface(app: &App, caller: &Caller, client_name: Option<&str>) {
+    Span::current().record("surface", display(caller.surface(app, client_name)));
+}

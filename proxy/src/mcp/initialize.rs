@@ -1,0 +1,184 @@
+//! `initialize`: the client gets the broker's own session id, which records the backend session and
+//! the `initialize` params. Nothing is stored: Claude's connectors send one `initialize` per tool call.
+//!
+//! **Answered from a cached result** (`--initialize-cache on`, the default): the backend's reply to
+//! an `initialize` of one protocol version is the same for every client (its version, capabilities,
+//! server info, instructions), so once one went through, the next ones of that version are answered
+//! by the broker, and the client's own backend session is opened only when something needs it
+//! (`lz` in the session id: `tools/list`, an exempt tool, a GET stream). A connector's turn
+//! (`initialize`, `notifications/initialized`, a bound `tools/call`) then costs the backend the call
+//! alone: the call runs on its work session's backend session, opened once. The cache is learned from
+//! real replies, kept for [`CACHE_TTL`], and dropped when the backend forgets a session (it
+//! restarted, and may answer differently now). It is keyed by the client's own `protocolVersion`,
+//! so it is bounded (`initialize/cache.rs`).
+//!
+//! A stateless backend (its reply carries no session id) still gets the client a broker session id,
+//! without a backend session in it. A backend that speaks only 2026-07-28 is answered from its
+//! `server/discover` ([`crate::mcp::modern`]).
+
+use std::sync::Arc;
+
+use broker::ids::{BackendSessionId, McpSessionId};
+use broker::jsonrpc::{Body, RequestId};
+use broker::mcp;
+use broker::tokens::{SESSION_AUDIENCE, SessionClaims};
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::Value;
+use tracing::Span;
+
+use crate::app::{App, TOKEN_LIFETIME};
+use crate::backend::body::ProxyBody;
+use crate::backend::headers::{self, MCP_SESSION_ID};
+use crate::mcp::caller::Caller;
+use crate::mcp::dispatch::record_surface;
+use crate::mcp::errors::{ProxyError, json_response};
+use crate::mcp::relay::{self, Watch};
+
+mod cache;
+
+use cache::Cached;
+pub use cache::{CACHE_TTL, InitializeCache};
+
+/// Watches a forwarded `initialize`'s reply to learn its result.
+pub struct Learn {
+    pub id: RequestId,
+    pub version: String,
+    pub stateful: bool,
+    pub cache: Arc<InitializeCache>,
+}
+
+impl Learn {
+    /// The reply arrived: keep its result.
+    pub fn reply(self, reply: &Value) {
+        if let Some(result) = reply.get("result") {
+            self.cache
+                .learn(&self.version, result.clone(), self.stateful);
+        }
+    }
+}
+
+/// Handles one `initialize`.
+pub async fn handle(
+    app: &Arc<App>,
+    parts: &Parts,
+    caller: &Caller,
+    bytes: Bytes,
+    parsed: &Body,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let message = parsed.messages().first();
+    let params = message.and_then(|m| m.params());
+    let ini = mcp::replayable_initialize_params(params);
+    record_surface(app, caller, mcp::client_name(&ini));
+    let version = params
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let id = message.and_then(|m| m.id.clone());
+    if app.settings.initialize_cache
+        && let Some(cached) = app.initialize_cache.get(&version)
+    {
+        return from_cache(app, caller, id, ini, cached);
+    }
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(
+            app.upstream.uri(
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/"),
+            )?,
+        )
+        .body(Full::new(bytes))
+        .map_err(|_| ProxyError::BodyUnreadable)?;
+    *request.headers_mut() =
+        headers::toward_upstream(&parts.headers, app.upstream.authority(), &caller.origin);
+    let response = app.metrics.upstream(app.upstream.send(request)).await?;
+    Span::current().record("upstream_status", response.status().as_u16());
+    if !response.status().is_success()
+        && let Ok(profile) = app.bridge.profile(app).await
+        && let (true, Some(discover)) = (profile.modern_only(), &profile.discover)
+    {
+        // A backend that speaks only 2026-07-28 refused the handshake: the broker answers it.
+        return crate::mcp::modern::initialize_for_modern_backend(
+            app, caller, parsed, ini, discover,
+        );
+    }
+    let backend_session = response
+        .headers()
+        .get(&MCP_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| BackendSessionId::parse(v).ok());
+    let mut watch = Watch::default();
+    if app.settings.initialize_cache
+        && let Some(id) = id
+    {
+        watch.learn_initialize = Some(Learn {
+            id,
+            version,
+            stateful: backend_session.is_some(),
+            cache: app.initialize_cache.clone(),
+        });
+    }
+    let mut relayed = relay::relay(response, watch);
+    relayed.headers_mut().remove(&MCP_SESSION_ID);
+    if relayed.status().is_success() {
+        let claims = SessionClaims {
+            p: caller.principal.clone(),
+            sid: McpSessionId::random(),
+            up: app.upstream_id.clone(),
+            bs: backend_session.map(|s| s.to_string()),
+            ini,
+            mb: false,
+            lz: false,
+        };
+        relayed
+            .headers_mut()
+            .insert(MCP_SESSION_ID, session_id(app, &claims)?);
+    }
+    Ok(relayed)
+}
+
+/// The cached result, and a session id whose own backend session opens when first needed.
+fn from_cache(
+    app: &App,
+    caller: &Caller,
+    id: Option<RequestId>,
+    ini: Value,
+    cached: Cached,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let claims = SessionClaims {
+        p: caller.principal.clone(),
+        sid: McpSessionId::random(),
+        up: app.upstream_id.clone(),
+        bs: None,
+        ini,
+        mb: false,
+        lz: cached.stateful,
+    };
+    let reply = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id.as_ref().map(RequestId::to_value),
+        "result": cached.result,
+    });
+    let mut response = json_response(StatusCode::OK, &reply);
+    response
+        .headers_mut()
+        .insert(MCP_SESSION_ID, session_id(app, &claims)?);
+    Ok(response)
+}
+
+/// The broker's session id for a client MCP session: its claims, signed.
+pub fn session_id(app: &App, claims: &SessionClaims) -> Result<HeaderValue, ProxyError> {
+    let token = app
+        .keys
+        .sign(SESSION_AUDIENCE, TOKEN_LIFETIME, app.now_secs(), claims)
+        .map_err(|_| ProxyError::Signing)?;
+    HeaderValue::from_str(&token).map_err(|_| ProxyError::Signing)
+}

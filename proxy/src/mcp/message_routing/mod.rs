@@ -1,0 +1,398 @@
+//! Message routing on shared backend sessions: the broker owns the JSON-RPC ids there
+//! ([`broker::rpc_ids`] decides them; this module applies them to bodies and streams).
+//!
+//! - **Client requests** get an upstream id before they reach a backend session ([`own_ids`]);
+//!   the relay gives every reply, error and progress about them the client's id back ([`IdMap`]).
+//! - **Server requests** on a reply stream or a GET stream get a sealed id naming the backend
+//!   session that asked ([`SealFor`]); the client's answer goes there, from any replica
+//!   ([`answer_target`]).
+//! - **Cancellations** name the upstream id of the request on the backend session that runs it
+//!   ([`InFlight`] on this replica; the same deterministic id elsewhere), and a client that closes a
+//!   request's reply stream cancels what it left unanswered ([`cancel_hook`]).
+//!
+//! Shared state: [`InFlight`], the requests of legacy clients in flight on this replica, by
+//! (principal, MCP session, client id). Who writes it: the request that registers an entry removes
+//! it when its relay ends (the [`IdMap`]'s drop); a second request with the same key while the
+//! first is in flight (a client reusing an id) is not registered and gets an id of its own, so no
+//! entry is ever overwritten and a cancellation names the first. Bounded at [`MAX_IN_FLIGHT`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use broker::ids::{BackendSessionId, McpSessionId, PrincipalId, UpstreamId};
+use broker::jsonrpc::RequestId;
+use broker::rpc_ids::{self, Asked, Scope, Sealer, Unsealed};
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::app::App;
+use crate::mcp::caller::Caller;
+
+mod answers;
+pub mod courier;
+pub mod notifications;
+pub mod rounds;
+pub mod streams;
+
+pub use courier::Courier;
+
+pub use answers::{answer, cancel, cancel_hook};
+
+/// Most requests registered in flight on one replica (beyond, a request is still mapped, but a
+/// cancellation of it reaching this replica is routed like one reaching another replica).
+pub const MAX_IN_FLIGHT: usize = 65_536;
+
+type Key = (PrincipalId, McpSessionId, RequestId);
+
+/// Where a request in flight runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub backend: BackendSessionId,
+    pub upstream_id: RequestId,
+}
+
+/// Legacy clients' requests in flight on this replica (see the module doc for who writes it).
+#[derive(Default)]
+pub struct InFlight(Mutex<HashMap<Key, Running>>);
+
+impl InFlight {
+    /// Registers a request; `false` when its key is in flight already or the map is full.
+    fn register(&self, key: Key, running: Running) -> bool {
+        let Ok(mut map) = self.0.lock() else {
+            return false;
+        };
+        if map.len() >= MAX_IN_FLIGHT || map.contains_key(&key) {
+            return false;
+        }
+        map.insert(key, running);
+        true
+    }
+
+    fn remove(&self, key: &Key) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(key);
+        }
+    }
+
+    /// Where a client's request runs, when it runs through this replica.
+    pub fn find(
+        &self,
+        principal: &PrincipalId,
+        session: &McpSessionId,
+        id: &RequestId,
+    ) -> Option<Running> {
+        let map = self.0.lock().ok()?;
+        map.get(&(principal.clone(), session.clone(), id.clone()))
+            .cloned()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// One client request's ids: the upstream id it carries on the backend session, its own id.
+#[derive(Debug)]
+struct Pair {
+    upstream: RequestId,
+    client: RequestId,
+    answered: bool,
+}
+
+/// The ids a forwarded body's requests carry upstream, for the relay to give their replies the
+/// client's ids back. Dropping it (the relay ended) removes the requests from [`InFlight`].
+#[derive(Default)]
+pub struct IdMap {
+    pairs: Vec<Pair>,
+    registered: Vec<Key>,
+    in_flight: Option<Arc<InFlight>>,
+}
+
+impl Drop for IdMap {
+    fn drop(&mut self) {
+        if let Some(in_flight) = &self.in_flight {
+            for key in &self.registered {
+                in_flight.remove(key);
+            }
+        }
+    }
+}
+
+impl IdMap {
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Gives a backend response the client's id back. Returns whether it changed.
+    pub fn restore(&mut self, message: &mut Value) -> bool {
+        let Some(id) = rpc_ids::response_id(message) else {
+            return false;
+        };
+        let Some(pair) = self.pairs.iter_mut().find(|p| p.upstream == id) else {
+            return false;
+        };
+        pair.answered = true;
+        rpc_ids::set_id(message, &pair.client);
+        true
+    }
+
+    /// The upstream id of the client's request `client`.
+    pub fn upstream_of(&self, client: &RequestId) -> Option<RequestId> {
+        self.pairs
+            .iter()
+            .find(|p| &p.client == client)
+            .map(|p| p.upstream.clone())
+    }
+
+    /// The upstream ids of requests not answered yet.
+    pub fn unanswered(&self) -> Vec<RequestId> {
+        self.pairs
+            .iter()
+            .filter(|p| !p.answered)
+            .map(|p| p.upstream.clone())
+            .collect()
+    }
+}
+
+/// Gives every request in `body` an upstream id for `backend` and maps its cancellations. `None`
+/// when the body holds no request id to change (notifications alone, or not JSON).
+pub fn own_ids(
+    app: &App,
+    caller: &Caller,
+    body: &Bytes,
+    backend: &BackendSessionId,
+) -> Option<(Bytes, IdMap)> {
+    if body.is_empty() {
+        return None;
+    }
+    let mut value: Value = serde_json::from_slice(body).ok()?;
+    let mut ids = IdMap {
+        pairs: Vec::new(),
+        registered: Vec::new(),
+        in_flight: Some(app.in_flight.clone()),
+    };
+    let mut changed = false;
+    match &mut value {
+        Value::Array(items) => {
+            for item in items {
+                changed |= own_message(app, caller, item, backend, &mut ids);
+            }
+        }
+        message => changed |= own_message(app, caller, message, backend, &mut ids),
+    }
+    if !changed {
+        return None;
+    }
+    let bytes = serde_json::to_vec(&value).ok()?;
+    Some((Bytes::from(bytes), ids))
+}
+
+fn own_message(
+    app: &App,
+    caller: &Caller,
+    message: &mut Value,
+    backend: &BackendSessionId,
+    ids: &mut IdMap,
+) -> bool {
+    if let Some(client) = rpc_ids::request_id(message) {
+        // A client request (`method` and `id`).
+        let upstream = upstream_id_for(app, caller, &client, backend, ids);
+        rpc_ids::set_id(message, &upstream);
+        ids.pairs.push(Pair {
+            upstream,
+            client,
+            answered: false,
+        });
+        return true;
+    }
+    if let Some(client) = rpc_ids::cancelled_request_id(message) {
+        let upstream = cancelled_upstream_id(app, caller, &client);
+        rpc_ids::set_cancelled_request_id(message, &upstream);
+        return true;
+    }
+    if let Some(id) = rpc_ids::response_id(message)
+        && let Ok(asked) = app.sealer.open(&id, &caller.principal)
+    {
+        // An answer to a server request, batched: the backend's own id again.
+        rpc_ids::set_id(message, &asked.id);
+        return true;
+    }
+    false
+}
+
+/// The upstream id of a legacy client's request: the deterministic one for its MCP session (so a
+/// cancellation anywhere names it), unless that is in flight already; a sessionless request's is
+/// drawn from a nonce.
+fn upstream_id_for(
+    app: &App,
+    caller: &Caller,
+    client: &RequestId,
+    backend: &BackendSessionId,
+    ids: &mut IdMap,
+) -> RequestId {
+    if let Some(claims) = &caller.session {
+        let scope = Scope::Session {
+            principal: &caller.principal,
+            session: &claims.sid,
+        };
+        let upstream = rpc_ids::upstream_id(scope, client);
+        let key = (caller.principal.clone(), claims.sid.clone(), client.clone());
+        let running = Running {
+            backend: backend.clone(),
+            upstream_id: upstream.clone(),
+        };
+        if app.in_flight.register(key.clone(), running) {
+            ids.registered.push(key);
+            return upstream;
+        }
+    }
+    let nonce = broker::ids::random_hex128();
+    rpc_ids::upstream_id(Scope::Request { nonce: &nonce }, client)
+}
+
+/// The upstream id a client's cancellation names: the one its request got on this replica, else the
+/// deterministic one of its MCP session.
+pub fn cancelled_upstream_id(app: &App, caller: &Caller, client: &RequestId) -> RequestId {
+    let Some(claims) = &caller.session else {
+        return client.clone();
+    };
+    if let Some(running) = app.in_flight.find(&caller.principal, &claims.sid, client) {
+        return running.upstream_id;
+    }
+    let scope = Scope::Session {
+        principal: &caller.principal,
+        session: &claims.sid,
+    };
+    rpc_ids::upstream_id(scope, client)
+}
+
+/// What a relay seals server requests with: the backend session they come from.
+#[derive(Clone)]
+pub struct SealFor {
+    pub sealer: Sealer,
+    pub principal: PrincipalId,
+    pub upstream: UpstreamId,
+    pub backend: BackendSessionId,
+    /// With replicas (a shared store): watches for answers replicas of other upstreams receive.
+    pub courier: Option<Courier>,
+}
+
+impl SealFor {
+    /// Gives a server request a sealed id. Returns whether it changed.
+    pub fn seal(&self, message: &mut Value) -> bool {
+        let Some(id) = rpc_ids::request_id(message) else {
+            return false;
+        };
+        let asked = Asked {
+            principal: self.principal.clone(),
+            upstream: self.upstream.clone(),
+            backend: self.backend.clone(),
+            id,
+        };
+        let sealed = self.sealer.seal(&asked);
+        if let Some(courier) = &self.courier {
+            courier.watch(&self.principal, &sealed);
+        }
+        rpc_ids::set_id(message, &sealed);
+        true
+    }
+}
+
+/// Where a client's answer to a server request goes.
+pub enum Target {
+    /// To this backend session, on this replica's upstream, with this body.
+    Backend(BackendSessionId, Bytes),
+    /// Asked on another replica's upstream: left in the store for the replica relaying the stream
+    /// it was asked on ([`courier`]).
+    Relay(RequestId, Bytes),
+}
+
+/// Why a client's answer to a server request cannot be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error(transparent)]
+    Unsealed(#[from] Unsealed),
+}
+
+/// Where a client's single response goes: `Ok(None)` for an id the broker did not seal (it goes
+/// where it went before), else the [`Target`], with the body holding the backend's own id.
+pub fn answer_target(
+    app: &App,
+    caller: &Caller,
+    message: &Value,
+) -> Result<Option<Target>, AnswerError> {
+    let Some(id) = rpc_ids::response_id(message) else {
+        return Ok(None);
+    };
+    let asked = match app.sealer.open(&id, &caller.principal) {
+        Ok(asked) => asked,
+        Err(Unsealed::NotSealed) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let mut answer = message.clone();
+    rpc_ids::set_id(&mut answer, &asked.id);
+    let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+    if asked.upstream != app.upstream_id {
+        return Ok(Some(Target::Relay(id, body)));
+    }
+    Ok(Some(Target::Backend(asked.backend, body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn key(id: i64) -> Key {
+        let p = PrincipalId::parse("a".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+        let s = McpSessionId::parse("b".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+        (p, s, RequestId::Number(id))
+    }
+
+    fn running() -> Running {
+        Running {
+            backend: BackendSessionId::parse("backend").unwrap_or_else(|e| panic!("{e}")),
+            upstream_id: RequestId::Text("msb-c-1".into()),
+        }
+    }
+
+    #[test]
+    fn an_entry_in_flight_is_never_overwritten_and_leaves_with_its_map() {
+        let in_flight = Arc::new(InFlight::default());
+        assert!(in_flight.register(key(1), running()));
+        assert!(
+            !in_flight.register(key(1), running()),
+            "a reused id is not registered twice"
+        );
+        let ids = IdMap {
+            pairs: Vec::new(),
+            registered: vec![key(1)],
+            in_flight: Some(in_flight.clone()),
+        };
+        assert_eq!(in_flight.len(), 1);
+        drop(ids);
+        assert_eq!(in_flight.len(), 0);
+    }
+
+    #[test]
+    fn replies_get_the_client_id_back_once_answered() {
+        let mut ids = IdMap::default();
+        ids.pairs.push(Pair {
+            upstream: RequestId::Text("msb-c-x".into()),
+            client: RequestId::Number(1),
+            answered: false,
+        });
+        let mut progress =
+            json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1}});
+        assert!(!ids.restore(&mut progress));
+        let mut other = json!({"jsonrpc":"2.0","id":"msb-c-y","result":{}});
+        assert!(!ids.restore(&mut other));
+        assert_eq!(ids.unanswered(), vec![RequestId::Text("msb-c-x".into())]);
+        let mut reply = json!({"jsonrpc":"2.0","id":"msb-c-x","result":{}});
+        assert!(ids.restore(&mut reply));
+        assert_eq!(reply["id"], json!(1));
+        assert!(ids.unanswered().is_empty());
+    }
+}

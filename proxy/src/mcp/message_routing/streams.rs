@@ -1,0 +1,66 @@
+//! What the relay of a stream from a backend session is handed: the seal for the server requests on
+//! it (and, with replicas, the courier that brings answers other replicas receive), the hook that
+//! cancels what the client leaves unanswered, and for a bridged modern client the park.
+
+use std::sync::Arc;
+
+use broker::ids::BackendSessionId;
+use broker::jsonrpc::RequestId;
+use http::header::HeaderValue;
+
+use super::rounds::Park;
+use super::{Courier, IdMap, SealFor, cancel_hook};
+use crate::app::App;
+use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::mcp::caller::Caller;
+use crate::mcp::relay::Watch;
+
+/// Fills `watch` for a response from `session`. `protocol`: the revision spoken on it; `call_id`:
+/// the client's id of the single request, if it is one.
+pub fn watch_session(
+    app: &Arc<App>,
+    caller: &Caller,
+    session: &BackendSessionId,
+    protocol: Option<&str>,
+    call_id: Option<&RequestId>,
+    ids: &IdMap,
+    watch: &mut Watch,
+) {
+    if !ids.is_empty() {
+        let headers = caller.own_request_headers();
+        watch.on_abandon = Some(cancel_hook(app, headers, session, protocol));
+    }
+    let courier = app.settings.redis_url.is_some().then(|| {
+        let lease = Arc::new(());
+        let alive = Arc::downgrade(&lease);
+        watch.lease = Some(lease);
+        let mut headers = caller.own_request_headers();
+        if let Ok(value) = HeaderValue::from_str(session.as_str()) {
+            headers.insert(MCP_SESSION_ID, value);
+        }
+        if let Some(value) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+            headers.insert(MCP_PROTOCOL_VERSION, value);
+        }
+        Courier {
+            app: app.clone(),
+            headers,
+            alive,
+        }
+    });
+    let seal = SealFor {
+        sealer: app.sealer.clone(),
+        principal: caller.principal.clone(),
+        upstream: app.upstream_id.clone(),
+        backend: session.clone(),
+        courier,
+    };
+    if caller.bridge.is_some()
+        && let Some(client_id) = call_id
+        && let Some(call) = ids.upstream_of(client_id)
+    {
+        // A modern client cannot answer a server request: a bridged call that asks one is parked
+        // and answered input_required (broker::rounds).
+        watch.park = Some(Park::new(app, &seal, call, client_id.clone()));
+    }
+    watch.seal = Some(seal);
+}

@@ -1,0 +1,178 @@
+//! POSTs of modern (2026-07-28, sessionless) clients: no session id, the protocol version in
+//! `_meta` or the `MCP-Protocol-Version` header.
+//!
+//! 1. The request ladder ([`broker::modern::check`]): the `_meta` envelope, the routing headers
+//!    against the body, the version. A mismatch is a 400 with the spec's code; nothing is routed.
+//! 2. Bridged or not ([`broker::modern::bridges`], from what the backend speaks):
+//!    - bridged (a legacy or stateful backend): `server/discover` is answered by the broker from
+//!      the backend's `initialize` result; notifications are acknowledged (202: the modern wire has
+//!      none a backend acts on); every other request runs on legacy backend sessions opened for the
+//!      client ([`crate::backend::bridge`]), and every result it gets back gains `resultType`;
+//!    - not bridged (a modern, stateless backend): requests pass through; a `tools/call` is
+//!      resolved, guarded and told the project like any other.
+//!
+//! In both, a `tools/call` is resolved by handle (the `work_session` argument, or its
+//! `Mcp-Param-Work-Session` header), conversation key and surface; there is no MCP session, so no
+//! MCP-session link is read or written, and no session id is minted or echoed.
+
+use std::sync::Arc;
+
+use broker::ids::McpSessionId;
+use broker::jsonrpc::{Body, Kind, RequestId};
+use broker::modern::{self, BridgeMode, Rejection, RoutingHeaders};
+use broker::tokens::SessionClaims;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode};
+
+use crate::app::App;
+use crate::backend::body::{ProxyBody, full};
+use crate::backend::bridge::Bridged;
+use crate::backend::headers::{self, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::mcp::caller::Caller;
+use crate::mcp::dispatch::{Modern, is_resolved, pass_through, tool_call};
+use crate::mcp::errors::{ProxyError, json_response};
+use crate::mcp::message_routing::rounds;
+
+/// The answer to a modern request (or batch, `id` none) refused before routing.
+pub fn refused(rejection: &Rejection, id: Option<&RequestId>) -> Response<ProxyBody> {
+    tracing::info!(code = rejection.code, reason = %rejection.message, "modern request refused");
+    let status = StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, &rejection.reply(id))
+}
+
+/// Handles one modern POST (a single message).
+pub async fn post(
+    app: &Arc<App>,
+    parts: &Parts,
+    mut caller: Caller,
+    bytes: Bytes,
+    parsed: Body,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Body::Single(message) = &parsed else {
+        return pass_through(app, parts, &caller, bytes, parsed, Modern::Direct).await;
+    };
+    if message.is_request()
+        && let Err(rejection) = modern::check(message, &routing_headers(&parts.headers))
+    {
+        return Ok(refused(&rejection, message.id.as_ref()));
+    }
+    let profile = match app.settings.bridge {
+        BridgeMode::Off => None,
+        BridgeMode::Auto => {
+            let profile = app.bridge.profile(app).await?;
+            modern::bridges(BridgeMode::Auto, profile.eras).then_some(profile)
+        }
+    };
+    let Some(profile) = profile else {
+        return if is_resolved(message) {
+            tool_call(app, parts, &caller, bytes, parsed, None, Modern::Direct).await
+        } else {
+            pass_through(app, parts, &caller, bytes, parsed, Modern::Direct).await
+        };
+    };
+    match &message.kind {
+        Kind::Discover => {
+            let initialize = profile.initialize.unwrap_or_default();
+            let reply = serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": message.id.as_ref().map(broker::jsonrpc::RequestId::to_value),
+                "result": modern::discover_result(&initialize),
+            });
+            Ok(json_response(StatusCode::OK, &reply))
+        }
+        Kind::Notification(_) | Kind::Response => {
+            let mut accepted = Response::new(full(Bytes::new()));
+            *accepted.status_mut() = StatusCode::ACCEPTED;
+            Ok(accepted)
+        }
+        _ => {
+            let is_call = is_resolved(message);
+            let version = &profile.legacy_version;
+            if let Some(resumed) = rounds::resume(app, &caller, version, message).await {
+                return resumed; // a retry of a call parked on a server request
+            }
+            caller.bridge = Some(Bridged {
+                ini: modern::legacy_initialize_params(message, &profile.legacy_version),
+                legacy_version: profile.legacy_version.clone(),
+            });
+            if is_call {
+                tool_call(app, parts, &caller, bytes, parsed, None, Modern::Bridged).await
+            } else {
+                pass_through(app, parts, &caller, bytes, parsed, Modern::Bridged).await
+            }
+        }
+    }
+}
+
+/// Answers a legacy client's `initialize` for a backend that speaks only 2026-07-28, from its
+/// `server/discover` result, with a broker session id that says so (`mb`): each later request of
+/// the client is turned into a modern one on its way ([`broker::modern::modernize`]).
+pub fn initialize_for_modern_backend(
+    app: &App,
+    caller: &Caller,
+    parsed: &Body,
+    ini: serde_json::Value,
+    discover: &serde_json::Value,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let id = parsed.messages().first().and_then(|m| m.id.clone());
+    let requested = ini
+        .get("protocolVersion")
+        .and_then(serde_json::Value::as_str);
+    let result = modern::initialize_result(discover, requested, modern::HANDSHAKE);
+    let reply = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id.as_ref().map(broker::jsonrpc::RequestId::to_value),
+        "result": result,
+    });
+    let claims = SessionClaims {
+        p: caller.principal.clone(),
+        sid: McpSessionId::random(),
+        up: app.upstream_id.clone(),
+        bs: None,
+        ini,
+        mb: true,
+        lz: false,
+    };
+    let mut response = json_response(StatusCode::OK, &reply);
+    response.headers_mut().insert(
+        MCP_SESSION_ID,
+        crate::mcp::initialize::session_id(app, &claims)?,
+    );
+    tracing::info!("answered initialize for a backend that speaks only 2026-07-28");
+    Ok(response)
+}
+
+/// A legacy client's request on its way to a backend that speaks only 2026-07-28: the body gains
+/// the `_meta` envelope, the headers the version, method and name. `None`: nothing to change.
+pub fn modernize_request(
+    body: &Bytes,
+    ini: &serde_json::Value,
+    headers: &mut HeaderMap,
+) -> Option<Bytes> {
+    let mut message: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let (method, name) = modern::modernize(&mut message, ini)?;
+    headers.insert(MCP_PROTOCOL_VERSION, HeaderValue::from_static("2026-07-28"));
+    if let Ok(value) = HeaderValue::from_str(&method) {
+        headers.insert(MCP_METHOD, value);
+    }
+    if let Some(value) = name.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        headers.insert(MCP_NAME, value);
+    }
+    headers.remove(MCP_SESSION_ID);
+    serde_json::to_vec(&message).ok().map(Bytes::from)
+}
+
+/// The request's routing headers, noting one sent twice.
+fn routing_headers(headers: &HeaderMap) -> RoutingHeaders<'_> {
+    let duplicated = [&MCP_PROTOCOL_VERSION, &MCP_METHOD, &MCP_NAME]
+        .iter()
+        .any(|name| headers.get_all(*name).iter().count() > 1);
+    RoutingHeaders {
+        protocol_version: headers::text(headers, &MCP_PROTOCOL_VERSION),
+        method: headers::text(headers, &MCP_METHOD),
+        name: headers::text(headers, &MCP_NAME),
+        duplicated,
+    }
+}

@@ -1,0 +1,6 @@
+//! Operations: the admin API and its CLI, and the finalizer that closes idle work sessions. The top
+//! layer: it may import every layer below.
+
+pub mod admin;
+pub mod admin_cli;
+pub mod finalizer;
