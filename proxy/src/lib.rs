@@ -23,7 +23,6 @@
 //! - [`admin`]: the admin API on its own listener; [`admin_cli`]: the operator subcommands;
 //! - [`operator_session`]: backend sessions the broker opens for itself (handover tool, rebind check).
 
-pub mod app;
 pub mod backend;
 pub mod config;
 pub mod edge;
@@ -36,9 +35,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-pub use app::{App, StartError};
 pub use config::Settings;
 use edge::server;
+pub use edge::{App, StartError};
 use ops::{admin, finalizer};
 
 /// Why a broker did not start.

@@ -156,7 +156,7 @@ impl Harness {
 
     /// Binds a work session of `credential`'s principal on `project`, seen by one MCP session.
     async fn bind(&self, credential: &str, project: &str) -> WorkSessionId {
-        let now = proxy::app::now_ms();
+        let now = proxy::backend::now_ms();
         let session = WorkSession {
             id: WorkSessionId::random(),
             principal: self.principal(credential),

@@ -49,11 +49,13 @@ fn call_message(tool: &str, arguments: Value) -> Message {
 }
 
 async fn plan(app: &Arc<App>, tool: &str, arguments: Value) -> Outcome {
-    let caller = Caller::identify(app, &parts("k"), None)
+    let parts = parts("k");
+    let principal = proxy::edge::identify::who(app, &parts.headers, None)
         .await
-        .expect("caller");
+        .expect("principal");
+    let caller = Caller::identify(app, &parts, principal, None).expect("caller");
     let mut message = call_message(tool, arguments);
-    call::plan(app, &caller, &mut message, None)
+    call::plan(&app.mcp, &caller, &mut message, None)
         .await
         .expect("plan")
 }

@@ -1,5 +1,5 @@
 //! Service tests of the decision path, without sockets: a real `App` (memory store; the upstream client
-//! is never used), real headers, real JSON-RPC bodies, through `Caller::identify` and `call::plan`.
+//! is never used), real headers, real JSON-RPC bodies, through `identify::who`, `Caller::identify` and `call::plan`.
 
 use std::sync::Arc;
 
@@ -49,11 +49,13 @@ async fn run_plan(
     tool: &str,
     arguments: Value,
 ) -> Outcome {
-    let caller = Caller::identify(app, &parts(credential, client), None)
+    let parts = parts(credential, client);
+    let principal = proxy::edge::identify::who(app, &parts.headers, None)
         .await
-        .expect("caller");
+        .expect("principal");
+    let caller = Caller::identify(app, &parts, principal, None).expect("caller");
     let mut message = call_message(tool, arguments);
-    call::plan(app, &caller, &mut message, None)
+    call::plan(&app.mcp, &caller, &mut message, None)
         .await
         .expect("plan")
 }

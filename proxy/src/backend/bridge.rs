@@ -29,7 +29,7 @@ use broker::modern::{self, BackendEras};
 use http::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
-use crate::app::App;
+use crate::backend::Backend;
 use crate::backend::headers::{MCP_METHOD, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::backend::sessions::{self, BackendError};
 use crate::backend::upstream::UpstreamError;
@@ -89,7 +89,7 @@ impl Profile {
 
 impl Bridge {
     /// The backend's profile, learned on first use and again after [`PROFILE_TTL`].
-    pub async fn profile(&self, app: &App) -> Result<Profile, BackendError> {
+    pub async fn profile(&self, app: &Backend) -> Result<Profile, BackendError> {
         self.profile_or_probe(|| probe(app)).await
     }
 
@@ -167,7 +167,7 @@ impl Bridge {
 }
 
 /// Asks the backend what it speaks.
-async fn probe(app: &App) -> Result<Profile, BackendError> {
+async fn probe(app: &Backend) -> Result<Profile, BackendError> {
     let discover = discover(app).await;
     let modern = discover.is_some();
     let id = "session-broker-probe-initialize";
@@ -210,7 +210,7 @@ async fn probe(app: &App) -> Result<Profile, BackendError> {
 }
 
 /// The backend's `server/discover` result, when it answers one offering a modern revision.
-async fn discover(app: &App) -> Option<Value> {
+async fn discover(app: &Backend) -> Option<Value> {
     let version = modern::SUPPORTED[0];
     let id = "session-broker-probe-discover";
     let request = json!({
@@ -239,7 +239,7 @@ async fn discover(app: &App) -> Option<Value> {
 }
 
 /// Ends a backend session the broker opened only to learn something (best effort).
-async fn close(app: &App, session: &BackendSessionId) {
+async fn close(app: &Backend, session: &BackendSessionId) {
     if let Err(error) = app
         .upstream
         .delete_session(app.settings.mcp_path(), session)
@@ -252,7 +252,7 @@ async fn close(app: &App, session: &BackendSessionId) {
 /// Opens a bridged backend session for a modern client's request (no project: like a legacy
 /// client's own).
 pub async fn open_own(
-    app: &App,
+    app: &Backend,
     principal: &PrincipalId,
     headers: HeaderMap,
     bridged: &Bridged,

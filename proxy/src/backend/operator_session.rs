@@ -13,7 +13,7 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
-use crate::app::App;
+use crate::backend::Backend;
 use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::backend::sessions::{self, BackendError};
 
@@ -39,7 +39,7 @@ fn own_initialize() -> Value {
 }
 
 /// The operator's credential for the backend, if configured.
-fn credential(app: &App) -> HeaderMap {
+fn credential(app: &Backend) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(value) = &app.settings.on_expire_tool_auth {
         headers.insert(header::AUTHORIZATION, value.clone());
@@ -49,7 +49,7 @@ fn credential(app: &App) -> HeaderMap {
 
 impl OperatorSession {
     /// Opens one ([`sessions::open`]).
-    pub async fn open(app: &App) -> Result<Self, BackendError> {
+    pub async fn open(app: &Backend) -> Result<Self, BackendError> {
         let base = credential(app);
         match sessions::open(app, base.clone(), &own_initialize()).await {
             Ok(opened) => Ok(Self {
@@ -68,7 +68,7 @@ impl OperatorSession {
 
     /// Selects `work`'s project on it ([`sessions::replay`]; on a stateless backend, the same
     /// select with the work session's trusted headers and no session id).
-    pub async fn select(&self, app: &App, work: &WorkSession) -> Result<(), BackendError> {
+    pub async fn select(&self, app: &Backend, work: &WorkSession) -> Result<(), BackendError> {
         if let Some(session) = &self.session {
             return sessions::replay(
                 app,
@@ -129,7 +129,7 @@ impl OperatorSession {
 
     /// DELETEs it (nothing to do on a stateless backend); a failure is only logged (the backend's
     /// idle expiry remains).
-    pub async fn close(self, app: &App) {
+    pub async fn close(self, app: &Backend) {
         if self.session.is_none() {
             return;
         }
@@ -175,7 +175,7 @@ impl OperatorSession {
 
 /// Whether the backend's select tool accepts `work`'s project: selected on a session of the
 /// broker's own, which is closed afterwards.
-pub async fn check_select(app: &App, work: &WorkSession) -> Result<(), BackendError> {
+pub async fn check_select(app: &Backend, work: &WorkSession) -> Result<(), BackendError> {
     let session = OperatorSession::open(app).await?;
     let selected = session.select(app, work).await;
     session.close(app).await;

@@ -10,7 +10,7 @@ use broker::tokens::AssertionClaims;
 use http::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use crate::app::App;
+use crate::backend::Backend;
 use crate::backend::headers::{
     MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_MCP_PROJECT, X_MCP_WORK_SESSION,
 };
@@ -55,7 +55,7 @@ fn reply_id(kind: &str) -> String {
 }
 
 /// Opens a backend session with the client's `initialize` params.
-pub async fn open(app: &App, base: HeaderMap, ini: &Value) -> Result<Opened, BackendError> {
+pub async fn open(app: &Backend, base: HeaderMap, ini: &Value) -> Result<Opened, BackendError> {
     let id = reply_id("init");
     let path = app.settings.mcp_path().to_owned();
     let initialize = mcp::initialize_request(&id, ini);
@@ -106,7 +106,7 @@ pub async fn open(app: &App, base: HeaderMap, ini: &Value) -> Result<Opened, Bac
 
 /// Calls the select tool on a backend session for the work session's project.
 pub async fn replay(
-    app: &App,
+    app: &Backend,
     base: HeaderMap,
     session: &BackendSessionId,
     protocol_version: Option<&str>,
@@ -144,7 +144,7 @@ pub async fn replay(
 /// Sets `X-MCP-Project` and the signed `X-MCP-Work-Session` assertion for a bound work session.
 /// Client-sent copies were stripped before; with no work session neither is set.
 pub fn set_trusted(
-    app: &App,
+    app: &Backend,
     headers: &mut HeaderMap,
     work: Option<&WorkSession>,
     via: Option<&str>,

@@ -9,8 +9,8 @@ use broker::surface::SurfaceRule;
 use clap::Parser;
 use http::{HeaderName, Uri};
 
+use crate::config::admin::{self, AdminError, AdminListen, AdminToken};
 use crate::config::settings::Settings;
-use crate::ops::admin::{self, AdminError, AdminListen, AdminToken};
 
 mod principal;
 mod store;
@@ -18,12 +18,28 @@ mod store;
 pub use principal::{PrincipalArgs, PrincipalError, Source as PrincipalSourceArg};
 pub use store::{FinalizeArgs, RedisTlsArgs, StoreArgsError};
 
+/// What `session-broker --help` says after the server's flags: the subcommands and where to read on.
+pub const HELP_SUBCOMMANDS: &str = "\
+Operator commands (each has its own --help):
+  session-broker sessions list|show|rebind|end ...  look at and act on one principal's work sessions
+                                                    (a client of the admin API, --admin-listen)
+  session-broker sessions dead-letters|replay ID    finalizations whose actions failed; deliver one again
+  session-broker token inspect TOKEN                verify a session id, handle or assertion; print its claims
+  session-broker keygen [--ed25519]                 print a fresh signing key
+
+Example:
+  session-broker --listen 127.0.0.1:8080 --upstream http://127.0.0.1:8001/mcp
+  (clients then connect to http://127.0.0.1:8080/mcp with Authorization: Bearer <credential>)
+
+Every flag, its environment variable and the config file: docs/operations.md; the subcommands:
+docs/admin.md.";
+
 /// Keeps MCP work sessions alive across client reconnects.
 ///
 /// A reverse proxy in front of one MCP server (Streamable HTTP): it remembers the project each
 /// conversation selected, replays it onto every new MCP session and tells the backend on every call.
 #[derive(Debug, Parser)]
-#[command(name = "session-broker", version, after_help = crate::ops::admin_cli::HELP_SUBCOMMANDS)]
+#[command(name = "session-broker", version, after_help = HELP_SUBCOMMANDS)]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:8080")]
@@ -304,7 +320,7 @@ impl Args {
                     .ok_or_else(|| CliError::WeakAdminToken(path.display().to_string()))?,
             );
         }
-        admin::check(&settings)?;
+        admin::check(settings.admin_listen, settings.admin_token.as_ref())?;
         Ok(settings)
     }
 }

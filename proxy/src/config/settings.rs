@@ -8,7 +8,7 @@ use broker::resolve::UnkeyedPolicy;
 use broker::surface::SurfaceRule;
 use http::{HeaderName, Uri};
 
-use crate::ops::admin::AdminToken;
+use crate::config::admin::AdminToken;
 
 /// The proxy's settings.
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ pub struct Settings {
     pub allow_anonymous: bool,
     /// Where the principal comes from: the bearer credential's hash, a verified OAuth access
     /// token's issuer and subject, or a trusted proxy's header.
-    pub principal_source: crate::edge::identify::PrincipalSource,
+    pub principal_source: crate::config::identity::PrincipalSource,
     /// Id of the upstream instance; derived from the host name and upstream when absent.
     pub upstream_instance: Option<String>,
     /// Largest request body accepted.

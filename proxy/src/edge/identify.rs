@@ -14,67 +14,30 @@
 //! OAuth client can discover where to get a token.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use broker::identity::{IdentityError, PrincipalHasher};
 use broker::ids::PrincipalId;
-use broker::oauth::{OAuthError, Rules};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Response, StatusCode, Uri};
-use ipnet::IpNet;
+use broker::oauth::Rules;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
 
 mod jwks;
 
 use jwks::KeySet;
 pub use jwks::get;
 
-use crate::app::App;
 use crate::backend::body::ProxyBody;
+pub use crate::config::identity::{JwksLocation, PrincipalSource};
+use crate::edge::App;
 use crate::mcp::errors::ProxyError;
+pub use crate::mcp::errors::Refused;
 
 /// The least time between two fetches of the key set for an unknown key id.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// How long a fetched key set is used before it is fetched again.
 pub const MAX_AGE: Duration = Duration::from_secs(15 * 60);
-
-/// Where the identity provider's key set is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JwksLocation {
-    Url(Uri),
-    File(PathBuf),
-}
-
-/// Which principal source, as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum PrincipalSource {
-    #[default]
-    BearerHmac,
-    Jwt {
-        jwks: JwksLocation,
-        rules: Rules,
-        /// The `resource_metadata` URL for 401s; learned from the backend when absent.
-        resource_metadata: Option<String>,
-    },
-    Header {
-        name: HeaderName,
-        trusted_proxies: Vec<IpNet>,
-    },
-}
-
-/// Why the caller has no principal.
-#[derive(Debug, thiserror::Error)]
-pub enum Refused {
-    #[error("{0}")]
-    Credential(#[from] IdentityError),
-    #[error("{0}")]
-    Token(OAuthError),
-    #[error("the identity provider's key set is unavailable: {0}")]
-    KeySet(String),
-    #[error("two Authorization headers: send one")]
-    TwoCredentials,
-}
 
 /// Establishes principals.
 pub struct Identities {
@@ -198,6 +161,20 @@ impl Identities {
             headers.remove(name);
         }
     }
+}
+
+/// Who a request on the MCP path is from. Refuses a foreign Origin (403) first, then a missing or
+/// refused credential ([`ProxyError::Refused`], answered by [`unauthorized`]).
+pub async fn who(
+    app: &App,
+    headers: &HeaderMap,
+    client_ip: Option<IpAddr>,
+) -> Result<PrincipalId, ProxyError> {
+    crate::edge::origin::check(&app.settings.allowed_origins, headers)?;
+    app.identities
+        .principal(headers, client_ip)
+        .await
+        .map_err(ProxyError::Refused)
 }
 
 /// The token after `Bearer `.

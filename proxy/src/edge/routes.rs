@@ -16,9 +16,10 @@ use http_body_util::Full;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::app::App;
 use crate::backend::body::{ProxyBody, full};
 use crate::backend::headers::{self, Origin};
+use crate::edge::App;
+use crate::edge::identify;
 use crate::edge::limits::RequestBody;
 use crate::edge::path::Decision;
 use crate::mcp::dispatch;
@@ -123,7 +124,14 @@ async fn route(
                 Method::DELETE => Rpc::Delete,
                 _ => Rpc::Other,
             });
-            dispatch::handle(app, request, client_ip).await
+            let principal = match identify::who(app, request.headers(), client_ip).await {
+                Ok(principal) => principal,
+                Err(error @ ProxyError::Refused(_)) => {
+                    return Ok(identify::unauthorized(app, error).await);
+                }
+                Err(error) => return Err(error),
+            };
+            dispatch::handle(&app.mcp, request, principal, client_ip).await
         }
         _ => {
             metrics::set_method(Rpc::Passthrough);

@@ -23,8 +23,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use http::{Request, Response};
 
-use crate::app::App;
 use crate::backend::body::ProxyBody;
+use crate::edge::App;
 use crate::edge::limits::{BodyLimits, Inflight, RequestBody};
 use crate::edge::routes;
 use crate::mcp::errors::ProxyError;
@@ -57,7 +57,7 @@ pub struct ListenerLimits {
 
 impl ListenerLimits {
     /// The main listener's, from the settings.
-    pub fn main(settings: &crate::Settings) -> Self {
+    pub fn main(settings: &crate::config::Settings) -> Self {
         Self {
             body: BodyLimits {
                 timeout: settings.body_timeout,

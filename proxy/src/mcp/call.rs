@@ -19,10 +19,11 @@ use serde_json::Value;
 use tracing::Span;
 use tracing::field::display;
 
-use crate::app::{App, TOKEN_LIFETIME, now_ms};
+use crate::backend::now_ms;
 use crate::mcp::caller::Caller;
 use crate::mcp::errors::ProxyError;
 use crate::mcp::relay::{SelectWatch, Watch};
+use crate::mcp::{Mcp, TOKEN_LIFETIME};
 use crate::metrics::StoreOp;
 
 /// `_meta` key carrying `clientInfo` in sessionless requests (protocol 2026-07-28).
@@ -58,7 +59,7 @@ impl Plan {
 
 /// Plans one `tools/call`. `mcp` is the client MCP session, if the request has one.
 pub async fn plan(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     caller: &Caller,
     message: &mut Message,
     mcp: Option<McpQuery>,
@@ -219,7 +220,7 @@ struct Looked {
 }
 
 impl Looked {
-    async fn run(mut self, app: &App, what: &str) -> Self {
+    async fn run(mut self, app: &Mcp, what: &str) -> Self {
         let looked_up = app
             .metrics
             .store(StoreOp::Lookup, app.store.lookup(&self.query))
@@ -231,7 +232,7 @@ impl Looked {
         self
     }
 
-    fn facts(&self, app: &App, tool: Tool, handle: HandleFact, backend: Backend) -> Facts<'_> {
+    fn facts(&self, app: &Mcp, tool: Tool, handle: HandleFact, backend: Backend) -> Facts<'_> {
         let settings = &app.settings;
         Facts {
             tool,
@@ -259,7 +260,7 @@ impl Looked {
 /// stream), resolved as a project-scoped request would be (MCP session, conversation header,
 /// surface within its window), without recording anything: it is not activity.
 pub async fn resolve_passive(
-    app: &App,
+    app: &Mcp,
     caller: &Caller,
     mcp: Option<McpQuery>,
 ) -> Option<WorkSession> {
@@ -289,7 +290,7 @@ pub async fn resolve_passive(
 /// wait for it: the lookup just found the work session live, so the call goes on; a touch that finds
 /// it ended meanwhile (finalized in that instant) writes nothing and never revives it. Bounded, and
 /// coalesced per work session while the store is slow ([`crate::mcp::touches`]).
-fn touch_off_the_reply_path(app: &Arc<App>, session: WorkSession, links: Links, now: u64) {
+fn touch_off_the_reply_path(app: &Arc<Mcp>, session: WorkSession, links: Links, now: u64) {
     app.touches
         .touch(&app.store, &app.metrics, session, links, now);
 }
@@ -305,7 +306,7 @@ fn backend_kind(caller: &Caller) -> Backend {
 }
 
 fn select_watch(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     caller: &Caller,
     id: jsonrpc::RequestId,
     select: &decide::SelectPlan,
@@ -332,7 +333,7 @@ fn select_watch(
 }
 
 fn verify_handle(
-    app: &App,
+    app: &Mcp,
     caller: &Caller,
     token: &str,
 ) -> Result<broker::ids::WorkSessionId, String> {

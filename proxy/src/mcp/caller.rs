@@ -10,8 +10,8 @@ use broker::tokens::SessionClaims;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 
-use crate::app::App;
 use crate::backend::headers::{self as names, Origin};
+use crate::mcp::Mcp;
 use crate::mcp::errors::ProxyError;
 
 /// The verified caller of one request.
@@ -34,21 +34,17 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Identifies the caller. Refuses a foreign Origin (403), a missing credential (401), and a session
-    /// id that is malformed, forged or another principal's (404, as for any unknown session).
-    pub async fn identify(
-        app: &App,
+    /// The caller of a request from `principal` (established by the edge, [`crate::edge::identify`]).
+    /// Refuses a session id that is malformed, forged or another principal's (404, as for any
+    /// unknown session).
+    pub fn identify(
+        app: &Mcp,
         parts: &Parts,
+        principal: PrincipalId,
         client_ip: Option<std::net::IpAddr>,
     ) -> Result<Self, ProxyError> {
         let headers = &parts.headers;
-        check_origin(app, headers)?;
         let authorization = headers.get(header::AUTHORIZATION).cloned();
-        let principal = app
-            .identities
-            .principal(headers, client_ip)
-            .await
-            .map_err(ProxyError::Refused)?;
         let session = match headers.get(&names::MCP_SESSION_ID) {
             None => None,
             Some(value) => {
@@ -94,7 +90,7 @@ impl Caller {
     }
 
     /// The surface, given the MCP `clientInfo.name` (from the session's `initialize` or `_meta`).
-    pub fn surface(&self, app: &App, client_name: Option<&str>) -> Surface {
+    pub fn surface(&self, app: &Mcp, client_name: Option<&str>) -> Surface {
         let session_name = self
             .session
             .as_ref()
@@ -114,7 +110,7 @@ impl Caller {
 
     /// The conversation key: the first configured `_meta` key the call carries (by default
     /// `openai/session`, then OpenTelemetry's `gen_ai.conversation.id`), else the configured header.
-    pub fn conversation(&self, app: &App, call: &Message) -> Option<ConversationKey> {
+    pub fn conversation(&self, app: &Mcp, call: &Message) -> Option<ConversationKey> {
         app.settings
             .conversation_meta_keys
             .iter()
@@ -149,49 +145,5 @@ fn source_of(meta_key: &str) -> &str {
         "openai"
     } else {
         meta_key
-    }
-}
-
-/// Origin present and not allowed: 403. Loopback origins are always allowed (local clients and the
-/// Inspector), others only when listed; `*` allows all.
-fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), ProxyError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().map_err(|_| ProxyError::ForbiddenOrigin)?;
-    let allowed = &app.settings.allowed_origins;
-    if allowed
-        .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-        || is_loopback_origin(origin)
-    {
-        Ok(())
-    } else {
-        Err(ProxyError::ForbiddenOrigin)
-    }
-}
-
-fn is_loopback_origin(origin: &str) -> bool {
-    let Ok(uri) = origin.parse::<http::Uri>() else {
-        return false;
-    };
-    matches!(
-        uri.host(),
-        Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_origins() {
-        assert!(is_loopback_origin("http://localhost:6274"));
-        assert!(is_loopback_origin("http://127.0.0.1"));
-        assert!(is_loopback_origin("http://[::1]:3000"));
-        assert!(!is_loopback_origin("https://evil.example"));
-        assert!(!is_loopback_origin("http://localhost.evil.example"));
-        assert!(!is_loopback_origin("null"));
     }
 }

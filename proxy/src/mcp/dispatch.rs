@@ -19,31 +19,29 @@ use http::{Method, Request, Response, StatusCode};
 use tracing::Span;
 use tracing::field::display;
 
-use crate::app::App;
 use crate::backend::body::ProxyBody;
 use crate::backend::headers::{self, MCP_PROTOCOL_VERSION};
-use crate::edge::limits::RequestBody;
+use crate::mcp::Mcp;
 use crate::mcp::call::{self, Outcome};
 use crate::mcp::caller::Caller;
 use crate::mcp::errors::{ProxyError, json_response};
 use crate::mcp::forward::{Outbound, forward};
 use crate::mcp::relay::Watch;
 use crate::metrics::{self, Rpc, StoreOp};
+use broker::ids::PrincipalId;
 
-/// Handles one request on the MCP path.
-pub async fn handle(
-    app: &Arc<App>,
-    request: Request<RequestBody>,
+/// Handles one request on the MCP path (its body is the edge's `RequestBody`), from `principal` (established by the edge).
+pub async fn handle<B>(
+    app: &Arc<Mcp>,
+    request: Request<B>,
+    principal: PrincipalId,
     client_ip: Option<std::net::IpAddr>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Response<ProxyBody>, ProxyError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
+{
     let (parts, body) = request.into_parts();
-    let caller = match Caller::identify(app, &parts, client_ip).await {
-        Ok(caller) => caller,
-        Err(error @ ProxyError::Refused(_)) => {
-            return Ok(crate::edge::identify::unauthorized(app, error).await);
-        }
-        Err(error) => return Err(error),
-    };
+    let caller = Caller::identify(app, &parts, principal, client_ip)?;
     Span::current().record("principal", display(&caller.principal));
     match parts.method {
         Method::POST => post(app, &parts, caller, body).await,
@@ -53,7 +51,7 @@ pub async fn handle(
     }
 }
 
-pub(crate) fn mcp_query(app: &App, claims: &SessionClaims) -> McpQuery {
+pub(crate) fn mcp_query(app: &Mcp, claims: &SessionClaims) -> McpQuery {
     McpQuery {
         session: claims.sid.clone(),
         upstream: app.upstream_id.clone(),
@@ -70,7 +68,7 @@ pub(crate) fn mcp_query(app: &App, claims: &SessionClaims) -> McpQuery {
 
 /// Reads the MCP-session state for a request that needs no resolution. A store failure is not fatal
 /// here: such requests bind nothing, so they go on with the session id's own backend session.
-async fn session_state(app: &App, caller: &Caller) -> Result<McpState, ProxyError> {
+async fn session_state(app: &Mcp, caller: &Caller) -> Result<McpState, ProxyError> {
     let Some(claims) = &caller.session else {
         return Ok(McpState::default());
     };
@@ -87,7 +85,7 @@ async fn session_state(app: &App, caller: &Caller) -> Result<McpState, ProxyErro
 }
 
 async fn stream_or_delete(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     parts: &Parts,
     caller: Caller,
     delete: bool,
@@ -135,12 +133,17 @@ async fn stream_or_delete(
     )
 }
 
-async fn post(
-    app: &Arc<App>,
+/// A POST: its body (the edge's, under its deadline and the in-flight budget) read up to the
+/// configured limit, then handled by kind.
+async fn post<B>(
+    app: &Arc<Mcp>,
     parts: &Parts,
     caller: Caller,
-    body: RequestBody,
-) -> Result<Response<ProxyBody>, ProxyError> {
+    body: B,
+) -> Result<Response<ProxyBody>, ProxyError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
+{
     let limit = app.settings.max_body;
     let bytes = match crate::backend::body::read_capped(body, limit).await {
         Ok(bytes) => bytes,
@@ -208,7 +211,7 @@ pub enum Modern {
 /// A single `tools/call` or project-scoped request: planned by [`crate::mcp::call`], then forwarded (or
 /// answered by the broker).
 pub async fn tool_call(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     parts: &Parts,
     caller: &Caller,
     bytes: Bytes,
@@ -279,7 +282,7 @@ pub async fn tool_call(
 /// Batches, notifications, `tools/list` and other requests: forwarded on the right backend session;
 /// `tools/list` replies gain the `work_session` argument; handles inside batched calls are removed.
 pub async fn pass_through(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     parts: &Parts,
     caller: &Caller,
     bytes: Bytes,
@@ -365,6 +368,6 @@ pub(crate) fn empty(status: StatusCode) -> Response<ProxyBody> {
     response
 }
 
-pub fn record_surface(app: &App, caller: &Caller, client_name: Option<&str>) {
+pub fn record_surface(app: &Mcp, caller: &Caller, client_name: Option<&str>) {
     Span::current().record("surface", display(caller.surface(app, client_name)));
 }

@@ -3,13 +3,13 @@
 
 use broker::identity::IdentityError;
 use broker::jsonrpc::{self, ParseError, codes};
+use broker::oauth::OAuthError;
 use broker::store::StoreError;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::backend::body::{ProxyBody, full};
 use crate::backend::sessions::BackendError;
 use crate::backend::upstream::UpstreamError;
-use crate::edge::identify::Refused;
 
 /// Why a request was not forwarded (or its answer not relayed).
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum ProxyError {
     #[error("{0}")]
     Identity(IdentityError),
     #[error("{0}")]
-    Refused(crate::edge::identify::Refused),
+    Refused(Refused),
     #[error("Session not found")]
     UnknownSession,
     #[error("the request body is larger than {0} bytes")]
@@ -195,4 +195,17 @@ mod tests {
             "session-broker: the session store is unavailable; try again in a moment"
         );
     }
+}
+
+/// Why the caller has no principal.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("{0}")]
+    Credential(#[from] IdentityError),
+    #[error("{0}")]
+    Token(OAuthError),
+    #[error("the identity provider's key set is unavailable: {0}")]
+    KeySet(String),
+    #[error("two Authorization headers: send one")]
+    TwoCredentials,
 }

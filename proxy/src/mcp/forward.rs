@@ -25,10 +25,10 @@ use http_body_util::Full;
 use serde_json::Value;
 use tracing::Span;
 
-use crate::app::App;
 use crate::backend::body::ProxyBody;
 use crate::backend::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::backend::sessions::{self, BackendError};
+use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
 use crate::mcp::errors::{ProxyError, json_response};
 use crate::mcp::message_routing::rounds::Questions;
@@ -84,7 +84,7 @@ impl<'a> Outbound<'a> {
 
 /// Forwards and relays the answer.
 pub async fn forward(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     mut out: Outbound<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let claims = out.caller.session.as_deref();
@@ -163,7 +163,7 @@ enum Chosen {
 
 /// The backend session for the request's route; `forgotten`: the one used before answered 404.
 async fn choose(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     out: &Outbound<'_>,
     claims: Option<&SessionClaims>,
     forgotten: bool,
@@ -212,7 +212,7 @@ async fn choose(
 /// The backend session of a bridged modern request: its work session's (as for any client), else
 /// the principal's bridged one ([`crate::backend::bridge`]).
 async fn bridged_backend(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     out: &Outbound<'_>,
     bridged: &crate::backend::bridge::Bridged,
     forgotten: bool,
@@ -257,7 +257,7 @@ pub fn client_session_header(response: &mut Response<ProxyBody>, request: &Heade
     }
 }
 
-pub fn backend_ref(app: &App, session: &BackendSessionId) -> BackendRef {
+pub fn backend_ref(app: &Mcp, session: &BackendSessionId) -> BackendRef {
     BackendRef {
         upstream: app.upstream_id.clone(),
         session: session.clone(),
@@ -279,7 +279,7 @@ fn protocol(out: &Outbound<'_>, claims: Option<&SessionClaims>) -> Option<String
 /// The client's own backend session: one recorded for this upstream, else the session id's own
 /// when it lives here, else a new one (the id came from another replica's backend).
 async fn own_backend(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     caller: &Caller,
     claims: &SessionClaims,
     mcp: &McpState,
@@ -304,7 +304,7 @@ async fn own_backend(
 /// The first request of a client whose `initialize` the broker answered from its cache that needs
 /// the client's own backend session: open it now (one opening for concurrent ones) and record it.
 async fn open_lazily(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     caller: &Caller,
     claims: &SessionClaims,
 ) -> Result<BackendSessionId, ProxyError> {
@@ -316,7 +316,7 @@ async fn open_lazily(
 
 /// Opens a new own backend session for the client's MCP session and records it.
 async fn reopen_own(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     caller: &Caller,
     claims: &SessionClaims,
     reason: Reinit,
@@ -334,7 +334,7 @@ async fn reopen_own(
 }
 
 fn request_for(
-    app: &App,
+    app: &Mcp,
     out: &Outbound<'_>,
     mut body: Bytes,
     session: Option<&BackendSessionId>,

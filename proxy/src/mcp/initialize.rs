@@ -30,13 +30,13 @@ use http_body_util::Full;
 use serde_json::Value;
 use tracing::Span;
 
-use crate::app::{App, TOKEN_LIFETIME};
 use crate::backend::body::ProxyBody;
 use crate::backend::headers::{self, MCP_SESSION_ID};
 use crate::mcp::caller::Caller;
 use crate::mcp::dispatch::record_surface;
 use crate::mcp::errors::{ProxyError, json_response};
 use crate::mcp::relay::{self, Watch};
+use crate::mcp::{Mcp, TOKEN_LIFETIME};
 
 mod cache;
 
@@ -63,7 +63,7 @@ impl Learn {
 
 /// Handles one `initialize`.
 pub async fn handle(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     parts: &Parts,
     caller: &Caller,
     bytes: Bytes,
@@ -147,7 +147,7 @@ pub async fn handle(
 
 /// The cached result, and a session id whose own backend session opens when first needed.
 fn from_cache(
-    app: &App,
+    app: &Mcp,
     caller: &Caller,
     id: Option<RequestId>,
     ini: Value,
@@ -175,7 +175,7 @@ fn from_cache(
 }
 
 /// The broker's session id for a client MCP session: its claims, signed.
-pub fn session_id(app: &App, claims: &SessionClaims) -> Result<HeaderValue, ProxyError> {
+pub fn session_id(app: &Mcp, claims: &SessionClaims) -> Result<HeaderValue, ProxyError> {
     let token = app
         .keys
         .sign(SESSION_AUDIENCE, TOKEN_LIFETIME, app.now_secs(), claims)

@@ -13,3 +13,51 @@ pub mod modern;
 pub mod relay;
 pub mod touches;
 pub mod work_backend;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::identity::PrincipalHasher;
+use broker::rpc_ids::Sealer;
+use broker::store::Store;
+use broker::surface::SurfaceRules;
+use broker::tokens::SessionClaims;
+use broker::tokens::cache::Verified;
+
+use crate::backend::Backend;
+
+/// Lifetime of client session ids and handles (their real life is ruled by the store).
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What the MCP layer reads and shares, above the backend layer's state (which it derefs to: a
+/// call reads `mcp.upstream` as it reads `mcp.store`). Each piece of shared state says, where it
+/// is defined, who may change it and why a concurrent change cannot corrupt it.
+pub struct Mcp {
+    pub backend: Backend,
+    pub store: Arc<dyn Store>,
+    /// Client session ids verified already (a client sends the same one with every request).
+    pub session_ids: Verified<SessionClaims>,
+    pub principals: PrincipalHasher,
+    pub surfaces: SurfaceRules,
+    /// Backend sessions being opened for work sessions right now (one opening per work session).
+    pub openings: work_backend::Openings,
+    /// Calls being recorded in their work sessions off the reply path, bounded.
+    pub touches: touches::Touches,
+    /// The backend's `initialize` results, answered again without asking it.
+    pub initialize_cache: Arc<initialize::InitializeCache>,
+    /// Seals the ids of server requests on their way to clients ([`broker::rpc_ids`]).
+    pub sealer: Sealer,
+    /// Legacy clients' requests in flight on this replica, for their cancellations.
+    pub in_flight: Arc<message_routing::InFlight>,
+    /// The GET streams of work backend sessions this replica relays to their clients.
+    pub hubs: message_routing::notifications::Hubs,
+}
+
+impl Deref for Mcp {
+    type Target = Backend;
+
+    fn deref(&self) -> &Backend {
+        &self.backend
+    }
+}

@@ -26,10 +26,10 @@ use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
 
-use crate::app::App;
 use crate::backend::body::{ProxyBody, full};
 use crate::backend::bridge::Bridged;
 use crate::backend::headers::{self, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
 use crate::mcp::dispatch::{Modern, is_resolved, pass_through, tool_call};
 use crate::mcp::errors::{ProxyError, json_response};
@@ -44,7 +44,7 @@ pub fn refused(rejection: &Rejection, id: Option<&RequestId>) -> Response<ProxyB
 
 /// Handles one modern POST (a single message).
 pub async fn post(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     parts: &Parts,
     mut caller: Caller,
     bytes: Bytes,
@@ -110,7 +110,7 @@ pub async fn post(
 /// `server/discover` result, with a broker session id that says so (`mb`): each later request of
 /// the client is turned into a modern one on its way ([`broker::modern::modernize`]).
 pub fn initialize_for_modern_backend(
-    app: &App,
+    app: &Mcp,
     caller: &Caller,
     parsed: &Body,
     ini: serde_json::Value,

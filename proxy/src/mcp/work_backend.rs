@@ -18,8 +18,8 @@ use broker::ids::BackendSessionId;
 use broker::session::{BackendSessions, WorkSession};
 use serde_json::Value;
 
-use crate::app::App;
 use crate::backend::sessions::{self, BackendError};
+use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
 use crate::mcp::forward::backend_ref;
 use crate::metrics::{Reinit, StoreOp};
@@ -121,7 +121,7 @@ impl Openings {
 /// The backend session for `work`'s project. `replay`: select the project on a new one (false for
 /// the select call itself). `forgotten`: the recorded one answered 404; open another.
 pub async fn session_for(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     caller: &Caller,
     ini: &Value,
     work: &WorkSession,
@@ -151,7 +151,7 @@ pub async fn session_for(
 }
 
 async fn open(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     caller: &Caller,
     ini: &Value,
     work: &WorkSession,

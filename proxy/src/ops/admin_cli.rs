@@ -30,22 +30,6 @@ use crate::ops::admin::{self, PRINCIPAL_CREDENTIAL_HEADER};
 /// The first arguments that select these subcommands.
 pub const SUBCOMMANDS: [&str; 3] = ["sessions", "token", "keygen"];
 
-/// What `session-broker --help` says after the server's flags: the subcommands and where to read on.
-pub const HELP_SUBCOMMANDS: &str = "\
-Operator commands (each has its own --help):
-  session-broker sessions list|show|rebind|end ...  look at and act on one principal's work sessions
-                                                    (a client of the admin API, --admin-listen)
-  session-broker sessions dead-letters|replay ID    finalizations whose actions failed; deliver one again
-  session-broker token inspect TOKEN                verify a session id, handle or assertion; print its claims
-  session-broker keygen [--ed25519]                 print a fresh signing key
-
-Example:
-  session-broker --listen 127.0.0.1:8080 --upstream http://127.0.0.1:8001/mcp
-  (clients then connect to http://127.0.0.1:8080/mcp with Authorization: Bearer <credential>)
-
-Every flag, its environment variable and the config file: docs/operations.md; the subcommands:
-docs/admin.md.";
-
 /// Whether `argv` (program name first) runs a subcommand rather than the server.
 pub fn is_subcommand(argv: &[OsString]) -> bool {
     argv.get(1)

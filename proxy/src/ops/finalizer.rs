@@ -20,7 +20,7 @@ use broker::finalize::{Delivery, Finalized, Redelivery};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::app::App;
+use crate::edge::App;
 
 /// How many work sessions one claim may finalize.
 const CLAIM_BATCH: usize = 100;

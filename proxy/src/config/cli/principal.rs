@@ -9,7 +9,7 @@ use clap::{Args as ClapArgs, ValueEnum};
 use http::{HeaderName, Uri};
 use ipnet::IpNet;
 
-use crate::edge::identify::{JwksLocation, PrincipalSource};
+use crate::config::identity::{JwksLocation, PrincipalSource};
 
 /// Where principals come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,6 @@
 //! Principal sources: bearer tokens, trusted headers, two credentials, the 401 challenge.
 use super::*;
+use http::HeaderName;
 
 #[test]
 fn bearer_tokens() {

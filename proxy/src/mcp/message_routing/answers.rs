@@ -13,9 +13,9 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::{Target, answer_target};
-use crate::app::App;
 use crate::backend::body::ProxyBody;
 use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
 use crate::mcp::errors::ProxyError;
 use crate::mcp::forward::{Outbound, forward};
@@ -25,7 +25,7 @@ use crate::mcp::forward::{Outbound, forward};
 /// one sealed for another principal, is refused (400) and reaches no backend; the backend session
 /// that asked being gone (404) is logged and the client told 202, as it has nothing to retry.
 pub async fn answer(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     parts: &Parts,
     caller: &Caller,
     message: &Message,
@@ -69,7 +69,7 @@ pub async fn answer(
 /// caller to send it on the client's own backend session too (where an exempt tool runs). A backend
 /// ignores a cancellation of an id it does not run, so the extra copy is harmless.
 pub async fn cancel(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     parts: &Parts,
     caller: &Caller,
     message: &Message,
@@ -113,7 +113,7 @@ fn accepted() -> Response<ProxyBody> {
 /// The hook run when a client closes a reply stream before every request on it was answered: the
 /// backend session is told to cancel each (`ids`: the upstream ids left unanswered).
 pub fn cancel_hook(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     mut headers: HeaderMap,
     session: &BackendSessionId,
     protocol: Option<&str>,

@@ -18,7 +18,7 @@ use http::header::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use super::rounds::PARKED_TTL;
-use crate::app::App;
+use crate::mcp::Mcp;
 use crate::mcp::errors::ProxyError;
 
 /// How often a watcher first looks for an answer left by another replica, doubling up to
@@ -42,7 +42,7 @@ pub fn slot(sealed: &RequestId) -> String {
 /// Leaves an answer (the JSON-RPC response with the backend's own id) for the replica that relays
 /// the stream it was asked on.
 pub async fn leave(
-    app: &App,
+    app: &Mcp,
     principal: &PrincipalId,
     sealed: &RequestId,
     body: &[u8],
@@ -56,7 +56,7 @@ pub async fn leave(
 /// Watches for answers other replicas leave, while a relay lives.
 #[derive(Clone)]
 pub struct Courier {
-    pub app: Arc<App>,
+    pub app: Arc<Mcp>,
     /// The headers to deliver with: credential, the backend session, its protocol version.
     pub headers: HeaderMap,
     /// Alive while the relay is.

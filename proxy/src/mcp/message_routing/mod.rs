@@ -25,7 +25,7 @@ use broker::rpc_ids::{self, Asked, Scope, Sealer, Unsealed};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::app::App;
+use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
 
 mod answers;
@@ -158,7 +158,7 @@ impl IdMap {
 /// Gives every request in `body` an upstream id for `backend` and maps its cancellations. `None`
 /// when the body holds no request id to change (notifications alone, or not JSON).
 pub fn own_ids(
-    app: &App,
+    app: &Mcp,
     caller: &Caller,
     body: &Bytes,
     backend: &BackendSessionId,
@@ -189,7 +189,7 @@ pub fn own_ids(
 }
 
 fn own_message(
-    app: &App,
+    app: &Mcp,
     caller: &Caller,
     message: &mut Value,
     backend: &BackendSessionId,
@@ -225,7 +225,7 @@ fn own_message(
 /// cancellation anywhere names it), unless that is in flight already; a sessionless request's is
 /// drawn from a nonce.
 fn upstream_id_for(
-    app: &App,
+    app: &Mcp,
     caller: &Caller,
     client: &RequestId,
     backend: &BackendSessionId,
@@ -253,7 +253,7 @@ fn upstream_id_for(
 
 /// The upstream id a client's cancellation names: the one its request got on this replica, else the
 /// deterministic one of its MCP session.
-pub fn cancelled_upstream_id(app: &App, caller: &Caller, client: &RequestId) -> RequestId {
+pub fn cancelled_upstream_id(app: &Mcp, caller: &Caller, client: &RequestId) -> RequestId {
     let Some(claims) = &caller.session else {
         return client.clone();
     };
@@ -318,7 +318,7 @@ pub enum AnswerError {
 /// Where a client's single response goes: `Ok(None)` for an id the broker did not seal (it goes
 /// where it went before), else the [`Target`], with the body holding the backend's own id.
 pub fn answer_target(
-    app: &App,
+    app: &Mcp,
     caller: &Caller,
     message: &Value,
 ) -> Result<Option<Target>, AnswerError> {

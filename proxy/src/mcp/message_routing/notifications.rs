@@ -28,9 +28,9 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::broadcast;
 
 use super::SealFor;
-use crate::app::App;
 use crate::backend::body::{self, ProxyBody};
 use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::mcp::Mcp;
 
 /// Most work backend sessions whose GET stream one replica relays at once.
 pub const MAX_HUBS: usize = 4096;
@@ -49,7 +49,7 @@ impl Hubs {
     /// reached.
     pub fn subscribe(
         &self,
-        app: &Arc<App>,
+        app: &Arc<Mcp>,
         headers: HeaderMap,
         seal: SealFor,
     ) -> Option<broadcast::Receiver<Bytes>> {
@@ -81,7 +81,7 @@ impl Hubs {
 }
 
 /// Relays one work backend session's GET stream to its subscribers until it ends or nobody listens.
-async fn run(app: Arc<App>, mut headers: HeaderMap, seal: SealFor, tx: broadcast::Sender<Bytes>) {
+async fn run(app: Arc<Mcp>, mut headers: HeaderMap, seal: SealFor, tx: broadcast::Sender<Bytes>) {
     let session = seal.backend.clone();
     if let Ok(value) = HeaderValue::from_str(session.as_str()) {
         headers.insert(MCP_SESSION_ID, value);
@@ -208,7 +208,7 @@ pub fn hub_headers(credential: HeaderMap, protocol: Option<&str>) -> HeaderMap {
 /// A client's GET stream, with the events of its work session's backend session added when the
 /// client resolves to one (as a project-scoped request would) that has one on this upstream.
 pub async fn with_work_session(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     parts: &http::request::Parts,
     caller: &crate::mcp::caller::Caller,
     response: Response<ProxyBody>,

@@ -23,9 +23,9 @@ use http::{Response, StatusCode};
 use serde_json::{Map, Value};
 
 use super::{AnswerError, SealFor};
-use crate::app::App;
 use crate::backend::body::ProxyBody;
 use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
 use crate::mcp::errors::{ProxyError, json_response};
 
@@ -51,7 +51,7 @@ pub struct Park {
 
 impl Park {
     /// A park for `call` (its upstream id) on the sealed backend session of `seal`.
-    pub fn new(app: &App, seal: &SealFor, call: RequestId, client_id: RequestId) -> Self {
+    pub fn new(app: &Mcp, seal: &SealFor, call: RequestId, client_id: RequestId) -> Self {
         let key = broker::ids::random_hex128();
         let parked = Parked {
             principal: seal.principal.clone(),
@@ -130,7 +130,7 @@ fn asks(sealed_request: &Value) -> Map<String, Value> {
 /// A modern client's retry of a parked call, when its `requestState` is one the broker sealed for
 /// this caller (`None`: not a retry of the broker's; it goes on as any request).
 pub async fn resume(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     caller: &Caller,
     legacy_version: &str,
     message: &Message,
@@ -141,7 +141,7 @@ pub async fn resume(
 }
 
 async fn resume_retry(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     caller: &Caller,
     legacy_version: &str,
     id: &RequestId,
@@ -201,7 +201,7 @@ async fn resume_retry(
     }
 }
 
-async fn deliver(app: &App, headers: HeaderMap, answer: &Value) -> Result<(), ProxyError> {
+async fn deliver(app: &Mcp, headers: HeaderMap, answer: &Value) -> Result<(), ProxyError> {
     let sent = app
         .upstream
         .post_json(app.settings.mcp_path(), headers, answer)
@@ -215,7 +215,7 @@ async fn deliver(app: &App, headers: HeaderMap, answer: &Value) -> Result<(), Pr
 /// A legacy client's call to a backend that speaks only 2026-07-28: an `input_required` reply is
 /// turned into server requests on the client's reply stream, and the call retried with the answers.
 pub struct Questions {
-    pub app: Arc<App>,
+    pub app: Arc<Mcp>,
     pub principal: PrincipalId,
     /// The (modernized) request as sent upstream, and its headers, for the retries.
     pub request: Value,
@@ -325,7 +325,7 @@ impl Questions {
 /// A legacy client's answer to a question the broker asked for a modern backend: left where the
 /// replica holding the call looks for it. `None`: not such an id.
 pub async fn leave_answer(
-    app: &App,
+    app: &Mcp,
     caller: &Caller,
     id: &RequestId,
     message: &Value,

@@ -10,15 +10,15 @@ use http::header::HeaderValue;
 
 use super::rounds::Park;
 use super::{Courier, IdMap, SealFor, cancel_hook};
-use crate::app::App;
 use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
 use crate::mcp::relay::Watch;
 
 /// Fills `watch` for a response from `session`. `protocol`: the revision spoken on it; `call_id`:
 /// the client's id of the single request, if it is one.
 pub fn watch_session(
-    app: &Arc<App>,
+    app: &Arc<Mcp>,
     caller: &Caller,
     session: &BackendSessionId,
     protocol: Option<&str>,

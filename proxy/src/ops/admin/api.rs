@@ -11,12 +11,12 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 
 use super::{PRINCIPAL_CREDENTIAL_HEADER, codec, guard};
-use crate::app::App;
 use crate::backend::body::ProxyBody;
 use crate::backend::operator_session::check_select;
 use crate::backend::sessions::BackendError;
-use crate::edge::identify::Refused;
+use crate::edge::App;
 use crate::edge::limits::RequestBody;
+use crate::mcp::errors::Refused;
 use crate::mcp::errors::json_response;
 
 /// Largest admin request body.

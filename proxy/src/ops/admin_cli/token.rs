@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{Exit, InspectArgs, print_json, read_file, usage};
-use crate::app::ISSUER;
+use crate::backend::ISSUER;
 use crate::ops::admin::codec;
 
 // --- token inspect -----------------------------------------------------------------------------

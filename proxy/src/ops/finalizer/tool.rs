@@ -10,9 +10,9 @@ use broker::mcp;
 use broker::session::WorkSession;
 use serde_json::json;
 
-use crate::app::App;
 use crate::backend::operator_session::OperatorSession;
 use crate::backend::sessions;
+use crate::edge::App;
 
 /// Calls `tool` for the finalized work session; the error text says what failed.
 pub(super) async fn call(app: &App, tool: &str, event: &Finalized) -> Result<(), String> {
