@@ -109,3 +109,10 @@ impl Body for ChannelBody {
         SizeHint::default()
     }
 }
+
+/// A response with no body.
+pub fn empty_response(status: http::StatusCode) -> http::Response<ProxyBody> {
+    let mut response = http::Response::new(full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}

@@ -7,6 +7,7 @@ pub mod body;
 pub mod bridge;
 pub mod headers;
 pub mod operator_session;
+pub mod outbound;
 pub mod sessions;
 pub mod upstream;
 

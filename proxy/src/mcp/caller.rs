@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use broker::ids::{ConversationKey, PrincipalId, Surface};
+use broker::ids::{BackendSessionId, ConversationKey, PrincipalId, Surface};
 use broker::jsonrpc::Message;
+use broker::store::McpQuery;
 use broker::surface::SurfaceSignals;
 use broker::tokens::SessionClaims;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -145,5 +146,21 @@ fn source_of(meta_key: &str) -> &str {
         "openai"
     } else {
         meta_key
+    }
+}
+
+/// What the store is asked about the MCP session of `claims`.
+pub fn mcp_query(app: &Mcp, claims: &SessionClaims) -> McpQuery {
+    McpQuery {
+        session: claims.sid.clone(),
+        upstream: app.upstream_id.clone(),
+        backend: (claims.up == app.upstream_id)
+            .then(|| {
+                claims
+                    .bs
+                    .as_deref()
+                    .and_then(|s| BackendSessionId::parse(s).ok())
+            })
+            .flatten(),
     }
 }

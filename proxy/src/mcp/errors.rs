@@ -4,6 +4,7 @@
 use broker::identity::IdentityError;
 use broker::jsonrpc::{self, ParseError, codes};
 use broker::oauth::OAuthError;
+use broker::rpc_ids::Unsealed;
 use broker::store::StoreError;
 use http::{HeaderValue, Response, StatusCode, header};
 
@@ -52,7 +53,7 @@ pub enum ProxyError {
     BodyTimeout(std::time::Duration),
     /// A client's answer to a server request cannot be delivered by its id.
     #[error("session-broker: {0}")]
-    Answer(#[from] crate::mcp::message_routing::AnswerError),
+    Answer(#[from] AnswerError),
     /// A bound on what clients may make the broker hold was reached; retrying later may work.
     #[error("{0}")]
     Overloaded(&'static str),
@@ -208,4 +209,11 @@ pub enum Refused {
     KeySet(String),
     #[error("two Authorization headers: send one")]
     TwoCredentials,
+}
+
+/// Why a client's answer to a server request cannot be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error(transparent)]
+    Unsealed(#[from] Unsealed),
 }

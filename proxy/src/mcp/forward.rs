@@ -15,7 +15,7 @@ use std::sync::Arc;
 use broker::decide::Route;
 use broker::ids::BackendSessionId;
 use broker::session::WorkSession;
-use broker::store::{BackendRef, McpState};
+use broker::store::McpState;
 use broker::tokens::SessionClaims;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
@@ -35,6 +35,7 @@ use crate::mcp::message_routing::rounds::Questions;
 use crate::mcp::message_routing::{self, IdMap};
 use crate::mcp::relay::{self, Watch};
 use crate::mcp::work_backend;
+use crate::mcp::work_backend::backend_ref;
 use crate::metrics::{Reinit, StoreOp};
 
 /// One request on its way to the backend.
@@ -136,7 +137,7 @@ pub async fn forward(
             };
             let call_id = out.call_id.as_ref();
             let (caller, watch) = (out.caller, &mut out.watch);
-            message_routing::streams::watch_session(
+            crate::mcp::relay::session::watch_session(
                 app,
                 caller,
                 session,
@@ -257,13 +258,6 @@ pub fn client_session_header(response: &mut Response<ProxyBody>, request: &Heade
     }
 }
 
-pub fn backend_ref(app: &Mcp, session: &BackendSessionId) -> BackendRef {
-    BackendRef {
-        upstream: app.upstream_id.clone(),
-        session: session.clone(),
-    }
-}
-
 /// The protocol version for the broker's own requests: the client's, else its `initialize`'s.
 fn protocol(out: &Outbound<'_>, claims: Option<&SessionClaims>) -> Option<String> {
     headers::text(&out.parts.headers, &MCP_PROTOCOL_VERSION)
@@ -352,7 +346,7 @@ fn request_for(
     );
     if let Some(claims) = out.caller.session.as_ref().filter(|c| c.mb)
         && let Some(modern) =
-            crate::mcp::modern::modernize_request(&body, &claims.ini, &mut headers)
+            crate::backend::outbound::modernize_request(&body, &claims.ini, &mut headers)
     {
         body = modern;
     }

@@ -33,33 +33,13 @@ use tracing::Span;
 use crate::backend::body::ProxyBody;
 use crate::backend::headers::{self, MCP_SESSION_ID};
 use crate::mcp::caller::Caller;
-use crate::mcp::dispatch::record_surface;
 use crate::mcp::errors::{ProxyError, json_response};
 use crate::mcp::relay::{self, Watch};
+use crate::mcp::requests::record_surface;
 use crate::mcp::{Mcp, TOKEN_LIFETIME};
 
-mod cache;
-
-use cache::Cached;
-pub use cache::{CACHE_TTL, InitializeCache};
-
-/// Watches a forwarded `initialize`'s reply to learn its result.
-pub struct Learn {
-    pub id: RequestId,
-    pub version: String,
-    pub stateful: bool,
-    pub cache: Arc<InitializeCache>,
-}
-
-impl Learn {
-    /// The reply arrived: keep its result.
-    pub fn reply(self, reply: &Value) {
-        if let Some(result) = reply.get("result") {
-            self.cache
-                .learn(&self.version, result.clone(), self.stateful);
-        }
-    }
-}
+pub use crate::mcp::initialize_cache::{CACHE_TTL, InitializeCache};
+use crate::mcp::initialize_cache::{Cached, Learn};
 
 /// Handles one `initialize`.
 pub async fn handle(
@@ -106,9 +86,7 @@ pub async fn handle(
         && let (true, Some(discover)) = (profile.modern_only(), &profile.discover)
     {
         // A backend that speaks only 2026-07-28 refused the handshake: the broker answers it.
-        return crate::mcp::modern::initialize_for_modern_backend(
-            app, caller, parsed, ini, discover,
-        );
+        return initialize_for_modern_backend(app, caller, parsed, ini, discover);
     }
     let backend_session = response
         .headers()
@@ -181,4 +159,41 @@ pub fn session_id(app: &Mcp, claims: &SessionClaims) -> Result<HeaderValue, Prox
         .sign(SESSION_AUDIENCE, TOKEN_LIFETIME, app.now_secs(), claims)
         .map_err(|_| ProxyError::Signing)?;
     HeaderValue::from_str(&token).map_err(|_| ProxyError::Signing)
+}
+
+/// Answers a legacy client's `initialize` for a backend that speaks only 2026-07-28, from its
+/// `server/discover` result, with a broker session id that says so (`mb`): each later request of
+/// the client is turned into a modern one on its way ([`broker::modern::modernize`]).
+fn initialize_for_modern_backend(
+    app: &Mcp,
+    caller: &Caller,
+    parsed: &Body,
+    ini: serde_json::Value,
+    discover: &serde_json::Value,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let id = parsed.messages().first().and_then(|m| m.id.clone());
+    let requested = ini
+        .get("protocolVersion")
+        .and_then(serde_json::Value::as_str);
+    let result = broker::modern::initialize_result(discover, requested, broker::modern::HANDSHAKE);
+    let reply = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id.as_ref().map(broker::jsonrpc::RequestId::to_value),
+        "result": result,
+    });
+    let claims = SessionClaims {
+        p: caller.principal.clone(),
+        sid: McpSessionId::random(),
+        up: app.upstream_id.clone(),
+        bs: None,
+        ini,
+        mb: true,
+        lz: false,
+    };
+    let mut response = json_response(StatusCode::OK, &reply);
+    response
+        .headers_mut()
+        .insert(MCP_SESSION_ID, session_id(app, &claims)?);
+    tracing::info!("answered initialize for a backend that speaks only 2026-07-28");
+    Ok(response)
 }

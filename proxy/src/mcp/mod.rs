@@ -2,15 +2,19 @@
 //! protocol eras, calls and selects, the message routing on shared backend sessions, and the relay
 //! of replies. Imports the backend layer and the leaves, never the edge.
 
+pub mod answers;
 pub mod call;
 pub mod caller;
 pub mod dispatch;
 pub mod errors;
 pub mod forward;
+pub mod get_stream;
 pub mod initialize;
+pub mod initialize_cache;
 pub mod message_routing;
 pub mod modern;
 pub mod relay;
+pub mod requests;
 pub mod touches;
 pub mod work_backend;
 
@@ -27,6 +31,8 @@ use broker::tokens::cache::Verified;
 
 use crate::backend::Backend;
 
+/// Largest JSON body or SSE event the broker rewrites (the relay, a parked round, a GET stream).
+pub const REWRITE_LIMIT: usize = 16 * 1024 * 1024;
 /// Lifetime of client session ids and handles (their real life is ruled by the store).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -45,13 +51,13 @@ pub struct Mcp {
     /// Calls being recorded in their work sessions off the reply path, bounded.
     pub touches: touches::Touches,
     /// The backend's `initialize` results, answered again without asking it.
-    pub initialize_cache: Arc<initialize::InitializeCache>,
+    pub initialize_cache: Arc<initialize_cache::InitializeCache>,
     /// Seals the ids of server requests on their way to clients ([`broker::rpc_ids`]).
     pub sealer: Sealer,
     /// Legacy clients' requests in flight on this replica, for their cancellations.
     pub in_flight: Arc<message_routing::InFlight>,
     /// The GET streams of work backend sessions this replica relays to their clients.
-    pub hubs: message_routing::notifications::Hubs,
+    pub hubs: get_stream::Hubs,
 }
 
 impl Deref for Mcp {

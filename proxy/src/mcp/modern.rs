@@ -17,23 +17,21 @@
 
 use std::sync::Arc;
 
-use broker::ids::McpSessionId;
 use broker::jsonrpc::{Body, Kind, RequestId};
 use broker::modern::{self, BridgeMode, Rejection, RoutingHeaders};
-use broker::tokens::SessionClaims;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::HeaderMap;
 use http::request::Parts;
 use http::{Response, StatusCode};
 
 use crate::backend::body::{ProxyBody, full};
 use crate::backend::bridge::Bridged;
-use crate::backend::headers::{self, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::backend::headers::{self, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION};
 use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
-use crate::mcp::dispatch::{Modern, is_resolved, pass_through, tool_call};
 use crate::mcp::errors::{ProxyError, json_response};
 use crate::mcp::message_routing::rounds;
+use crate::mcp::requests::{Modern, is_resolved, pass_through, tool_call};
 
 /// The answer to a modern request (or batch, `id` none) refused before routing.
 pub fn refused(rejection: &Rejection, id: Option<&RequestId>) -> Response<ProxyBody> {
@@ -104,64 +102,6 @@ pub async fn post(
             }
         }
     }
-}
-
-/// Answers a legacy client's `initialize` for a backend that speaks only 2026-07-28, from its
-/// `server/discover` result, with a broker session id that says so (`mb`): each later request of
-/// the client is turned into a modern one on its way ([`broker::modern::modernize`]).
-pub fn initialize_for_modern_backend(
-    app: &Mcp,
-    caller: &Caller,
-    parsed: &Body,
-    ini: serde_json::Value,
-    discover: &serde_json::Value,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let id = parsed.messages().first().and_then(|m| m.id.clone());
-    let requested = ini
-        .get("protocolVersion")
-        .and_then(serde_json::Value::as_str);
-    let result = modern::initialize_result(discover, requested, modern::HANDSHAKE);
-    let reply = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": id.as_ref().map(broker::jsonrpc::RequestId::to_value),
-        "result": result,
-    });
-    let claims = SessionClaims {
-        p: caller.principal.clone(),
-        sid: McpSessionId::random(),
-        up: app.upstream_id.clone(),
-        bs: None,
-        ini,
-        mb: true,
-        lz: false,
-    };
-    let mut response = json_response(StatusCode::OK, &reply);
-    response.headers_mut().insert(
-        MCP_SESSION_ID,
-        crate::mcp::initialize::session_id(app, &claims)?,
-    );
-    tracing::info!("answered initialize for a backend that speaks only 2026-07-28");
-    Ok(response)
-}
-
-/// A legacy client's request on its way to a backend that speaks only 2026-07-28: the body gains
-/// the `_meta` envelope, the headers the version, method and name. `None`: nothing to change.
-pub fn modernize_request(
-    body: &Bytes,
-    ini: &serde_json::Value,
-    headers: &mut HeaderMap,
-) -> Option<Bytes> {
-    let mut message: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let (method, name) = modern::modernize(&mut message, ini)?;
-    headers.insert(MCP_PROTOCOL_VERSION, HeaderValue::from_static("2026-07-28"));
-    if let Ok(value) = HeaderValue::from_str(&method) {
-        headers.insert(MCP_METHOD, value);
-    }
-    if let Some(value) = name.and_then(|n| HeaderValue::from_str(&n).ok()) {
-        headers.insert(MCP_NAME, value);
-    }
-    headers.remove(MCP_SESSION_ID);
-    serde_json::to_vec(&message).ok().map(Bytes::from)
 }
 
 /// The request's routing headers, noting one sent twice.

@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 
 use broker::ids::BackendSessionId;
 use broker::session::{BackendSessions, WorkSession};
+use broker::store::BackendRef;
 use serde_json::Value;
 
 use crate::backend::sessions::{self, BackendError};
 use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
-use crate::mcp::forward::backend_ref;
 use crate::metrics::{Reinit, StoreOp};
 
 /// Why no backend session could be prepared.
@@ -188,6 +188,14 @@ async fn open(
         }
     }
     Ok(opened.session)
+}
+
+/// The record of `session` on this replica's upstream.
+pub fn backend_ref(app: &Mcp, session: &BackendSessionId) -> BackendRef {
+    BackendRef {
+        upstream: app.upstream_id.clone(),
+        session: session.clone(),
+    }
 }
 
 #[cfg(test)]

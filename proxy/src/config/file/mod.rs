@@ -26,9 +26,9 @@
 //! every `env = ...` argument, so [`load`] leaves those to clap (and `--help` shows them as usual),
 //! and tests must fake only variables that are not really set.
 
-mod file;
+mod toml_keys;
 
-use file::read_file;
+use toml_keys::read_file;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};

@@ -27,16 +27,12 @@ use serde_json::Value;
 
 use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
+use crate::mcp::errors::AnswerError;
 
-mod answers;
 pub mod courier;
-pub mod notifications;
 pub mod rounds;
-pub mod streams;
 
 pub use courier::Courier;
-
-pub use answers::{answer, cancel, cancel_hook};
 
 /// Most requests registered in flight on one replica (beyond, a request is still mapped, but a
 /// cancellation of it reaching this replica is routed like one reaching another replica).
@@ -306,13 +302,6 @@ pub enum Target {
     /// Asked on another replica's upstream: left in the store for the replica relaying the stream
     /// it was asked on ([`courier`]).
     Relay(RequestId, Bytes),
-}
-
-/// Why a client's answer to a server request cannot be delivered.
-#[derive(Debug, thiserror::Error)]
-pub enum AnswerError {
-    #[error(transparent)]
-    Unsealed(#[from] Unsealed),
 }
 
 /// Where a client's single response goes: `Ok(None)` for an id the broker did not seal (it goes

@@ -311,7 +311,7 @@ impl Questions {
         };
         let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
             response.into_body(),
-            crate::mcp::relay::REWRITE_LIMIT,
+            crate::mcp::REWRITE_LIMIT,
         ))
         .await;
         match body {

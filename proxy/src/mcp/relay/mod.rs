@@ -25,10 +25,10 @@ use crate::mcp::message_routing::{IdMap, SealFor};
 use crate::metrics::{Metrics, Refusal, StoreOp};
 
 mod fast;
+pub mod session;
 mod tasks;
 
-/// Largest JSON body or SSE event the relay rewrites.
-pub const REWRITE_LIMIT: usize = 16 * 1024 * 1024;
+pub use crate::mcp::REWRITE_LIMIT;
 
 /// The select call being watched: bind when its reply says it succeeded.
 pub struct SelectWatch {
@@ -65,7 +65,7 @@ pub struct Watch {
     /// Held while the relay lives: couriers watching for answers stop when it is dropped.
     pub lease: Option<Arc<()>>,
     /// A forwarded `initialize`: its result is kept for the next ones.
-    pub learn_initialize: Option<crate::mcp::initialize::Learn>,
+    pub learn_initialize: Option<crate::mcp::initialize_cache::Learn>,
 }
 
 /// What to do when the client abandons requests (tell the backend to cancel them), given the

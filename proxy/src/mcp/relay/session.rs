@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use broker::ids::BackendSessionId;
 use broker::jsonrpc::RequestId;
-use http::header::HeaderValue;
+use http::header::{HeaderMap, HeaderValue};
+use serde_json::json;
 
-use super::rounds::Park;
-use super::{Courier, IdMap, SealFor, cancel_hook};
+use super::{Abandon, Watch};
 use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
-use crate::mcp::relay::Watch;
+use crate::mcp::message_routing::rounds::Park;
+use crate::mcp::message_routing::{Courier, IdMap, SealFor};
 
 /// Fills `watch` for a response from `session`. `protocol`: the revision spoken on it; `call_id`:
 /// the client's id of the single request, if it is one.
@@ -63,4 +64,45 @@ pub fn watch_session(
         watch.park = Some(Park::new(app, &seal, call, client_id.clone()));
     }
     watch.seal = Some(seal);
+}
+
+/// The hook run when a client closes a reply stream before every request on it was answered: the
+/// backend session is told to cancel each (`ids`: the upstream ids left unanswered).
+pub fn cancel_hook(
+    app: &Arc<Mcp>,
+    mut headers: HeaderMap,
+    session: &BackendSessionId,
+    protocol: Option<&str>,
+) -> Abandon {
+    let app = app.clone();
+    if let Ok(value) = HeaderValue::from_str(session.as_str()) {
+        headers.insert(MCP_SESSION_ID, value);
+    }
+    if let Some(value) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+        headers.insert(MCP_PROTOCOL_VERSION, value);
+    }
+    Box::new(move |ids: Vec<RequestId>| {
+        if ids.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for id in ids {
+                let notification = json!({
+                    "jsonrpc": "2.0",
+                    "method": "notifications/cancelled",
+                    "params": {"requestId": id.to_value(), "reason": "the client closed the request"},
+                });
+                let sent = app
+                    .upstream
+                    .post_json(app.settings.mcp_path(), headers.clone(), &notification)
+                    .await;
+                match sent {
+                    Ok(_) => tracing::info!(
+                        "the client closed its request: told the backend to cancel it"
+                    ),
+                    Err(error) => tracing::warn!(%error, "could not tell the backend to cancel"),
+                }
+            }
+        });
+    })
 }

@@ -8,9 +8,10 @@
 //! learn one version at once both insert a result of the same backend, so the race costs nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use broker::jsonrpc::RequestId;
 use serde_json::Value;
 
 /// How long a learned `initialize` result is used.
@@ -98,6 +99,24 @@ fn make_room(entries: &mut HashMap<String, Entry>, now: Instant) {
         .map(|(version, _)| version.clone());
     if let Some(version) = oldest {
         entries.remove(&version);
+    }
+}
+
+/// Watches a forwarded `initialize`'s reply to learn its result.
+pub struct Learn {
+    pub id: RequestId,
+    pub version: String,
+    pub stateful: bool,
+    pub cache: Arc<InitializeCache>,
+}
+
+impl Learn {
+    /// The reply arrived: keep its result.
+    pub fn reply(self, reply: &Value) {
+        if let Some(result) = reply.get("result") {
+            self.cache
+                .learn(&self.version, result.clone(), self.stateful);
+        }
     }
 }
 

@@ -1,24 +1,22 @@
 //! A client's answers to server requests and its cancellations, sent to the backend session they
-//! concern; the hook that cancels what a client left unanswered when it closed a reply stream.
+//! concern (where they go is [`crate::mcp::message_routing`]'s to say).
 
 use std::sync::Arc;
 
 use broker::ids::BackendSessionId;
-use broker::jsonrpc::{Kind, Message, RequestId};
+use broker::jsonrpc::{Kind, Message};
 use broker::rpc_ids;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{Target, answer_target};
 use crate::backend::body::ProxyBody;
-use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
 use crate::mcp::errors::ProxyError;
 use crate::mcp::forward::{Outbound, forward};
+use crate::mcp::message_routing::{Target, answer_target};
 
 /// A legacy client's single response: when its id is one the broker sealed, it is delivered to the
 /// backend session that asked (`None`: not sealed, it goes where it went before). A forged id, or
@@ -32,7 +30,8 @@ pub async fn answer(
 ) -> Option<Result<Response<ProxyBody>, ProxyError>> {
     let value = Value::Object(message.value.clone());
     if let Some(id) = &message.id
-        && let Some(left) = super::rounds::leave_answer(app, caller, id, &value).await
+        && let Some(left) =
+            crate::mcp::message_routing::rounds::leave_answer(app, caller, id, &value).await
     {
         // An answer to a question the broker asked for a backend that speaks only 2026-07-28.
         return Some(left.map(|()| accepted()));
@@ -41,7 +40,9 @@ pub async fn answer(
         Ok(Some(Target::Backend(backend, body))) => (backend, body),
         Ok(Some(Target::Relay(sealed, body))) => {
             // Another replica's upstream asked: its relay takes the answer from the store.
-            let left = super::courier::leave(app, &caller.principal, &sealed, &body).await;
+            let left =
+                crate::mcp::message_routing::courier::leave(app, &caller.principal, &sealed, &body)
+                    .await;
             return Some(left.map(|()| accepted()));
         }
         Ok(None) => return None,
@@ -90,7 +91,7 @@ pub async fn cancel(
         tracing::info!("a client cancelled a request in flight here: sent where it runs");
         return Some(forward(app, send(running.backend)).await);
     }
-    let query = crate::mcp::dispatch::mcp_query(app, claims);
+    let query = crate::mcp::caller::mcp_query(app, claims);
     if let Some(work) = crate::mcp::call::resolve_passive(app, caller, Some(query)).await
         && let Some(backend) = work.backends.get(&app.upstream_id, &work.project)
     {
@@ -107,46 +108,5 @@ pub async fn cancel(
 }
 
 fn accepted() -> Response<ProxyBody> {
-    crate::mcp::dispatch::empty(StatusCode::ACCEPTED)
-}
-
-/// The hook run when a client closes a reply stream before every request on it was answered: the
-/// backend session is told to cancel each (`ids`: the upstream ids left unanswered).
-pub fn cancel_hook(
-    app: &Arc<Mcp>,
-    mut headers: HeaderMap,
-    session: &BackendSessionId,
-    protocol: Option<&str>,
-) -> crate::mcp::relay::Abandon {
-    let app = app.clone();
-    if let Ok(value) = HeaderValue::from_str(session.as_str()) {
-        headers.insert(MCP_SESSION_ID, value);
-    }
-    if let Some(value) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
-        headers.insert(MCP_PROTOCOL_VERSION, value);
-    }
-    Box::new(move |ids: Vec<RequestId>| {
-        if ids.is_empty() {
-            return;
-        }
-        tokio::spawn(async move {
-            for id in ids {
-                let notification = json!({
-                    "jsonrpc": "2.0",
-                    "method": "notifications/cancelled",
-                    "params": {"requestId": id.to_value(), "reason": "the client closed the request"},
-                });
-                let sent = app
-                    .upstream
-                    .post_json(app.settings.mcp_path(), headers.clone(), &notification)
-                    .await;
-                match sent {
-                    Ok(_) => tracing::info!(
-                        "the client closed its request: told the backend to cancel it"
-                    ),
-                    Err(error) => tracing::warn!(%error, "could not tell the backend to cancel"),
-                }
-            }
-        });
-    })
+    crate::backend::body::empty_response(StatusCode::ACCEPTED)
 }

@@ -27,10 +27,10 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::broadcast;
 
-use super::SealFor;
 use crate::backend::body::{self, ProxyBody};
 use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::mcp::Mcp;
+use crate::mcp::message_routing::SealFor;
 
 /// Most work backend sessions whose GET stream one replica relays at once.
 pub const MAX_HUBS: usize = 4096;
@@ -121,7 +121,7 @@ async fn run(app: Arc<Mcp>, mut headers: HeaderMap, seal: SealFor, tx: broadcast
         }
     };
     let mut incoming = response.into_body();
-    let mut parser = sse::Parser::new(crate::mcp::relay::REWRITE_LIMIT);
+    let mut parser = sse::Parser::new(crate::mcp::REWRITE_LIMIT);
     let mut check = tokio::time::interval(CHECK);
     loop {
         let frame = tokio::select! {
@@ -216,7 +216,7 @@ pub async fn with_work_session(
     let Some(claims) = &caller.session else {
         return response;
     };
-    let query = crate::mcp::dispatch::mcp_query(app, claims);
+    let query = crate::mcp::caller::mcp_query(app, claims);
     let Some(work) = crate::mcp::call::resolve_passive(app, caller, Some(query)).await else {
         return response;
     };
