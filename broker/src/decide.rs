@@ -16,6 +16,10 @@
 //! 5. not resolved: an exempt tool goes through unbound, and so does a project-scoped request
 //!    other than a call (unless its handle was refused); anything else is refused with guidance.
 
+pub mod backend;
+pub mod request;
+pub mod select;
+
 use crate::guidance;
 use crate::ids::Project;
 use crate::resolve::{self, Asked, Path, Resolution, Selector, Unkeyed};

@@ -74,17 +74,33 @@ fn refused(outcome: Outcome) {
     }
 }
 
-/// Plans a select, records it as the relay does on the backend's success (bind, then count it),
-/// and returns the handle and whether it created a work session.
+/// Plans a select and runs its hook on the backend's success, as the relay does (it binds and
+/// counts the selection); returns the handle the model is given and whether the selection was
+/// counted as creating a work session.
 async fn select(app: &Arc<App>, project: &str) -> (String, bool) {
+    let before = created_total(app);
     let plan = forward(plan(app, "select_project_for_session", json!({"name": project})).await);
-    let watch = plan.watch.select.expect("the select is watched");
-    app.store
-        .bind(&watch.plan, &watch.links)
-        .await
-        .expect("bind");
-    app.metrics.selection(watch.created);
-    (watch.handle, watch.created)
+    let hook = plan.watch.select.expect("the select is watched");
+    let mut reply = json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "selected"}]}});
+    assert!(
+        hook.on_reply(&mut reply).await,
+        "the reply gains the handle"
+    );
+    let text = reply["result"]["content"][1]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a handle item in {reply}"));
+    let handle = text.strip_prefix("work_session: ").expect("the handle");
+    (handle.to_owned(), created_total(app) > before)
+}
+
+/// Selections counted so far as creating a work session.
+fn created_total(app: &App) -> f64 {
+    let exposition = Exposition::parse(&app.metrics.render());
+    exposition
+        .samples
+        .get(r#"session_broker_selections_total{work_session="created"}"#)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// The rendered exposition: `# TYPE` lines (name → type) and samples (`name{labels}` → value).

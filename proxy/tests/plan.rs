@@ -83,7 +83,8 @@ fn forward(outcome: Outcome) -> Box<Plan> {
     }
 }
 
-/// Plans a select and records it as the relay would after the backend's success; returns the handle.
+/// Plans a select and hands its hook the backend's success, as the relay would (it binds); returns
+/// the handle the model is given.
 async fn select(app: &Arc<App>, credential: &str, client: &str, project: &str) -> String {
     let plan = forward(
         run_plan(
@@ -95,13 +96,24 @@ async fn select(app: &Arc<App>, credential: &str, client: &str, project: &str) -
         )
         .await,
     );
-    let watch = plan.watch.select.expect("the select is watched");
-    assert_eq!(watch.plan.project.as_str(), project);
-    app.store
-        .bind(&watch.plan, &watch.links)
-        .await
-        .expect("bind");
-    watch.handle
+    settle(plan).await
+}
+
+/// Runs a planned select's hook on a successful reply, as the relay does; returns the handle
+/// appended to it.
+async fn settle(plan: Box<Plan>) -> String {
+    let hook = plan.watch.select.expect("the select is watched");
+    let mut reply = serde_json::json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "selected"}]}});
+    assert!(
+        hook.on_reply(&mut reply).await,
+        "the reply gains the handle"
+    );
+    let text = reply["result"]["content"][1]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a handle item in {reply}"));
+    text.strip_prefix("work_session: ")
+        .expect("the handle")
+        .to_owned()
 }
 
 #[tokio::test]
@@ -320,6 +332,12 @@ async fn a_credential_cannot_start_more_work_sessions_than_the_cap() {
         )
         .await,
     );
-    assert!(plan.watch.select.is_some_and(|s| !s.created));
+    // It binds (the cap counts live work sessions, and this one is live) as a continued one.
+    settle(plan).await;
+    let metrics = app.metrics.render();
+    assert!(
+        metrics.contains(r#"session_broker_selections_total{work_session="continued"} 1"#),
+        "{metrics}"
+    );
     select(&app, "other", "ClaudeAI", "atlas").await;
 }

@@ -22,7 +22,8 @@ use tracing::field::display;
 use crate::backend::now_ms;
 use crate::mcp::caller::Caller;
 use crate::mcp::errors::ProxyError;
-use crate::mcp::relay::{SelectWatch, Watch};
+use crate::mcp::relay::Watch;
+use crate::mcp::select::SelectWatch;
 use crate::mcp::{Mcp, TOKEN_LIFETIME};
 use crate::metrics::StoreOp;
 
@@ -201,7 +202,7 @@ pub async fn plan(
     }
     let mut watch = Watch::default();
     if let Some(select) = &forward.select {
-        watch.select = Some(select_watch(app, caller, id, select, links)?);
+        watch.select = Some(Box::new(select_watch(app, caller, id, select, links)?));
     }
     Ok(Outcome::Forward(Box::new(Plan {
         forward,

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use broker::decide::Route;
+use broker::decide::request::{self, Post};
 use broker::jsonrpc::{self, Body, Kind};
-use broker::modern::Era;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
@@ -25,7 +25,7 @@ use crate::mcp::errors::ProxyError;
 use crate::mcp::forward::{Outbound, forward};
 use crate::mcp::relay::Watch;
 use crate::mcp::requests::{
-    Modern, is_resolved, not_opened_yet, pass_through, record_surface, session_state, tool_call,
+    Modern, not_opened_yet, pass_through, record_surface, session_state, tool_call,
 };
 use crate::metrics::{self, Rpc, StoreOp};
 use broker::ids::PrincipalId;
@@ -126,25 +126,26 @@ where
     {
         Span::current().record("tool", call.name.as_str());
     }
-    if parsed.is_initialize() {
-        return crate::mcp::initialize::handle(app, parts, &caller, bytes, &parsed).await;
-    }
     let version = headers::text(&parts.headers, &MCP_PROTOCOL_VERSION);
-    match broker::modern::era(version, &parsed, caller.session.is_some()) {
-        Era::Modern => return crate::mcp::modern::post(app, parts, caller, bytes, parsed).await,
-        Era::Refused(rejection) => return Ok(crate::mcp::modern::refused(&rejection, None)),
-        Era::Legacy => {}
-    }
-    if let Body::Single(message) = &parsed
-        && message.kind == Kind::Response
-        && caller.session.is_some()
-        && let Some(answered) = crate::mcp::answers::answer(app, parts, &caller, message).await
-    {
-        return answered; // an answer to a server request: to the backend session that asked
-    }
-    if matches!(&parsed, Body::Single(m) if is_resolved(m)) && caller.session.is_some() {
-        let mcp = caller.session.as_ref().map(|c| mcp_query(app, c));
-        return tool_call(app, parts, &caller, bytes, parsed, mcp, Modern::No).await;
+    match request::classify(&parsed, version, caller.session.is_some()) {
+        Post::Initialize => {
+            return crate::mcp::initialize::handle(app, parts, &caller, bytes, &parsed).await;
+        }
+        Post::Modern => return crate::mcp::modern::post(app, parts, caller, bytes, parsed).await,
+        Post::Refused(rejection) => return Ok(crate::mcp::modern::refused(&rejection, None)),
+        Post::Answer => {
+            if let Body::Single(message) = &parsed
+                && let Some(answered) =
+                    crate::mcp::answers::answer(app, parts, &caller, message).await
+            {
+                return answered; // an answer to a server request: to the backend session that asked
+            }
+        }
+        Post::Resolved => {
+            let mcp = caller.session.as_ref().map(|c| mcp_query(app, c));
+            return tool_call(app, parts, &caller, bytes, parsed, mcp, Modern::No).await;
+        }
+        Post::PassThrough => {}
     }
     pass_through(app, parts, &caller, bytes, parsed, Modern::No).await
 }

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use broker::decide::Route;
+use broker::decide::backend::{self, Choice};
 use broker::ids::BackendSessionId;
 use broker::session::WorkSession;
 use broker::store::McpState;
@@ -94,8 +95,7 @@ pub async fn forward(
         Err(Chosen::Replay(work, error)) => return replay_failed(&out, &work, error),
         Err(Chosen::Failed(error)) => return Err(error),
     };
-    for attempt in 0..2 {
-        let last = attempt == 1 || !out.retry_on_404;
+    for attempt in 0..2u8 {
         // The broker owns the ids on the backend session (dropped and made again on a retry).
         let owned = session
             .as_ref()
@@ -116,7 +116,8 @@ pub async fn forward(
             });
         }
         let response = app.metrics.upstream(app.upstream.send(request)).await?;
-        if response.status() == StatusCode::NOT_FOUND && session.is_some() && !last {
+        let status = response.status().as_u16();
+        if backend::after_404(status, session.is_some(), attempt, out.retry_on_404) {
             tracing::info!("the backend forgot its session: re-initializing and retrying once");
             app.initialize_cache.forget(); // it restarted, and may answer initialize differently
             session = match choose(app, &out, claims, true).await {
@@ -127,8 +128,8 @@ pub async fn forward(
             continue;
         }
         Span::current().record("upstream_status", response.status().as_u16());
-        if let Some(select) = out.watch.select.as_mut() {
-            select.backend = session.as_ref().map(|s| backend_ref(app, s));
+        if let (Some(select), Some(session)) = (out.watch.select.as_mut(), &session) {
+            select.ran_on(backend_ref(app, session));
         }
         if let Some(session) = &session {
             let protocol = match &out.caller.bridge {
@@ -162,30 +163,38 @@ enum Chosen {
     Failed(ProxyError),
 }
 
-/// The backend session for the request's route; `forgotten`: the one used before answered 404.
+/// The backend session for the request ([`broker::decide::backend::choose`] picks which);
+/// `forgotten`: the one used before answered 404.
 async fn choose(
     app: &Arc<Mcp>,
     out: &Outbound<'_>,
     claims: Option<&SessionClaims>,
     forgotten: bool,
 ) -> Result<Option<BackendSessionId>, Chosen> {
-    if let Some(target) = &out.target {
-        return Ok(Some(target.clone()));
-    }
-    if let Some(bridged) = &out.caller.bridge {
-        return bridged_backend(app, out, bridged, forgotten).await;
-    }
-    let Some(claims) = claims.filter(|c| c.bs.is_some() || c.lz) else {
-        return Ok(None);
+    let facts = backend::Facts {
+        target: out.target.is_some(),
+        bridged: out.caller.bridge.is_some(),
+        has_backend: claims.is_some_and(|c| c.bs.is_some() || c.lz),
+        route: out.route,
+        bound: out.bound.is_some(),
+        forgotten,
     };
-    match (out.route, &out.bound) {
-        (Route::None, _) => Ok(None),
-        (Route::Work { replay }, Some(work)) => {
-            let protocol = protocol(out, Some(claims));
+    match backend::choose(&facts) {
+        Choice::Target => Ok(out.target.clone()),
+        Choice::Sessionless => Ok(None),
+        Choice::Work { replay } => {
+            let Some(work) = &out.bound else {
+                return Ok(None); // never: the table chooses Work only with a bound work session
+            };
+            let (ini, protocol) = match (&out.caller.bridge, claims) {
+                (Some(bridged), _) => (&bridged.ini, Some(bridged.legacy_version.clone())),
+                (None, Some(claims)) => (&claims.ini, protocol(out, Some(claims))),
+                (None, None) => return Ok(None),
+            };
             work_backend::session_for(
                 app,
                 out.caller,
-                &claims.ini,
+                ini,
                 work,
                 replay,
                 forgotten,
@@ -198,49 +207,43 @@ async fn choose(
                 work_backend::Error::Open(error) => Chosen::Failed(ProxyError::Backend(error)),
             })
         }
-        (Route::Own | Route::Work { .. }, _) if forgotten => {
-            reopen_own(app, out.caller, claims, Reinit::NotFound)
-                .await
-                .map(Some)
-                .map_err(Chosen::Failed)
+        Choice::ReopenOwn | Choice::Own => {
+            let Some(claims) = claims else {
+                return Ok(None); // never: the table chooses Own only with a session id
+            };
+            if facts.forgotten {
+                reopen_own(app, out.caller, claims, Reinit::NotFound)
+                    .await
+                    .map(Some)
+                    .map_err(Chosen::Failed)
+            } else {
+                own_backend(app, out.caller, claims, &out.mcp)
+                    .await
+                    .map_err(Chosen::Failed)
+            }
         }
-        (Route::Own | Route::Work { .. }, _) => own_backend(app, out.caller, claims, &out.mcp)
-            .await
-            .map_err(Chosen::Failed),
+        Choice::BridgedOwn { fresh } => match &out.caller.bridge {
+            Some(bridged) => bridged_own(app, out, bridged, fresh).await,
+            None => Ok(None),
+        },
     }
 }
 
-/// The backend session of a bridged modern request: its work session's (as for any client), else
-/// the principal's bridged one ([`crate::backend::bridge`]).
-async fn bridged_backend(
+/// A bridged modern client's own backend session: the principal's bridged one
+/// ([`crate::backend::bridge`]); `fresh`: the backend answered 404, so it restarted: learn again
+/// what it speaks and open a new one.
+async fn bridged_own(
     app: &Arc<Mcp>,
     out: &Outbound<'_>,
     bridged: &crate::backend::bridge::Bridged,
-    forgotten: bool,
+    fresh: bool,
 ) -> Result<Option<BackendSessionId>, Chosen> {
-    if let (Route::Work { replay }, Some(work)) = (out.route, &out.bound) {
-        return work_backend::session_for(
-            app,
-            out.caller,
-            &bridged.ini,
-            work,
-            replay,
-            forgotten,
-            Some(&bridged.legacy_version),
-        )
-        .await
-        .map(Some)
-        .map_err(|error| match error {
-            work_backend::Error::Replay(error) => Chosen::Replay(work.clone(), error),
-            work_backend::Error::Open(error) => Chosen::Failed(ProxyError::Backend(error)),
-        });
-    }
     let principal = &out.caller.principal;
-    if !forgotten && let Some(session) = app.bridge.own_session(principal) {
+    if !fresh && let Some(session) = app.bridge.own_session(principal) {
         return Ok(Some(session));
     }
-    if forgotten {
-        app.bridge.forget_profile().await; // the backend restarted: learn it again
+    if fresh {
+        app.bridge.forget_profile().await;
     }
     let headers = out.caller.own_request_headers();
     crate::backend::bridge::open_own(app, principal, headers, bridged)

@@ -15,6 +15,7 @@ pub mod message_routing;
 pub mod modern;
 pub mod relay;
 pub mod requests;
+pub mod select;
 pub mod touches;
 pub mod work_backend;
 

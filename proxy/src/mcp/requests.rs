@@ -14,7 +14,7 @@ use crate::mcp::errors::{ProxyError, json_response};
 use crate::mcp::forward::{Outbound, forward};
 use crate::mcp::relay::Watch;
 use crate::metrics::StoreOp;
-use broker::decide::Route;
+use broker::decide::{Route, request};
 use broker::jsonrpc::{self, Body, Kind};
 use broker::mcp::WORK_SESSION_ARG;
 use broker::store::{McpQuery, McpState};
@@ -43,15 +43,7 @@ pub async fn session_state(app: &Mcp, caller: &Caller) -> Result<McpState, Proxy
     }
 }
 
-/// Whether a single request is resolved to a work session before it is forwarded: a `tools/call`,
-/// or a request that may depend on the project ([`broker::decide::is_project_scoped`]).
-pub fn is_resolved(message: &jsonrpc::Message) -> bool {
-    match &message.kind {
-        Kind::ToolsCall(_) | Kind::ToolsList => true,
-        Kind::OtherRequest(method) => broker::decide::is_project_scoped(method),
-        _ => false,
-    }
-}
+pub use broker::decide::request::is_resolved;
 
 /// Whether a request is a modern client's, and so how its replies are marked complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,11 +139,8 @@ pub async fn pass_through(
     record_surface(app, caller, None);
     // A batched call is not resolved or guarded, so only tools that need no project may be in one:
     // a select or a project tool there would run on whatever the backend session has.
-    if parsed.messages().iter().any(|m| match &m.kind {
-        Kind::ToolsCall(call) => {
-            call.name == app.settings.select_tool || app.settings.needs_project(&call.name)
-        }
-        _ => false,
+    if request::batch_refused(&parsed, &app.settings.select_tool, |name| {
+        app.settings.needs_project(name)
     }) {
         return Err(ProxyError::BatchedProjectCall);
     }

@@ -3,14 +3,13 @@
 //! JSON body whole: replies get the client's ids back and server requests sealed ids
 //! ([`crate::mcp::message_routing`]), then `tools/list` and select replies are edited. Edits of ids
 //! alone happen in the body the client reads ([`fast`]); the others in a task ([`tasks`]) that
-//! runs in the request's span (a settled select binds and is counted there).
+//! runs in the request's span (a select's hook binds and is counted there).
 
 use std::sync::Arc;
 
 use broker::jsonrpc::RequestId;
-use broker::session::{BackendSessions, Links, WorkSession};
-use broker::store::{BackendRef, Store, StoreError};
-use broker::{guidance, mcp};
+use broker::mcp;
+use broker::store::BackendRef;
 use http::{Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -22,7 +21,6 @@ use crate::backend::headers;
 use crate::backend::upstream::content_type_is;
 use crate::mcp::message_routing::rounds::{Park, Questions};
 use crate::mcp::message_routing::{IdMap, SealFor};
-use crate::metrics::{Metrics, Refusal, StoreOp};
 
 mod fast;
 pub mod session;
@@ -30,25 +28,27 @@ mod tasks;
 
 pub use crate::mcp::REWRITE_LIMIT;
 
-/// The select call being watched: bind when its reply says it succeeded.
-pub struct SelectWatch {
-    pub id: RequestId,
-    pub plan: WorkSession,
-    pub links: Links,
-    pub backend: Option<BackendRef>,
-    /// The handle to give the model, already signed for `plan`.
-    pub handle: String,
-    pub store: Arc<dyn Store>,
-    pub metrics: Metrics,
-    /// The planned work session is new (not the resolved one): counted as created when bound.
-    pub created: bool,
+/// A hook the relay runs on the one reply it waits for, which may edit it. The relay only moves
+/// bytes and hands replies to hooks; what a hook does (bind a select, [`crate::mcp::select`]) is
+/// its owner's, decided in `broker::decide`.
+pub trait ReplyHook: Send + Sync {
+    /// The client's id of the reply it waits for.
+    fn id(&self) -> &RequestId;
+    /// The backend session the request was sent on (set before the relay starts).
+    fn ran_on(&mut self, _backend: BackendRef) {}
+    /// The reply arrived: edit it; `true` when it changed.
+    fn on_reply<'a>(self: Box<Self>, reply: &'a mut Value) -> BoxFuture<'a, bool>;
 }
+
+/// A boxed future a hook returns.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// What to rewrite in an answer.
 #[derive(Default)]
 pub struct Watch {
     pub tools_list: Vec<RequestId>,
-    pub select: Option<SelectWatch>,
+    /// A select call: its hook binds when the reply says it ran.
+    pub select: Option<Box<dyn ReplyHook>>,
     /// Replies to a modern client from a legacy backend: results gain `resultType` (and caching
     /// directives when the method's results are cacheable: the `bool`).
     pub complete: Vec<(RequestId, bool)>,
@@ -117,10 +117,10 @@ impl Watch {
         if self.tools_list.contains(&id) {
             changed |= mcp::add_work_session_argument(message);
         }
-        if self.select.as_ref().is_some_and(|s| s.id == id)
+        if self.select.as_ref().is_some_and(|s| *s.id() == id)
             && let Some(select) = self.select.take()
         {
-            changed |= select.settle(message).await;
+            changed |= select.on_reply(message).await;
         }
         if let Some((_, cacheable)) = self.complete.iter().find(|(c, _)| *c == id) {
             changed |= broker::modern::mark_complete(message, *cacheable);
@@ -139,45 +139,6 @@ impl Watch {
             }
             other => self.apply(other).await,
         }
-    }
-}
-
-impl SelectWatch {
-    /// The select reply arrived: bind on success (with the backend session that selected, which
-    /// from now on serves this work session's project) and hand the model its handle.
-    async fn settle(mut self, reply: &mut Value) -> bool {
-        if !mcp::call_succeeded(reply) {
-            tracing::info!(project = %self.plan.project, "select call failed at the backend: nothing bound");
-            return false;
-        }
-        // The bind carries only the backend session this select ran on: the plan's others are a
-        // copy that calls may have replaced since; the store keeps what it holds for them.
-        self.plan.backends = BackendSessions::default();
-        if let Some(backend) = &self.backend {
-            let field = BackendSessions::field(&backend.upstream, &self.plan.project);
-            self.plan
-                .backends
-                .insert_field(field, backend.session.clone());
-        }
-        let bind = self.store.bind(&self.plan, &self.links);
-        if let Err(error) = self.metrics.store(StoreOp::Bind, bind).await {
-            let text = match error {
-                StoreError::TooMany(cap) => {
-                    tracing::warn!(principal = %self.plan.principal, cap, "work-session cap reached at bind");
-                    self.metrics.refusal(&Refusal::TooMany { cap });
-                    guidance::too_many_unbound(cap)
-                }
-                error => {
-                    tracing::error!(%error, "the backend selected a project but the broker could not record it");
-                    guidance::select_not_recorded(&self.plan.project)
-                }
-            };
-            *reply = broker::jsonrpc::tool_error_reply(&self.id, &text);
-            return true;
-        }
-        self.metrics.selection(self.created);
-        tracing::info!(work_session = %self.plan.id, project = %self.plan.project, surface = %self.plan.surface, "bound");
-        mcp::append_text(reply, &guidance::handle_item(&self.handle))
     }
 }
 
