@@ -26,11 +26,13 @@ use std::time::{Duration, Instant};
 use broker::ids::{BackendSessionId, PrincipalId};
 use broker::mcp;
 use broker::modern::{self, BackendEras};
+use http::Method;
 use http::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
 use crate::backend::Backend;
-use crate::backend::headers::{MCP_METHOD, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::backend::headers::{MCP_METHOD, MCP_SESSION_ID};
+use crate::backend::outbound::{self, UpstreamRequest};
 use crate::backend::sessions::{self, BackendError};
 use crate::backend::upstream::UpstreamError;
 
@@ -177,10 +179,13 @@ async fn probe(app: &Backend) -> Result<Profile, BackendError> {
         "clientInfo": {"name": "session-broker", "version": env!("CARGO_PKG_VERSION")},
     });
     let path = app.settings.mcp_path();
-    let response = app
-        .upstream
-        .post_json(path, HeaderMap::new(), &mcp::initialize_request(id, &ini))
-        .await;
+    let response = crate::backend::outbound::post_json(
+        &app.upstream,
+        path,
+        HeaderMap::new(),
+        &mcp::initialize_request(id, &ini),
+    )
+    .await;
     let (initialize, stateful, legacy_version) = match response {
         Ok(response) if response.status().is_success() => {
             let session = response
@@ -222,14 +227,17 @@ async fn discover(app: &Backend) -> Option<Value> {
         }},
     });
     let mut headers = HeaderMap::new();
-    headers.insert(MCP_PROTOCOL_VERSION, HeaderValue::from_static("2026-07-28"));
     headers.insert(MCP_METHOD, HeaderValue::from_static("server/discover"));
-    let response = app
-        .upstream
-        .post_json(app.settings.mcp_path(), headers, &request)
-        .await
-        .ok()
-        .filter(|r| r.status().is_success())?;
+    let headers = outbound::session_headers(headers, None, Some(version));
+    let response = crate::backend::outbound::post_json(
+        &app.upstream,
+        app.settings.mcp_path(),
+        headers,
+        &request,
+    )
+    .await
+    .ok()
+    .filter(|r| r.status().is_success())?;
     let reply = app.upstream.read_reply(response, id).await.ok()?;
     let offers = reply
         .pointer("/result/supportedVersions")
@@ -240,11 +248,9 @@ async fn discover(app: &Backend) -> Option<Value> {
 
 /// Ends a backend session the broker opened only to learn something (best effort).
 async fn close(app: &Backend, session: &BackendSessionId) {
-    if let Err(error) = app
-        .upstream
-        .delete_session(app.settings.mcp_path(), session)
-        .await
-    {
+    let delete = UpstreamRequest::own(Method::DELETE, app.settings.mcp_path(), HeaderMap::new())
+        .session(Some(session));
+    if let Err(error) = delete.send(&app.upstream).await {
         tracing::debug!(%error, "could not close the probe's backend session");
     }
 }

@@ -1,8 +1,6 @@
-//! Header names and the rules for what crosses the proxy.
+//! Header names, and the rules for what crosses the proxy toward the client. (Toward the backend,
+//! every rule is the outbound builder's: [`crate::backend::outbound`].)
 //!
-//! Toward the backend: hop-by-hop headers dropped (and those the `Connection` header names), `Host`
-//! set to the upstream's authority, `X-Forwarded-*` added, the client's `Mcp-Session-Id` replaced by
-//! the backend's own, and every broker header the client sent stripped before the trusted ones are set.
 //! Toward the client: hop-by-hop headers dropped, and a `Location` (or `Content-Location`) naming
 //! the upstream's own address made relative, so a redirect never reveals where the backend lives.
 
@@ -54,42 +52,6 @@ pub fn drop_hop_by_hop(headers: &mut HeaderMap) {
 pub struct Origin {
     pub client_ip: Option<std::net::IpAddr>,
     pub host: Option<HeaderValue>,
-}
-
-/// The client's headers, made fit for the backend. The caller then sets the backend session id and
-/// the trusted broker headers.
-pub fn toward_upstream(
-    client: &HeaderMap,
-    upstream_authority: &HeaderValue,
-    origin: &Origin,
-) -> HeaderMap {
-    let mut headers = client.clone();
-    drop_hop_by_hop(&mut headers);
-    for name in [
-        header::HOST,
-        header::CONTENT_LENGTH,
-        MCP_SESSION_ID,
-        X_MCP_PROJECT,
-        X_MCP_WORK_SESSION,
-        MCP_PARAM_WORK_SESSION,
-    ] {
-        headers.remove(name);
-    }
-    headers.insert(header::HOST, upstream_authority.clone());
-    if let Some(ip) = origin.client_ip {
-        let chain = match client.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {ip}"),
-            None => ip.to_string(),
-        };
-        if let Ok(value) = HeaderValue::from_str(&chain) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = &origin.host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
-    }
-    headers
 }
 
 /// The backend's response headers, made fit for the client.
@@ -185,57 +147,6 @@ mod tests {
         assert_eq!(
             headers.get(header::CONTENT_LOCATION).map(|v| v.as_bytes()),
             Some(&b"/doc"[..])
-        );
-    }
-
-    #[test]
-    fn spoofed_broker_headers_and_hop_by_hop_never_reach_the_backend() {
-        let mut client = HeaderMap::new();
-        client.insert(X_MCP_PROJECT, HeaderValue::from_static("someone-elses"));
-        client.insert(X_MCP_WORK_SESSION, HeaderValue::from_static("forged"));
-        client.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
-        );
-        client.insert(
-            HeaderName::from_static("x-secret-hop"),
-            HeaderValue::from_static("1"),
-        );
-        client.insert(
-            header::HOST,
-            HeaderValue::from_static("broker.example:8080"),
-        );
-        client.insert(MCP_SESSION_ID, HeaderValue::from_static("client-token"));
-        client.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
-        let origin = Origin {
-            client_ip: Some([10, 0, 0, 1].into()),
-            host: client.get(header::HOST).cloned(),
-        };
-        let out = toward_upstream(
-            &client,
-            &HeaderValue::from_static("127.0.0.1:8001"),
-            &origin,
-        );
-        assert!(out.get(X_MCP_PROJECT).is_none());
-        assert!(out.get(X_MCP_WORK_SESSION).is_none());
-        assert!(out.get("x-secret-hop").is_none());
-        assert!(out.get(header::CONNECTION).is_none());
-        assert!(out.get(MCP_SESSION_ID).is_none());
-        assert_eq!(
-            out.get(header::HOST).map(|v| v.as_bytes()),
-            Some(&b"127.0.0.1:8001"[..])
-        );
-        assert_eq!(
-            out.get(X_FORWARDED_FOR).map(|v| v.as_bytes()),
-            Some(&b"10.0.0.1"[..])
-        );
-        assert_eq!(
-            out.get(X_FORWARDED_HOST).map(|v| v.as_bytes()),
-            Some(&b"broker.example:8080"[..])
-        );
-        assert_eq!(
-            out.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
-            Some(&b"Bearer k"[..])
         );
     }
 }

@@ -7,14 +7,13 @@
 use broker::ids::BackendSessionId;
 use broker::mcp;
 use broker::session::WorkSession;
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
+use http::Method;
+use http::header::{self, HeaderMap};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use crate::backend::Backend;
-use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::backend::outbound::{self, UpstreamRequest};
 use crate::backend::sessions::{self, BackendError};
 
 /// An open session of the broker's own.
@@ -83,8 +82,6 @@ impl OperatorSession {
             "session-broker-select-{}",
             &broker::ids::random_hex128()[..12]
         );
-        let mut headers = self.headers();
-        sessions::set_trusted(app, &mut headers, Some(work), Some("replay"));
         let settings = &app.settings;
         let request = mcp::select_request(
             &id,
@@ -92,9 +89,9 @@ impl OperatorSession {
             &settings.select_arg,
             &work.project,
         );
-        let response = app
-            .upstream
-            .post_json(settings.mcp_path(), headers, &request)
+        let response = UpstreamRequest::own_json(settings.mcp_path(), self.headers(), &request)?
+            .trusted(app, Some(work), Some("replay"))
+            .send(&app.upstream)
             .await?;
         let reply = app.upstream.read_reply(response, &id).await?;
         if mcp::call_succeeded(&reply) {
@@ -107,24 +104,13 @@ impl OperatorSession {
         }
     }
 
-    /// The headers of a request on it.
+    /// The headers of a request on it ([`outbound::session_headers`]).
     pub fn headers(&self) -> HeaderMap {
-        let mut headers = self.base.clone();
-        if let Some(value) = self
-            .session
-            .as_ref()
-            .and_then(|s| HeaderValue::from_str(s.as_str()).ok())
-        {
-            headers.insert(MCP_SESSION_ID, value);
-        }
-        if let Some(value) = self
-            .version
-            .as_deref()
-            .and_then(|v| HeaderValue::from_str(v).ok())
-        {
-            headers.insert(MCP_PROTOCOL_VERSION, value);
-        }
-        headers
+        outbound::session_headers(
+            self.base.clone(),
+            self.session.as_ref(),
+            self.version.as_deref(),
+        )
     }
 
     /// DELETEs it (nothing to do on a stateless backend); a failure is only logged (the backend's
@@ -133,31 +119,14 @@ impl OperatorSession {
         if self.session.is_none() {
             return;
         }
-        let mut headers = self.headers();
-        headers.insert(header::HOST, app.upstream.authority().clone());
-        let request = app
-            .upstream
-            .uri(app.settings.mcp_path())
-            .map_err(|e| e.to_string())
-            .and_then(|uri| {
-                let mut request = Request::builder()
-                    .method(Method::DELETE)
-                    .uri(uri)
-                    .body(Full::new(Bytes::new()))
-                    .map_err(|e| e.to_string())?;
-                *request.headers_mut() = headers;
-                Ok(request)
-            });
-        let outcome = match request {
-            Ok(request) => match app.upstream.send(request).await {
-                Ok(response) => {
-                    let status = response.status();
-                    let _ = response.into_body().collect().await;
-                    Ok(status)
-                }
-                Err(error) => Err(error.to_string()),
-            },
-            Err(error) => Err(error),
+        let request = UpstreamRequest::own(Method::DELETE, app.settings.mcp_path(), self.headers());
+        let outcome = match request.send(&app.upstream).await {
+            Ok(response) => {
+                let status = response.status();
+                let _ = response.into_body().collect().await;
+                Ok(status)
+            }
+            Err(error) => Err(error.to_string()),
         };
         match outcome {
             Ok(status) if status.is_success() => {

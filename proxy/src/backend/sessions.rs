@@ -6,14 +6,12 @@
 use broker::ids::{BackendSessionId, Project};
 use broker::mcp;
 use broker::session::WorkSession;
-use broker::tokens::AssertionClaims;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::HeaderMap;
 use serde_json::Value;
 
 use crate::backend::Backend;
-use crate::backend::headers::{
-    MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_MCP_PROJECT, X_MCP_WORK_SESSION,
-};
+use crate::backend::headers::MCP_SESSION_ID;
+use crate::backend::outbound::{self, UpstreamRequest};
 use crate::backend::upstream::UpstreamError;
 use crate::metrics::{self, Own};
 
@@ -63,7 +61,7 @@ pub async fn open(app: &Backend, base: HeaderMap, ini: &Value) -> Result<Opened,
         .metrics
         .own_upstream(
             Own::Open,
-            app.upstream.post_json(&path, base.clone(), &initialize),
+            crate::backend::outbound::post_json(&app.upstream, &path, base.clone(), &initialize),
         )
         .await?;
     let session = response
@@ -78,17 +76,13 @@ pub async fn open(app: &Backend, base: HeaderMap, ini: &Value) -> Result<Opened,
     }
     let session = session?;
     let protocol_version = mcp::negotiated_version(&reply).map(str::to_owned);
-    let mut headers = base;
-    headers.insert(MCP_SESSION_ID, header_value(session.as_str()));
-    if let Some(version) = &protocol_version {
-        headers.insert(MCP_PROTOCOL_VERSION, header_value(version));
-    }
+    let headers = outbound::session_headers(base, Some(&session), protocol_version.as_deref());
     let initialized = mcp::initialized_notification();
     let response = app
         .metrics
         .own_upstream(
             Own::Open,
-            app.upstream.post_json(&path, headers, &initialized),
+            crate::backend::outbound::post_json(&app.upstream, &path, headers, &initialized),
         )
         .await?;
     if !response.status().is_success() {
@@ -113,21 +107,17 @@ pub async fn replay(
     work: &WorkSession,
 ) -> Result<(), BackendError> {
     let id = reply_id("replay");
-    let mut headers = base;
-    headers.insert(MCP_SESSION_ID, header_value(session.as_str()));
-    if let Some(version) = protocol_version {
-        headers.insert(MCP_PROTOCOL_VERSION, header_value(version));
-    }
-    set_trusted(app, &mut headers, Some(work), Some("replay"));
     let request = mcp::select_request(
         &id,
         &app.settings.select_tool,
         &app.settings.select_arg,
         &work.project,
     );
-    let send = app
-        .upstream
-        .post_json(app.settings.mcp_path(), headers, &request);
+    let send = UpstreamRequest::own_json(app.settings.mcp_path(), base, &request)?
+        .session(Some(session))
+        .version(protocol_version)
+        .trusted(app, Some(work), Some("replay"))
+        .send(&app.upstream);
     let response = app.metrics.own_upstream(Own::Replay, send).await?;
     let reply = metrics::upstream_body(app.upstream.read_reply(response, &id)).await?;
     if mcp::call_succeeded(&reply) {
@@ -138,61 +128,5 @@ pub async fn replay(
             project: work.project.clone(),
             detail: mcp::reply_text(&reply),
         })
-    }
-}
-
-/// Sets `X-MCP-Project` and the signed `X-MCP-Work-Session` assertion for a bound work session.
-/// Client-sent copies were stripped before; with no work session neither is set.
-pub fn set_trusted(
-    app: &Backend,
-    headers: &mut HeaderMap,
-    work: Option<&WorkSession>,
-    via: Option<&str>,
-) {
-    headers.remove(X_MCP_PROJECT);
-    headers.remove(X_MCP_WORK_SESSION);
-    let Some(work) = work else { return };
-    let claims = AssertionClaims {
-        sub: work.principal.clone(),
-        ws: work.id.clone(),
-        surface: work.surface.clone(),
-        project: work.project.clone(),
-        via: via.map(str::to_owned),
-    };
-    match app.assertions.sign(&app.keys, &claims, app.now_secs()) {
-        Ok(token) => {
-            headers.insert(X_MCP_WORK_SESSION, header_value(&token));
-        }
-        Err(error) => tracing::error!(%error, "could not sign the backend assertion"),
-    }
-    // A project name may hold characters a header cannot: then it is percent-encoded.
-    let value = HeaderValue::from_str(work.project.as_str())
-        .unwrap_or_else(|_| header_value(&percent_encode(work.project.as_str())));
-    headers.insert(X_MCP_PROJECT, value);
-}
-
-fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_encoding_keeps_headers_valid() {
-        assert_eq!(percent_encode("projet été"), "projet%20%C3%A9t%C3%A9");
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use broker::sse;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -87,53 +87,6 @@ impl Upstream {
             Ok(Err(e)) => Err(UpstreamError::Unreachable(error_chain(&e))),
             Ok(Ok(response)) => Ok(response),
         }
-    }
-
-    /// POSTs one JSON-RPC message of the broker's own to the MCP path.
-    pub async fn post_json(
-        &self,
-        path: &str,
-        mut headers: HeaderMap,
-        message: &Value,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let body =
-            serde_json::to_vec(message).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
-        headers.insert(header::HOST, self.authority.clone());
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-        let mut request = Request::builder()
-            .method(Method::POST)
-            .uri(self.uri(path)?)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| UpstreamError::Malformed(e.to_string()))?;
-        *request.headers_mut() = headers;
-        self.send(request).await
-    }
-
-    /// Ends a backend session the broker opened on its own (`DELETE` with its id).
-    pub async fn delete_session(
-        &self,
-        path: &str,
-        session: &broker::ids::BackendSessionId,
-    ) -> Result<(), UpstreamError> {
-        let mut request = Request::builder()
-            .method(Method::DELETE)
-            .uri(self.uri(path)?)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| UpstreamError::Malformed(e.to_string()))?;
-        request
-            .headers_mut()
-            .insert(header::HOST, self.authority.clone());
-        if let Ok(value) = HeaderValue::from_str(session.as_str()) {
-            request.headers_mut().insert("mcp-session-id", value);
-        }
-        self.send(request).await.map(|_| ())
     }
 
     /// Reads the JSON-RPC reply with `id` from a response, whether JSON or SSE, within the timeout.

@@ -231,10 +231,13 @@ async fn learn_resource_metadata(app: &App) -> Option<String> {
     }
     let ping =
         serde_json::json!({"jsonrpc": "2.0", "id": "session-broker-probe", "method": "ping"});
-    let learned = match app
-        .upstream
-        .post_json(app.settings.mcp_path(), HeaderMap::new(), &ping)
-        .await
+    let learned = match crate::backend::outbound::post_json(
+        &app.upstream,
+        app.settings.mcp_path(),
+        HeaderMap::new(),
+        &ping,
+    )
+    .await
     {
         Ok(response) if response.status() == StatusCode::UNAUTHORIZED => response
             .headers()

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use crate::backend::body::{ProxyBody, full};
 use crate::backend::headers::{self, Origin};
+use crate::backend::outbound::UpstreamRequest;
 use crate::edge::App;
 use crate::edge::identify;
 use crate::edge::limits::RequestBody;
@@ -61,7 +61,7 @@ pub async fn serve(
     }
     // Before anything reads or copies the headers: an identity header a peer may not set is gone
     // from every path and request kind (the MCP path, its initialize, pass-through). The broker's
-    // own headers are replaced in `headers::toward_upstream`, on every path too.
+    // own headers are replaced in `outbound::UpstreamRequest::forwarded`, on every path too.
     let mut request = request;
     app.identities
         .strip_untrusted(request.headers_mut(), client_ip);
@@ -222,18 +222,8 @@ async fn pass(
         client_ip,
         host: parts.headers.get(http::header::HOST).cloned(),
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let mut upstream = Request::builder()
-        .method(parts.method.clone())
-        .uri(app.upstream.uri(path)?)
-        .body(Full::new(bytes))
-        .map_err(|_| ProxyError::BodyUnreadable)?;
-    *upstream.headers_mut() =
-        headers::toward_upstream(&parts.headers, app.upstream.authority(), &origin);
+    let upstream = UpstreamRequest::forwarded(&parts, &origin, app.upstream.authority(), bytes)
+        .build(&app.upstream)?;
     let response = app.metrics.upstream(app.upstream.send(upstream)).await?;
     Span::current().record("upstream_status", response.status().as_u16());
     let mut relayed = relay::relay(response, Watch::default());

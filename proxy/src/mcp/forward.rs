@@ -19,7 +19,7 @@ use broker::session::WorkSession;
 use broker::store::McpState;
 use broker::tokens::SessionClaims;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::HeaderMap;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -28,6 +28,7 @@ use tracing::Span;
 
 use crate::backend::body::ProxyBody;
 use crate::backend::headers::{self, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::backend::outbound::UpstreamRequest;
 use crate::backend::sessions::{self, BackendError};
 use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
@@ -330,48 +331,36 @@ async fn reopen_own(
     Ok(opened.session)
 }
 
+/// The request for the backend session `session`, made by the one outbound builder; and the body
+/// it carries (what the backend will answer to).
 fn request_for(
     app: &Mcp,
     out: &Outbound<'_>,
-    mut body: Bytes,
+    body: Bytes,
     session: Option<&BackendSessionId>,
 ) -> Result<(Request<Full<Bytes>>, Bytes), ProxyError> {
-    let path = out
-        .parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let mut headers: HeaderMap = headers::toward_upstream(
-        &out.parts.headers,
-        app.upstream.authority(),
+    let mut request = UpstreamRequest::forwarded(
+        out.parts,
         &out.caller.origin,
+        app.upstream.authority(),
+        body,
     );
-    if let Some(claims) = out.caller.session.as_ref().filter(|c| c.mb)
-        && let Some(modern) =
-            crate::backend::outbound::modernize_request(&body, &claims.ini, &mut headers)
-    {
-        body = modern;
+    if let Some(claims) = out.caller.session.as_ref().filter(|c| c.mb) {
+        request = request.modernized(&claims.ini);
     }
-    let mut request = Request::builder()
-        .method(out.parts.method.clone())
-        .uri(app.upstream.uri(path)?)
-        .body(Full::new(body.clone()))
-        .map_err(|_| ProxyError::BodyUnreadable)?;
-    if let Some(session) = session
-        && let Ok(value) = HeaderValue::from_str(session.as_str())
-    {
-        headers.insert(MCP_SESSION_ID, value);
-    }
-    if let Some(bridged) = &out.caller.bridge
-        && let Ok(version) = HeaderValue::from_str(&bridged.legacy_version)
-    {
-        // The backend speaks a legacy revision on the sessions the broker opened for the client.
-        headers.insert(MCP_PROTOCOL_VERSION, version);
-    }
-    sessions::set_trusted(app, &mut headers, out.bound.as_ref(), out.via);
-    *request.headers_mut() = headers;
-    Ok((request, body))
+    // The backend speaks a legacy revision on the sessions the broker opened for a bridged client.
+    let bridged = out
+        .caller
+        .bridge
+        .as_ref()
+        .map(|b| b.legacy_version.as_str());
+    let request =
+        request
+            .session(session)
+            .version(bridged)
+            .trusted(app, out.bound.as_ref(), out.via);
+    let sent = request.body().clone();
+    Ok((request.build(&app.upstream)?, sent))
 }
 
 /// The replay failed: a `tools/call` gets a tool error (nothing ran), anything else a 502.

@@ -22,13 +22,14 @@ use std::time::Duration;
 use broker::ids::BackendSessionId;
 use broker::sse;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Full};
+use http::header::HeaderMap;
+use http::{Method, Response};
+use http_body_util::BodyExt;
 use tokio::sync::broadcast;
 
 use crate::backend::body::{self, ProxyBody};
-use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::backend::headers::MCP_PROTOCOL_VERSION;
+use crate::backend::outbound::{UpstreamRequest, session_headers};
 use crate::mcp::Mcp;
 use crate::mcp::message_routing::SealFor;
 
@@ -81,33 +82,11 @@ impl Hubs {
 }
 
 /// Relays one work backend session's GET stream to its subscribers until it ends or nobody listens.
-async fn run(app: Arc<Mcp>, mut headers: HeaderMap, seal: SealFor, tx: broadcast::Sender<Bytes>) {
+async fn run(app: Arc<Mcp>, headers: HeaderMap, seal: SealFor, tx: broadcast::Sender<Bytes>) {
     let session = seal.backend.clone();
-    if let Ok(value) = HeaderValue::from_str(session.as_str()) {
-        headers.insert(MCP_SESSION_ID, value);
-    }
-    headers.insert(
-        header::ACCEPT,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::HOST, app.upstream.authority().clone());
-    let request = app
-        .upstream
-        .uri(app.settings.mcp_path())
-        .ok()
-        .and_then(|uri| {
-            Request::builder()
-                .method(Method::GET)
-                .uri(uri)
-                .body(Full::new(Bytes::new()))
-                .ok()
-        });
-    let Some(mut request) = request else {
-        app.hubs.remove(&session, &tx);
-        return;
-    };
-    *request.headers_mut() = headers;
-    let response = match app.upstream.send(request).await {
+    let request =
+        UpstreamRequest::own(Method::GET, app.settings.mcp_path(), headers).session(Some(&session));
+    let response = match request.send(&app.upstream).await {
         Ok(response) if response.status().is_success() => response,
         Ok(response) => {
             tracing::info!(status = %response.status(), "a work backend session's GET stream was refused (another replica may hold it)");
@@ -198,11 +177,7 @@ pub fn merge(
 
 /// The headers a hub opens a GET stream with: the subscriber's credential and protocol version.
 pub fn hub_headers(credential: HeaderMap, protocol: Option<&str>) -> HeaderMap {
-    let mut headers = credential;
-    if let Some(value) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
-        headers.insert(MCP_PROTOCOL_VERSION, value);
-    }
-    headers
+    session_headers(credential, None, protocol)
 }
 
 /// A client's GET stream, with the events of its work session's backend session added when the

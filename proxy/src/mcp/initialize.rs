@@ -25,13 +25,13 @@ use broker::tokens::{SESSION_AUDIENCE, SessionClaims};
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{Response, StatusCode};
 use serde_json::Value;
 use tracing::Span;
 
 use crate::backend::body::ProxyBody;
-use crate::backend::headers::{self, MCP_SESSION_ID};
+use crate::backend::headers::MCP_SESSION_ID;
+use crate::backend::outbound::UpstreamRequest;
 use crate::mcp::caller::Caller;
 use crate::mcp::errors::{ProxyError, json_response};
 use crate::mcp::relay::{self, Watch};
@@ -64,21 +64,9 @@ pub async fn handle(
     {
         return from_cache(app, caller, id, ini, cached);
     }
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(
-            app.upstream.uri(
-                parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str())
-                    .unwrap_or("/"),
-            )?,
-        )
-        .body(Full::new(bytes))
-        .map_err(|_| ProxyError::BodyUnreadable)?;
-    *request.headers_mut() =
-        headers::toward_upstream(&parts.headers, app.upstream.authority(), &caller.origin);
+    let request =
+        UpstreamRequest::forwarded(parts, &caller.origin, app.upstream.authority(), bytes)
+            .build(&app.upstream)?;
     let response = app.metrics.upstream(app.upstream.send(request)).await?;
     Span::current().record("upstream_status", response.status().as_u16());
     if !response.status().is_success()

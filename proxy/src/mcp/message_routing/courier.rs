@@ -18,6 +18,7 @@ use http::header::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use super::rounds::PARKED_TTL;
+use crate::backend::outbound::post_json;
 use crate::mcp::Mcp;
 use crate::mcp::errors::ProxyError;
 
@@ -82,11 +83,8 @@ impl Courier {
                     return;
                 };
                 let path = courier.app.settings.mcp_path();
-                let sent = courier
-                    .app
-                    .upstream
-                    .post_json(path, courier.headers.clone(), &answer)
-                    .await;
+                let headers = courier.headers.clone();
+                let sent = post_json(&courier.app.upstream, path, headers, &answer).await;
                 match sent {
                     Ok(_) => tracing::info!("delivered an answer another replica received"),
                     Err(error) => {

@@ -18,13 +18,13 @@ use broker::jsonrpc::{Message, RequestId};
 use broker::rounds::{self, Parked, Pending, QUESTION_PREFIX, Round, STATE_PREFIX};
 use broker::rpc_ids;
 use broker::store::Store;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::HeaderMap;
 use http::{Response, StatusCode};
 use serde_json::{Map, Value};
 
 use super::{AnswerError, SealFor};
 use crate::backend::body::ProxyBody;
-use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::backend::outbound::{post_json, session_headers};
 use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
 use crate::mcp::errors::{ProxyError, json_response};
@@ -167,13 +167,11 @@ async fn resume_retry(
             super::courier::leave(app, &caller.principal, &sealed, &body).await?;
             continue;
         }
-        let mut headers = caller.own_request_headers();
-        if let Ok(value) = HeaderValue::from_str(asked.backend.as_str()) {
-            headers.insert(MCP_SESSION_ID, value);
-        }
-        if let Ok(value) = HeaderValue::from_str(legacy_version) {
-            headers.insert(MCP_PROTOCOL_VERSION, value);
-        }
+        let headers = session_headers(
+            caller.own_request_headers(),
+            Some(&asked.backend),
+            Some(legacy_version),
+        );
         deliver(
             app,
             headers,
@@ -202,10 +200,7 @@ async fn resume_retry(
 }
 
 async fn deliver(app: &Mcp, headers: HeaderMap, answer: &Value) -> Result<(), ProxyError> {
-    let sent = app
-        .upstream
-        .post_json(app.settings.mcp_path(), headers, answer)
-        .await?;
+    let sent = post_json(&app.upstream, app.settings.mcp_path(), headers, answer).await?;
     if !sent.status().is_success() {
         tracing::warn!(status = %sent.status(), "the backend session that asked did not take the answer");
     }
@@ -296,15 +291,14 @@ impl Questions {
             tokio::time::sleep(POLL).await;
         }
         self.request = rounds::with_responses(&self.request, responses, state.as_deref());
-        let sent = self
-            .app
-            .upstream
-            .post_json(
-                self.app.settings.mcp_path(),
-                self.headers.clone(),
-                &self.request,
-            )
-            .await;
+        let path = self.app.settings.mcp_path();
+        let sent = post_json(
+            &self.app.upstream,
+            path,
+            self.headers.clone(),
+            &self.request,
+        )
+        .await;
         let response = match sent {
             Ok(response) => response,
             Err(error) => return Err(fail(&error.to_string())),

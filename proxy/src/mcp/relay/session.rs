@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use broker::ids::BackendSessionId;
 use broker::jsonrpc::RequestId;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::HeaderMap;
 use serde_json::json;
 
 use super::{Abandon, Watch};
-use crate::backend::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::backend::outbound::session_headers;
 use crate::mcp::Mcp;
 use crate::mcp::caller::Caller;
 use crate::mcp::message_routing::rounds::Park;
@@ -35,13 +35,7 @@ pub fn watch_session(
         let lease = Arc::new(());
         let alive = Arc::downgrade(&lease);
         watch.lease = Some(lease);
-        let mut headers = caller.own_request_headers();
-        if let Ok(value) = HeaderValue::from_str(session.as_str()) {
-            headers.insert(MCP_SESSION_ID, value);
-        }
-        if let Some(value) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
-            headers.insert(MCP_PROTOCOL_VERSION, value);
-        }
+        let headers = session_headers(caller.own_request_headers(), Some(session), protocol);
         Courier {
             app: app.clone(),
             headers,
@@ -70,17 +64,12 @@ pub fn watch_session(
 /// backend session is told to cancel each (`ids`: the upstream ids left unanswered).
 pub fn cancel_hook(
     app: &Arc<Mcp>,
-    mut headers: HeaderMap,
+    credential: HeaderMap,
     session: &BackendSessionId,
     protocol: Option<&str>,
 ) -> Abandon {
     let app = app.clone();
-    if let Ok(value) = HeaderValue::from_str(session.as_str()) {
-        headers.insert(MCP_SESSION_ID, value);
-    }
-    if let Some(value) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
-        headers.insert(MCP_PROTOCOL_VERSION, value);
-    }
+    let headers = session_headers(credential, Some(session), protocol);
     Box::new(move |ids: Vec<RequestId>| {
         if ids.is_empty() {
             return;
@@ -92,10 +81,13 @@ pub fn cancel_hook(
                     "method": "notifications/cancelled",
                     "params": {"requestId": id.to_value(), "reason": "the client closed the request"},
                 });
-                let sent = app
-                    .upstream
-                    .post_json(app.settings.mcp_path(), headers.clone(), &notification)
-                    .await;
+                let sent = crate::backend::outbound::post_json(
+                    &app.upstream,
+                    app.settings.mcp_path(),
+                    headers.clone(),
+                    &notification,
+                )
+                .await;
                 match sent {
                     Ok(_) => tracing::info!(
                         "the client closed its request: told the backend to cancel it"

@@ -11,7 +11,7 @@ use broker::session::WorkSession;
 use serde_json::json;
 
 use crate::backend::operator_session::OperatorSession;
-use crate::backend::sessions;
+use crate::backend::outbound::UpstreamRequest;
 use crate::edge::App;
 
 /// Calls `tool` for the finalized work session; the error text says what failed.
@@ -46,12 +46,11 @@ async fn select_and_call(
         "session-broker-expire-{}",
         &broker::ids::random_hex128()[..12]
     );
-    let mut headers = session.headers();
-    sessions::set_trusted(app, &mut headers, Some(work), Some("finalizer"));
     let request = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
-    let response = app
-        .upstream
-        .post_json(app.settings.mcp_path(), headers, &request)
+    let response = UpstreamRequest::own_json(app.settings.mcp_path(), session.headers(), &request)
+        .map_err(|e| e.to_string())?
+        .trusted(app, Some(work), Some("finalizer"))
+        .send(&app.upstream)
         .await
         .map_err(|e| e.to_string())?;
     let reply = app
