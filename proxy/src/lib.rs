@@ -2,26 +2,16 @@
 //! sessions across MCP re-initializations. The broker crate decides; this crate moves bytes.
 //!
 //! # Layout
-//! - [`settings`]: plain settings, and [`cli`]: the command line that builds them;
-//! - [`app`]: shared state (store, keys, upstream client), built once;
-//! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, connection limit, graceful shutdown;
-//! - [`limits`]: request bodies under a deadline and a shared in-flight byte budget;
-//! - [`routes`]: health, readiness, the MCP path, pass-through of other paths;
-//! - [`path`]: the canonical spelling of the paths the broker checks;
-//! - [`mcp_path`]: POST/GET/DELETE on the MCP path, `initialize`;
-//! - [`metrics`]: Prometheus metrics, the per-request timing scope;
-//! - [`caller`]: principal, Origin check, verified session id, surface signals;
-//! - [`call`]: planning a `tools/call` (resolution, guard, select);
-//! - [`forward`]: the right backend session, replay, 404 retry;
-//! - [`finalizer`]: sweeping idle work sessions and delivering their finalization;
-//! - [`backend`]: opening backend sessions, replaying selections, trusted headers;
-//! - [`message_routing`]: the JSON-RPC ids on shared backend sessions, server requests' answers,
-//!   cancellations;
-//! - [`relay`]: streaming answers back, rewriting watched replies;
-//! - [`upstream`]: the pooled HTTP client; [`headers`]: header rules; [`body`]: body types;
-//! - [`errors`]: the one mapping from failures to HTTP and JSON-RPC errors;
-//! - [`admin`]: the admin API on its own listener; [`admin_cli`]: the operator subcommands;
-//! - [`operator_session`]: backend sessions the broker opens for itself (handover tool, rebind check).
+//! One folder per layer, imports pointing only down (held by `tests/layers.rs`; the picture is in
+//! `docs/design.md`, The layers):
+//! - [`ops`]: the admin API and its CLI, the finalizer;
+//! - [`edge`]: accept, limits, canonical paths, Origin and identity, routes; [`App`], the process's
+//!   state;
+//! - [`mcp`]: one client message by kind: dispatch, `initialize`, both eras, calls and selects, the
+//!   message routing on shared backend sessions, the relay; [`mcp::Mcp`], its state;
+//! - [`backend`]: the upstream client, the one outbound request builder, backend sessions, the
+//!   bridge; [`backend::Backend`], its state;
+//! - [`config`] and [`metrics`]: leaves (settings and how they are read; the Prometheus registry).
 
 pub mod backend;
 pub mod config;

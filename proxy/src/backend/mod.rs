@@ -28,7 +28,7 @@ pub const ASSERTION_REUSE: Duration = Duration::from_secs(10);
 pub const ISSUER: &str = "mcp-session-broker";
 
 /// What the backend layer reads and shares: settings, keys, the upstream client, metrics, and the
-/// bridge's state. Built once by [`crate::edge::Backend::new`]; the layers above reach it through
+/// bridge's state. Built once by [`crate::edge::App::new`]; the layers above reach it through
 /// their own state ([`crate::mcp::Mcp`] derefs to it), so code here never sees theirs.
 pub struct Backend {
     pub settings: Settings,

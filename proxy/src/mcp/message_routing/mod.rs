@@ -8,7 +8,7 @@
 //!   ([`answer_target`]).
 //! - **Cancellations** name the upstream id of the request on the backend session that runs it
 //!   ([`InFlight`] on this replica; the same deterministic id elsewhere), and a client that closes a
-//!   request's reply stream cancels what it left unanswered ([`cancel_hook`]).
+//!   request's reply stream cancels what it left unanswered ([`crate::mcp::relay::session::cancel_hook`]).
 //!
 //! Shared state: [`InFlight`], the requests of legacy clients in flight on this replica, by
 //! (principal, MCP session, client id). Who writes it: the request that registers an entry removes

@@ -1,7 +1,8 @@
 //! The multi round-trip form for modern clients in front of a legacy backend
 //! ([`broker::rounds`] decides the messages; this file moves them):
 //! - [`Park`]: what a relay needs to park a call when the backend asks its client something, and
-//!   [`Park::rest`], which reads the rest of the backend's stream into rounds left in the store;
+//!   [`Park::message`] and [`Park::ended`], which turn the rest of the backend's stream into rounds
+//!   left in the store;
 //! - [`resume`]: a client's retry, on any replica: its answers go to the backend session that
 //!   asked, and the next round is taken from the store.
 //!
