@@ -26,10 +26,7 @@ pub(super) async fn bury(
         .arg(reason)
         .arg(deliveries)
         .arg(STREAM_LENGTH);
-    store
-        .run(|mut connection| async move { invocation.invoke_async::<i64>(&mut connection).await })
-        .await
-        .map(|_| ())
+    store.eval::<i64>(invocation).await.map(|_| ())
 }
 
 pub(super) async fn list(store: &RedisStore, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
@@ -74,8 +71,6 @@ pub(super) async fn replay(store: &RedisStore, id: &str) -> Result<bool, StoreEr
         .key(bucket.finalized(prefix))
         .arg(id)
         .arg(STREAM_LENGTH);
-    let replayed: i64 = store
-        .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-        .await?;
+    let replayed: i64 = store.eval(invocation).await?;
     Ok(replayed == 1)
 }
