@@ -1,12 +1,14 @@
 //! The memory store's finalization and operator views: idle work sessions claimed once, their events
 //! queued and handed out until acknowledged (unacknowledged ones again after their backoff, until
-//! their attempts are spent: then they become dead letters), and the status of one work session as
-//! an operator sees it.
+//! their attempts are spent: then they become dead letters), the status of one work session as
+//! an operator sees it, and an operator's rebind and end.
 
 use super::Maps;
 use crate::finalize::{DeadLetter, Delivery, Finalized, Redelivery};
-use crate::store::Status;
+use crate::ids::WorkSessionId;
 use crate::store::clock::ms;
+use crate::store::keys::Keys;
+use crate::store::{AdminAction, Lifetimes, Status};
 
 impl Maps {
     /// Marks idle work sessions finalized and queues their events; returns how many. `now` is the
@@ -58,6 +60,40 @@ impl Maps {
             finalized,
             mcp_sessions: self.mcp_seen.get(key).copied().unwrap_or(0),
         })
+    }
+
+    /// An operator's action on a live work session (as admin.lua does it); `false` when it is not
+    /// live.
+    pub(super) fn act(
+        &mut self,
+        keys: &Keys,
+        id: &WorkSessionId,
+        action: &AdminAction,
+        lifetimes: &Lifetimes,
+        now: u64,
+    ) -> bool {
+        let key = keys.work_session(id);
+        if self.finalized.contains_key(&key) {
+            return false;
+        }
+        let Some(entry) = self.sessions.get_mut(&key).filter(|e| e.live(now)) else {
+            return false;
+        };
+        match action {
+            AdminAction::Rebind(project) => {
+                // The newest of the recent projects now, as admin.lua scores it.
+                entry.value.project = project.clone();
+                let recent = lifetimes.recent_projects;
+                self.zadd(keys.recent(), project.to_string(), now, recent, now);
+            }
+            // Due now, and its last activity an idle TTL ago, as admin.lua writes it: the one
+            // liveness rule (last activity + idle TTL > now) says it is over.
+            AdminAction::End => {
+                entry.expires = now;
+                entry.value.last_active_ms = now.saturating_sub(ms(lifetimes.idle));
+            }
+        }
+        true
     }
 
     /// Hands out up to `count` events: unacknowledged ones whose backoff has passed first (or to

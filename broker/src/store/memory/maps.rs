@@ -141,13 +141,14 @@ impl Maps {
         entry.expires = after(now, ttl);
     }
 
-    /// Members by score, highest first.
+    /// Members by score, highest first; equal scores in reverse lexicographic order, as Redis's
+    /// `ZREVRANGE` gives them (two binds in the same millisecond).
     pub(super) fn zrev(&self, key: &str, now: u64) -> Vec<String> {
         let Some(entry) = self.zsets.get(key).filter(|e| e.live(now)) else {
             return Vec::new();
         };
         let mut members: Vec<(&String, &u64)> = entry.value.iter().collect();
-        members.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        members.sort_by(|a, b| b.1.cmp(a.1).then_with(|| b.0.cmp(a.0)));
         members.into_iter().map(|(m, _)| m.clone()).collect()
     }
 

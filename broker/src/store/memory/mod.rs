@@ -192,13 +192,16 @@ impl Store for MemoryStore {
             }
             // It merges into what calls recorded since its copy was read, as bind.lua does
             // (store::hash::bind_fields): their calls, the creation time, the backend sessions it
-            // does not carry itself.
+            // does not carry itself, and the conversation when it carries none.
             let mut stored = session.clone();
             stored.calls = 1;
             if let Some(existing) = maps.sessions.get(&key) {
                 let existing = &existing.value;
                 stored.calls = existing.calls + 1;
                 stored.created_ms = existing.created_ms;
+                if stored.conversation.is_none() {
+                    stored.conversation = existing.conversation.clone();
+                }
                 stored.last_active_ms = stored.last_active_ms.max(existing.last_active_ms);
                 stored.backends = existing.backends.clone();
                 for (field, backend) in session.backends.fields() {
@@ -352,7 +355,11 @@ impl Store for MemoryStore {
                 .filter(|key| key.starts_with(&prefix))
                 .filter_map(|key| maps.status(key, now))
                 .collect();
-            all.sort_by_key(|s| std::cmp::Reverse(s.session.last_active_ms));
+            // Newest first, as Redis's index lists them: equal times in reverse id order.
+            all.sort_by(|a, b| {
+                (b.session.last_active_ms, &b.session.id)
+                    .cmp(&(a.session.last_active_ms, &a.session.id))
+            });
             all
         })
     }
@@ -373,25 +380,8 @@ impl Store for MemoryStore {
         action: &AdminAction,
     ) -> Result<bool, StoreError> {
         let keys = Keys::new(PREFIX, principal);
-        let key = keys.work_session(id);
-        let recent_ttl = self.lifetimes.recent_projects;
-        self.with(|maps, now| {
-            if maps.finalized.contains_key(&key) {
-                return false;
-            }
-            let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {
-                return false;
-            };
-            match action {
-                AdminAction::Rebind(project) => {
-                    entry.value.project = project.clone();
-                    let score = entry.value.last_active_ms;
-                    maps.zadd(keys.recent(), project.to_string(), score, recent_ttl, now);
-                }
-                AdminAction::End => entry.expires = now,
-            }
-            true
-        })
+        let lifetimes = self.lifetimes;
+        self.with(|maps, now| maps.act(&keys, id, action, &lifetimes, now))
     }
 
     async fn ack_finalized(&self, id: &str) -> Result<(), StoreError> {
