@@ -9,12 +9,9 @@ use crate::finalize::DeadLetter;
 use crate::store::StoreError;
 use crate::store::keys::Bucket;
 
-pub(super) async fn bury(
-    store: &RedisStore,
-    id: &str,
-    reason: &str,
-    deliveries: u64,
-) -> Result<(), StoreError> {
+/// Moves a pending event to the dead letters with `reason` and the group's delivery count (one no
+/// longer pending is only acknowledged: `dead.lua`).
+pub(super) async fn bury(store: &RedisStore, id: &str, reason: &str) -> Result<(), StoreError> {
     let (bucket, id) = split_id(id)?;
     let prefix = &store.settings.prefix;
     let mut invocation = store.scripts.dead.prepare_invoke();
@@ -24,7 +21,6 @@ pub(super) async fn bury(
         .arg(GROUP)
         .arg(id)
         .arg(reason)
-        .arg(deliveries)
         .arg(STREAM_LENGTH);
     store.eval::<i64>(invocation).await.map(|_| ())
 }

@@ -233,7 +233,7 @@ async fn reclaim(
         }
         if deliveries >= u64::from(policy.attempts) {
             let why = format!("not acknowledged after {deliveries} deliveries");
-            super::dead::bury(store, &event_id(bucket, &entry.id), &why, deliveries).await?;
+            super::dead::bury(store, &event_id(bucket, &entry.id), &why).await?;
             continue;
         }
         let (claim_stream, claimer, id) = (stream.clone(), consumer.to_owned(), entry.id.clone());

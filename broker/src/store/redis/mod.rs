@@ -394,7 +394,7 @@ impl Store for RedisStore {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError> {
-        dead::bury(self, &delivery.id, reason, delivery.redeliveries + 1).await
+        dead::bury(self, &delivery.id, reason).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
