@@ -4,7 +4,7 @@
 //!
 //! Time: the scripts judge and stamp by Redis's own clock (`TIME`), so replicas agree. A store given
 //! a test's manual clock ([`RedisStore::with_clock`]) runs the same scripts behind another clock
-//! prelude, which takes "now" from one extra argument instead ([`RedisStore::eval`] adds it); Rust
+//! prelude, which takes "now" from one extra argument instead (`RedisStore::eval` adds it); Rust
 //! judges by the same clock where it reads a hash itself (an operator's view, the live gauge). What
 //! Redis times on its own, key TTLs (`PEXPIRE`, `SET ... PX`) and the idle time of a pending stream
 //! entry (the redelivery backoff), stays real time: a test moves it by aging the data
