@@ -1,5 +1,6 @@
 //! The Redis store (one node or a Redis Cluster, plain or TLS: [`conn`]): one Lua script per
-//! operation, every key it touches declared and in one slot (see [`crate::store::keys`]), every
+//! operation (`scripts.rs`), every key it touches declared and in one slot (see
+//! [`crate::store::keys`]), every
 //! operation bounded by a timeout so a slow or stopped Redis fails a request fast instead of hanging.
 //!
 //! Time: the scripts judge and stamp by Redis's own clock (`TIME`), so replicas agree. A store given
@@ -13,7 +14,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
 
 mod admin;
 mod conn;
@@ -21,6 +21,7 @@ mod dead;
 mod finalize;
 mod hints;
 mod lookup;
+mod scripts;
 
 pub use conn::{Target, TlsFiles};
 
@@ -33,6 +34,7 @@ use super::{
 use crate::finalize::{Delivery, Redelivery};
 use crate::ids::{McpSessionId, PrincipalId};
 use crate::session::{BackendSessions, Links, WorkSession};
+use scripts::Scripts;
 
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
@@ -54,59 +56,6 @@ impl RedisSettings {
             prefix: "msb".into(),
             timeout: Duration::from_millis(500),
             tls: TlsFiles::default(),
-        }
-    }
-}
-
-/// The store's scripts, each with a clock (`lua/clock/`) and the shared prelude (`lua/prelude.lua`)
-/// in front.
-struct Scripts {
-    lookup: Script,
-    sessions: Script,
-    touch: Script,
-    bind: Script,
-    due: Script,
-    claim: Script,
-    admin: Script,
-    backend: Script,
-    dead: Script,
-    replay: Script,
-}
-
-/// A script on Redis's clock (`clock/server.lua`), or, with `$given`, on the clock the caller passes
-/// as the last argument (`clock/given.lua`).
-macro_rules! script {
-    ($given:expr, $file:literal) => {
-        Script::new(if $given {
-            concat!(
-                include_str!("../lua/clock/given.lua"),
-                include_str!("../lua/prelude.lua"),
-                include_str!(concat!("../lua/", $file))
-            )
-        } else {
-            concat!(
-                include_str!("../lua/clock/server.lua"),
-                include_str!("../lua/prelude.lua"),
-                include_str!(concat!("../lua/", $file))
-            )
-        })
-    };
-}
-
-impl Scripts {
-    /// The scripts; `given_clock`: on the clock [`RedisStore::eval`] passes, not Redis's.
-    fn new(given_clock: bool) -> Self {
-        Self {
-            lookup: script!(given_clock, "lookup.lua"),
-            sessions: script!(given_clock, "sessions.lua"),
-            touch: script!(given_clock, "touch.lua"),
-            bind: script!(given_clock, "bind.lua"),
-            due: script!(given_clock, "due.lua"),
-            claim: script!(given_clock, "claim.lua"),
-            admin: script!(given_clock, "admin.lua"),
-            backend: script!(given_clock, "backend.lua"),
-            dead: script!(given_clock, "dead.lua"),
-            replay: script!(given_clock, "replay.lua"),
         }
     }
 }
