@@ -1,7 +1,7 @@
 //! The Redis store (one node or a Redis Cluster, plain or TLS: [`conn`]): one Lua script per
 //! operation (`scripts.rs`), every key it touches declared and in one slot (see
-//! [`crate::store::keys`]), every
-//! operation bounded by a timeout so a slow or stopped Redis fails a request fast instead of hanging.
+//! [`crate::store::keys`]), every operation bounded by a timeout so a slow or stopped Redis fails a
+//! request fast instead of hanging.
 //!
 //! Time: the scripts judge and stamp by Redis's own clock (`TIME`), so replicas agree. A store given
 //! a test's manual clock ([`RedisStore::with_clock`]) runs the same scripts behind another clock
