@@ -2,7 +2,7 @@
 //! a free port), Redis over TLS and a Redis Cluster (three masters and three replicas, real
 //! `redis-server`s). Same calls, same answers. No case sleeps: every store runs on a manual clock
 //! that the cases advance ([`support::time::TestTime`], which ages Redis's own timers with it).
-//! `store_differential.rs` compares the two stores' answers on random sequences of operations.
+//! `store_differential/` compares the two stores' answers on random sequences of operations.
 
 #[path = "../support/mod.rs"]
 mod support;
