@@ -16,13 +16,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::store::clock::{Clock, ManualClock};
+use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamInfoGroupsReply, StreamPendingCountReply};
 
 /// A manual clock, and the Redis nodes to age with it (none for the memory store).
 pub struct TestTime {
     clock: Clock,
     hand: Arc<ManualClock>,
-    nodes: Vec<redis::Client>,
+    nodes: Vec<Node>,
+}
+
+/// A Redis node to age, and its connection once made (`None` inside: a replica, left alone).
+struct Node {
+    client: redis::Client,
+    connection: tokio::sync::OnceCell<Option<MultiplexedConnection>>,
 }
 
 impl TestTime {
@@ -35,6 +42,13 @@ impl TestTime {
     /// skipped, they follow their master).
     pub fn redis(nodes: Vec<redis::Client>) -> Self {
         let (clock, hand) = Clock::manual();
+        let nodes = nodes
+            .into_iter()
+            .map(|client| Node {
+                client,
+                connection: tokio::sync::OnceCell::new(),
+            })
+            .collect();
         Self { clock, hand, nodes }
     }
 
@@ -67,13 +81,15 @@ impl TestTime {
         self.hand.advance(by);
         let by_ms = u64::try_from(by.as_millis()).expect("a short step");
         for node in &self.nodes {
-            age(node, by_ms).await;
+            if let Some(connection) = node.connection.get_or_init(|| master(&node.client)).await {
+                age(&mut connection.clone(), by_ms).await;
+            }
         }
     }
 }
 
-/// Ages one node's data by `by_ms` (nothing on a replica).
-async fn age(node: &redis::Client, by_ms: u64) {
+/// A connection to the node, if it is a master.
+async fn master(node: &redis::Client) -> Option<MultiplexedConnection> {
     let mut connection = node
         .get_multiplexed_async_connection()
         .await
@@ -86,91 +102,114 @@ async fn age(node: &redis::Client, by_ms: u64) {
         .first()
         .and_then(|r| redis::from_redis_value_ref::<String>(r).ok())
         .is_some_and(|r| r == "master");
-    if !master {
-        return;
-    }
+    master.then_some(connection)
+}
+
+/// Ages one master's data by `by_ms`, in a few pipelined round trips.
+async fn age(connection: &mut MultiplexedConnection, by_ms: u64) {
+    let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("COUNT")
             .arg(1000)
-            .query_async(&mut connection)
+            .query_async(connection)
             .await
             .expect("SCAN");
-        for key in keys {
-            age_key(&mut connection, &key, by_ms).await;
-        }
+        keys.extend(batch);
         if next == 0 {
-            return;
+            break;
         }
         cursor = next;
     }
-}
-
-async fn age_key(connection: &mut redis::aio::MultiplexedConnection, key: &str, by_ms: u64) {
-    let (ttl, kind): (i64, String) = redis::pipe()
-        .cmd("PTTL")
-        .arg(key)
-        .cmd("TYPE")
-        .arg(key)
-        .query_async(connection)
-        .await
-        .expect("PTTL, TYPE");
-    if ttl > 0 {
-        let ttl = ttl.unsigned_abs();
-        if ttl <= by_ms {
-            let _: i64 = redis::cmd("DEL")
-                .arg(key)
-                .query_async(connection)
-                .await
-                .expect("DEL an expired key");
-            return;
+    if keys.is_empty() {
+        return;
+    }
+    let mut ask = redis::pipe();
+    for key in &keys {
+        ask.cmd("PTTL").arg(key).cmd("TYPE").arg(key);
+    }
+    let answers: Vec<redis::Value> = ask.query_async(connection).await.expect("PTTL, TYPE");
+    let (mut ttls, mut aged) = (redis::pipe(), 0);
+    let mut streams = Vec::new();
+    for (key, answer) in keys.iter().zip(answers.chunks(2)) {
+        let ttl: i64 = redis::from_redis_value_ref(&answer[0]).expect("PTTL");
+        let kind: String = redis::from_redis_value_ref(&answer[1]).expect("TYPE");
+        let ttl = u64::try_from(ttl).unwrap_or(0);
+        if ttl > 0 && ttl <= by_ms {
+            ttls.cmd("DEL").arg(key).ignore();
+            aged += 1;
+            continue;
         }
-        let _: i64 = redis::cmd("PEXPIRE")
-            .arg(key)
-            .arg(ttl - by_ms)
-            .query_async(connection)
+        if ttl > 0 {
+            ttls.cmd("PEXPIRE").arg(key).arg(ttl - by_ms).ignore();
+            aged += 1;
+        }
+        if kind == "stream" {
+            streams.push(key);
+        }
+    }
+    if aged > 0 {
+        ttls.query_async::<()>(connection)
             .await
-            .expect("PEXPIRE");
+            .expect("age the TTLs");
     }
-    if kind == "stream" {
-        age_pending(connection, key, by_ms).await;
-    }
+    age_pending(connection, &streams, by_ms).await;
 }
 
-/// Gives every pending entry of every group of the stream `by_ms` more idle time.
-async fn age_pending(connection: &mut redis::aio::MultiplexedConnection, key: &str, by_ms: u64) {
-    let groups: StreamInfoGroupsReply = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(key)
-        .query_async(connection)
-        .await
-        .expect("XINFO GROUPS");
-    for group in groups.groups {
-        let pending: StreamPendingCountReply = redis::cmd("XPENDING")
-            .arg(key)
-            .arg(&group.name)
+/// Gives every pending entry of every group of these streams `by_ms` more idle time.
+async fn age_pending(connection: &mut MultiplexedConnection, streams: &[&String], by_ms: u64) {
+    if streams.is_empty() {
+        return;
+    }
+    let mut ask = redis::pipe();
+    for stream in streams {
+        ask.cmd("XINFO").arg("GROUPS").arg(*stream);
+    }
+    let infos: Vec<StreamInfoGroupsReply> =
+        ask.query_async(connection).await.expect("XINFO GROUPS");
+    let groups: Vec<(&String, String)> = streams
+        .iter()
+        .zip(infos)
+        .flat_map(|(stream, info)| info.groups.into_iter().map(move |g| (*stream, g.name)))
+        .collect();
+    if groups.is_empty() {
+        return;
+    }
+    let mut ask = redis::pipe();
+    for (stream, group) in &groups {
+        ask.cmd("XPENDING")
+            .arg(*stream)
+            .arg(group)
             .arg("-")
             .arg("+")
-            .arg(100_000)
-            .query_async(connection)
-            .await
-            .expect("XPENDING");
+            .arg(100_000);
+    }
+    let pending: Vec<StreamPendingCountReply> =
+        ask.query_async(connection).await.expect("XPENDING");
+    let (mut claims, mut claimed) = (redis::pipe(), 0);
+    for ((stream, group), pending) in groups.iter().zip(pending) {
         for entry in pending.ids {
+            claimed += 1;
             let idle = u64::try_from(entry.last_delivered_ms).unwrap_or(0) + by_ms;
-            redis::cmd("XCLAIM")
-                .arg(key)
-                .arg(&group.name)
+            claims
+                .cmd("XCLAIM")
+                .arg(*stream)
+                .arg(group)
                 .arg(&entry.consumer)
                 .arg(0)
                 .arg(&entry.id)
                 .arg("IDLE")
                 .arg(idle)
                 .arg("JUSTID")
-                .query_async::<redis::Value>(connection)
-                .await
-                .expect("XCLAIM IDLE JUSTID");
+                .ignore();
         }
+    }
+    if claimed > 0 {
+        claims
+            .query_async::<()>(connection)
+            .await
+            .expect("XCLAIM IDLE JUSTID");
     }
 }
