@@ -1,6 +1,7 @@
 //! The cap on live work sessions per principal, enforced by `bind` itself, run against both stores
 //! (memory, and Redis on a real `redis-server`): exact under concurrency, updates of a live work
-//! session always allowed, idle and ended ones not counted, other principals untouched.
+//! session always allowed, idle and ended ones not counted, other principals untouched. Idling is a
+//! manual clock's step ([`support::time::TestTime`]), not a sleep.
 
 mod support;
 
@@ -12,6 +13,7 @@ use broker::session::{Links, WorkSession};
 use broker::store::memory::MemoryStore;
 use broker::store::redis::{RedisSettings, RedisStore};
 use broker::store::{AdminAction, Lifetimes, Query, Store, StoreError};
+use support::time::TestTime;
 
 const CAP: u64 = 3;
 
@@ -127,7 +129,7 @@ async fn concurrent_binds_stop_exactly_at_the_cap(store: Arc<dyn Store>, cap: u6
 }
 
 /// Work sessions idle past their TTL leave room for new ones.
-async fn idle_work_sessions_do_not_count(store: &dyn Store) {
+async fn idle_work_sessions_do_not_count(store: &dyn Store, time: &TestTime) {
     let p = principal(4);
     for n in 0..CAP {
         store
@@ -135,22 +137,28 @@ async fn idle_work_sessions_do_not_count(store: &dyn Store) {
             .await
             .expect("bind");
     }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    time.pass(IDLE + IDLE / 10).await;
     store
         .bind(&work(&p, "fresh", "new"), &Links::default())
         .await
         .expect("idle ones are not live");
 }
 
+/// Far longer than the real time a test takes: only the clock idles a work session.
+const IDLE: Duration = Duration::from_secs(60);
+
 fn lifetimes() -> Lifetimes {
-    Lifetimes::with_idle(Duration::from_secs(1))
+    Lifetimes::with_idle(IDLE)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_caps_binds() {
-    let store = MemoryStore::new(lifetimes()).with_max_work_sessions(CAP);
+    let time = TestTime::memory();
+    let store = MemoryStore::new(lifetimes())
+        .with_max_work_sessions(CAP)
+        .with_clock(time.clock());
     cap_refuses_the_one_too_many(&store).await;
-    idle_work_sessions_do_not_count(&store).await;
+    idle_work_sessions_do_not_count(&store, &time).await;
     let racing = Arc::new(MemoryStore::new(lifetimes()).with_max_work_sessions(10));
     concurrent_binds_stop_exactly_at_the_cap(racing, 10).await;
 }
@@ -158,11 +166,13 @@ async fn memory_store_caps_binds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_caps_binds() {
     let redis = support::RedisServer::start();
+    let time = TestTime::redis_url(&redis.url());
     let store = RedisStore::new(RedisSettings::new(redis.url()), lifetimes())
         .expect("store")
-        .with_max_work_sessions(CAP);
+        .with_max_work_sessions(CAP)
+        .with_clock(time.clock());
     cap_refuses_the_one_too_many(&store).await;
-    idle_work_sessions_do_not_count(&store).await;
+    idle_work_sessions_do_not_count(&store, &time).await;
     // Three replicas sharing one Redis, racing: still exactly the cap.
     let replicas: Vec<Arc<dyn Store>> = (0..3)
         .map(|_| {

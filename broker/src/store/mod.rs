@@ -3,10 +3,14 @@
 //! - [`memory::MemoryStore`]: one process, the quick start and single-replica deployments;
 //! - [`redis::RedisStore`]: any number of replicas, state that survives a broker restart.
 //!
+//! Both judge time by a [`clock::Clock`]: the wall clock (Redis's own in its scripts), or a test's
+//! manual clock, so that tests let TTLs pass without sleeping.
+//!
 //! Every operation is scoped to one principal, and every key of one principal shares a Redis cluster
 //! slot (see [`keys`]), so each operation is one round trip. Resolution itself is not here: the store
 //! only reports what it found ([`crate::resolve::Found`]) and [`crate::resolve::resolve`] decides.
 
+pub mod clock;
 mod hash;
 pub mod keys;
 pub mod memory;

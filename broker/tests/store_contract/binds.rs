@@ -7,7 +7,7 @@ use broker::ids::{BackendSessionId, McpSessionId, Project};
 use broker::session::Links;
 use broker::store::{BackendRef, Query, Store};
 
-use crate::cases::{linking, principal, query, upstream, work};
+use crate::common::{linking, principal, query, upstream, work};
 
 fn by_handle(session: &broker::session::WorkSession) -> Query {
     let mut q = query(&session.principal, session.surface.as_str());

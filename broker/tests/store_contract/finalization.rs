@@ -1,5 +1,7 @@
 //! The store contract's finalization cases: exactly-once claims, delivery until acknowledged,
 //! bounded redelivery with backoff into the dead letters and back, and a sweeper that comes late.
+//! Time passes by the test's clock ([`TestTime`]): the backoff, which Redis judges by a pending
+//! entry's idle time, included.
 
 use std::time::Duration;
 
@@ -8,7 +10,8 @@ use broker::ids::PrincipalId;
 use broker::session::Links;
 use broker::store::{AdminAction, Store};
 
-use crate::cases::{principal, query, work};
+use crate::common::{GRACE, IDLE, idle_tenths, principal, query, work};
+use crate::support::time::TestTime;
 
 /// A policy that never redelivers within a test (for plain draining).
 const NO_REDELIVERY: Redelivery = Redelivery {
@@ -39,21 +42,24 @@ fn of(events: &[Delivery], p: &PrincipalId) -> Vec<Delivery> {
         .collect()
 }
 
-pub async fn idle_sessions_are_finalized_once_and_delivered_until_acknowledged(store: &dyn Store) {
+pub async fn idle_sessions_are_finalized_once_and_delivered_until_acknowledged(
+    store: &dyn Store,
+    time: &TestTime,
+) {
     let p = principal(9);
     let idle = work(&p, "claude-ai", "handover-me", 1);
     let busy = work(&p, "claude-code", "still-busy", 1);
     store.bind(&idle, &Links::default()).await.expect("bind");
     store.bind(&busy, &Links::default()).await.expect("bind");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    time.pass(idle_tenths(6)).await;
     assert!(
         store
             .touch(&busy, &Links::default(), 2)
             .await
             .expect("touch")
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    // `idle` is past its deadline; `busy` was called 0.7 s ago: activity postponed its deadline.
+    time.pass(idle_tenths(7)).await;
+    // `idle` is past its deadline; `busy` was called 0.7 idle TTL ago: activity postponed its deadline.
     let mut claimed = 0;
     for _ in 0..3 {
         claimed += store.claim_expired(100).await.expect("claim").finalized;
@@ -87,7 +93,7 @@ pub async fn idle_sessions_are_finalized_once_and_delivered_until_acknowledged(s
         after: Duration::from_millis(1),
         attempts: 8,
     };
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    time.pass(Duration::from_millis(5)).await;
     let retaken = store.next_finalized("b", 10, &quick).await.expect("events");
     let again = of(&retaken, &p);
     assert_eq!(
@@ -99,12 +105,12 @@ pub async fn idle_sessions_are_finalized_once_and_delivered_until_acknowledged(s
     for delivery in events.iter().chain(retaken.iter()) {
         store.ack_finalized(&delivery.id).await.expect("ack");
     }
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    time.pass(Duration::from_millis(5)).await;
     let after = store.next_finalized("c", 10, &quick).await.expect("events");
     assert!(after.is_empty(), "{after:?}");
 
     // `busy` is finalized once it idles too.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    time.pass(idle_tenths(11)).await;
     assert!(store.claim_expired(100).await.expect("claim").finalized >= 1);
     for delivery in drain(store, "a", &NO_REDELIVERY).await {
         store.ack_finalized(&delivery.id).await.expect("ack");
@@ -132,9 +138,14 @@ async fn one_event(
     events[0].clone()
 }
 
-pub async fn failing_events_back_off_then_go_to_the_dead_letters_and_replay(store: &dyn Store) {
+pub async fn failing_events_back_off_then_go_to_the_dead_letters_and_replay(
+    store: &dyn Store,
+    time: &TestTime,
+) {
+    // A backoff of 10 s, then 20 s: far more than the real time a case takes, which Redis counts
+    // in a pending entry's idle time too.
     let policy = Redelivery {
-        after: Duration::from_millis(600),
+        after: Duration::from_secs(10),
         attempts: 2,
     };
     let p = principal(40);
@@ -149,7 +160,7 @@ pub async fn failing_events_back_off_then_go_to_the_dead_letters_and_replay(stor
         .is_empty()
     );
     // ...then once more, for the second and last attempt.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    time.pass(Duration::from_millis(11_500)).await;
     let second = of(
         &store.next_finalized("y", 10, &policy).await.expect("read"),
         &p,
@@ -161,7 +172,7 @@ pub async fn failing_events_back_off_then_go_to_the_dead_letters_and_replay(stor
         .dead_letter(&second[0], "webhook: HTTP 500")
         .await
         .expect("bury");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    time.pass(Duration::from_millis(21_500)).await;
     assert!(
         of(
             &store.next_finalized("z", 10, &policy).await.expect("read"),
@@ -198,7 +209,7 @@ pub async fn failing_events_back_off_then_go_to_the_dead_letters_and_replay(stor
     // An event its takers never acknowledge (they died each time) is buried after its attempts.
     let q = principal(41);
     let abandoned = one_event(store, &q, "abandoned", &policy).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    time.pass(Duration::from_millis(11_500)).await;
     assert_eq!(
         of(
             &store.next_finalized("v", 10, &policy).await.expect("read"),
@@ -207,7 +218,7 @@ pub async fn failing_events_back_off_then_go_to_the_dead_letters_and_replay(stor
         .len(),
         1
     );
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    time.pass(Duration::from_millis(21_500)).await;
     assert!(
         of(
             &store.next_finalized("u", 10, &policy).await.expect("read"),
@@ -227,13 +238,14 @@ pub async fn failing_events_back_off_then_go_to_the_dead_letters_and_replay(stor
     assert!(dead[0].reason.contains("not acknowledged"), "{dead:?}");
 }
 
-/// The idle TTL is 1 s and the grace 2 s: a work session left 3.5 s without any sweeper is still
-/// finalized, once, with its data, when one finally runs.
-pub async fn a_late_sweeper_still_finalizes_exactly_once(store: &dyn Store) {
+/// A work session left without any sweeper for longer than its idle TTL and the grace together is
+/// still finalized, once, with its data, when one finally runs (its data, a Redis hash, lives the
+/// safety TTL past the deadline; the test's time ages that TTL as real time would).
+pub async fn a_late_sweeper_still_finalizes_exactly_once(store: &dyn Store, time: &TestTime) {
     let p = principal(50);
     let session = work(&p, "claude-ai", "late", 1);
     store.bind(&session, &Links::default()).await.expect("bind");
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    time.pass(IDLE + GRACE + IDLE / 2).await;
     let mut finalized = 0;
     for _ in 0..3 {
         finalized += store.claim_expired(100).await.expect("claim").finalized;

@@ -1,13 +1,17 @@
 //! The store contract, run against every store: the in-memory one, Redis (a real `redis-server` on
-//! a free port) and a Redis Cluster (three masters and three replicas, real `redis-server`s). Same
-//! calls, same answers.
+//! a free port), Redis over TLS and a Redis Cluster (three masters and three replicas, real
+//! `redis-server`s). Same calls, same answers. No case sleeps: every store runs on a manual clock
+//! that the cases advance ([`support::time::TestTime`], which ages Redis's own timers with it).
+//! `store_differential/` compares the two stores' answers on random sequences of operations.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod binds;
-mod cases;
+mod common;
 mod finalization;
+mod lookups;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +23,11 @@ use broker::store::redis::{RedisSettings, RedisStore, TlsFiles};
 use broker::store::{Lifetimes, Store};
 
 use binds::*;
-use cases::*;
+use common::*;
 use finalization::*;
+use lookups::*;
+use sessions::*;
+use support::time::TestTime;
 
 /// Never hands an unacknowledged event out again within a test.
 const NEVER_AGAIN: Redelivery = Redelivery {
@@ -28,50 +35,57 @@ const NEVER_AGAIN: Redelivery = Redelivery {
     attempts: 8,
 };
 
-async fn contract(store: Arc<dyn Store>) {
+/// Every case, in order, on one store and the time it runs on. The cases share the store and its
+/// clock: time a case lets pass also idles the work sessions of the cases before it, which the
+/// finalization cases' sweeps then finalize too (they look at their own principal's events).
+async fn contract(store: &dyn Store, time: &TestTime) {
     store.ping().await.expect("ping");
-    binding_is_found_by_every_key_and_nowhere_else(store.as_ref()).await;
-    surfaces_list_newest_first(store.as_ref()).await;
-    mcp_sessions_end_and_remember_backends(store.as_ref()).await;
-    work_sessions_remember_their_backend_sessions(store.as_ref()).await;
-    a_bind_keeps_what_calls_recorded_meanwhile(store.as_ref()).await;
-    a_coalesced_touch_counts_every_call(store.as_ref()).await;
-    touch_slides_the_idle_ttl(store.as_ref()).await;
-    idle_sessions_are_finalized_once_and_delivered_until_acknowledged(store.as_ref()).await;
-    operators_list_rebind_and_end_work_sessions(store.as_ref()).await;
-    failing_events_back_off_then_go_to_the_dead_letters_and_replay(store.as_ref()).await;
-    a_late_sweeper_still_finalizes_exactly_once(store.as_ref()).await;
-    parked_rounds_are_taken_once_and_expire(store.as_ref()).await;
-    // Last: their work sessions expire (1 s idle TTL) into the finalized stream, which the
-    // finalization cases above read a bounded number of events from.
-    a_settled_lookup_finds_what_a_full_one_finds(store.as_ref()).await;
-    a_call_recorded_by_its_lookup_counts_as_a_touch(store.as_ref()).await;
+    binding_is_found_by_every_key_and_nowhere_else(store).await;
+    surfaces_list_newest_first(store, time).await;
+    mcp_sessions_end_and_remember_backends(store).await;
+    work_sessions_remember_their_backend_sessions(store).await;
+    a_bind_keeps_what_calls_recorded_meanwhile(store).await;
+    a_coalesced_touch_counts_every_call(store).await;
+    touch_slides_the_idle_ttl(store, time).await;
+    idle_sessions_are_finalized_once_and_delivered_until_acknowledged(store, time).await;
+    operators_list_rebind_and_end_work_sessions(store).await;
+    failing_events_back_off_then_go_to_the_dead_letters_and_replay(store, time).await;
+    a_late_sweeper_still_finalizes_exactly_once(store, time).await;
+    parked_rounds_are_taken_once_and_expire(store, time).await;
+    a_settled_lookup_finds_what_a_full_one_finds(store).await;
+    a_call_recorded_by_its_lookup_counts_as_a_touch(store, time).await;
 }
 
-/// An idle TTL of 1 s, and a grace of 2 s (a finalized work session stays readable that long).
-fn lifetimes() -> Lifetimes {
-    let mut lifetimes = Lifetimes::with_idle(Duration::from_secs(1));
-    lifetimes.grace = Duration::from_secs(2);
-    lifetimes
+/// A Redis store on `time`'s clock.
+fn redis_store(settings: RedisSettings, time: &TestTime) -> RedisStore {
+    RedisStore::new(settings, lifetimes())
+        .expect("store")
+        .with_clock(time.clock())
 }
 
 #[tokio::test]
 async fn memory_store_keeps_the_contract() {
-    contract(Arc::new(MemoryStore::new(lifetimes()))).await;
+    let time = TestTime::memory();
+    let store = MemoryStore::new(lifetimes()).with_clock(time.clock());
+    contract(&store, &time).await;
 }
 
 #[tokio::test]
 async fn redis_store_keeps_the_contract() {
     let redis = support::RedisServer::start();
-    let store = RedisStore::new(RedisSettings::new(redis.url()), lifetimes()).expect("store");
-    contract(Arc::new(store)).await;
+    let time = TestTime::redis_url(&redis.url());
+    contract(&redis_store(RedisSettings::new(redis.url()), &time), &time).await;
 }
 
 #[tokio::test]
 async fn redis_cluster_store_keeps_the_contract() {
     let cluster = support::cluster::RedisCluster::start();
-    let store = RedisStore::new(RedisSettings::new(cluster.url()), lifetimes()).expect("store");
-    contract(Arc::new(store)).await;
+    let time = TestTime::redis_ports(&cluster.ports);
+    contract(
+        &redis_store(RedisSettings::new(cluster.url()), &time),
+        &time,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -82,10 +96,11 @@ async fn redis_over_tls_with_a_client_certificate_keeps_the_contract() {
         ca: Some(redis.ca.clone()),
         client: Some((redis.client_cert.clone(), redis.client_key.clone())),
     };
-    contract(Arc::new(
-        RedisStore::new(settings, lifetimes()).expect("store"),
-    ))
-    .await;
+    // Building the store installs the TLS provider that the test's own client (which ages Redis's
+    // timers) uses too.
+    let store = RedisStore::new(settings, lifetimes()).expect("store");
+    let time = TestTime::redis(vec![redis.client()]);
+    contract(&store.with_clock(time.clock()), &time).await;
 
     // Without the client certificate the server refuses; without the CA the client does.
     let mut no_cert = RedisSettings::new(redis.url());
@@ -104,10 +119,9 @@ async fn redis_over_tls_with_a_client_certificate_keeps_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_racing_finalize_each_work_session_exactly_once() {
     let redis = support::RedisServer::start();
+    let time = TestTime::redis_url(&redis.url());
     let replicas: Vec<Arc<RedisStore>> = (0..3)
-        .map(|_| {
-            Arc::new(RedisStore::new(RedisSettings::new(redis.url()), lifetimes()).expect("store"))
-        })
+        .map(|_| Arc::new(redis_store(RedisSettings::new(redis.url()), &time)))
         .collect();
     for n in 0..100u8 {
         let session = work(&principal(100 + n % 50), "claude-ai", &format!("p{n}"), 1);
@@ -116,7 +130,7 @@ async fn replicas_racing_finalize_each_work_session_exactly_once() {
             .await
             .expect("bind");
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    time.pass(idle_tenths(12)).await;
     let claims = replicas.iter().cloned().map(|store| {
         tokio::spawn(async move {
             let mut total = 0;
@@ -173,7 +187,8 @@ async fn redis_state_survives_a_new_store_instance() {
 #[tokio::test]
 async fn redis_restarted_empty_recreates_the_consumer_group() {
     let redis = support::RedisServer::start();
-    let store = RedisStore::new(RedisSettings::new(redis.url()), lifetimes()).expect("store");
+    let time = TestTime::redis_url(&redis.url());
+    let store = redis_store(RedisSettings::new(redis.url()), &time);
     assert!(
         store
             .next_finalized("a", 1, &NEVER_AGAIN)
@@ -191,7 +206,7 @@ async fn redis_restarted_empty_recreates_the_consumer_group() {
     assert!(store.next_finalized("a", 1, &NEVER_AGAIN).await.is_ok());
     let session = work(&principal(30), "claude-ai", "after-flush", 1);
     store.bind(&session, &Links::default()).await.expect("bind");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    time.pass(idle_tenths(12)).await;
     assert_eq!(store.claim_expired(10).await.expect("claim").finalized, 1);
     let events = store
         .next_finalized("a", 10, &NEVER_AGAIN)

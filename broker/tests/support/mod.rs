@@ -1,10 +1,12 @@
 //! Test harness: a real `redis-server` child on a free loopback port, killed on drop; a real Redis
-//! Cluster in [`cluster`]. A missing `redis-server` fails the test with a message saying how to
-//! install it; it never skips.
+//! Cluster in [`cluster`], one that speaks TLS only in [`tls`]; time moved without sleeping in
+//! [`time`]. A missing `redis-server` fails the test with a message saying how to install it; it
+//! never skips.
 
 #![allow(dead_code)] // each test crate uses its own part of the harness
 
 pub mod cluster;
+pub mod time;
 pub mod tls;
 
 use std::net::TcpListener;

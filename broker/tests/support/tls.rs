@@ -125,6 +125,19 @@ impl TlsRedis {
     pub fn url(&self) -> String {
         format!("rediss://127.0.0.1:{}/0", self.port)
     }
+
+    /// A plain client of this server (with the CA and the client certificate), for a test's own
+    /// commands. Needs the process's rustls provider installed (building a `RedisStore` does it).
+    pub fn client(&self) -> redis::Client {
+        let certificates = redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: self.client_cert.clone(),
+                client_key: self.client_key.clone(),
+            }),
+            root_cert: Some(self.ca.clone()),
+        };
+        redis::Client::build_with_tls(self.url(), certificates).expect("a TLS client")
+    }
 }
 
 impl Drop for TlsRedis {

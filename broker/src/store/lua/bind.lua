@@ -25,7 +25,7 @@ if cap > 0 and not is_live(tonumber(state[1]), false, idle, now) then
 end
 local set_end = 10 + 2 * tonumber(ARGV[10])
 redis.call('HSET', KEYS[1], unpack(ARGV, 11, set_end))
-for i = set_end + 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = set_end + 1, ARGC, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'la', now)
 redis.call('HINCRBY', KEYS[1], 'n', 1)
 redis.call('PEXPIRE', KEYS[1], idle + tonumber(ARGV[3]))

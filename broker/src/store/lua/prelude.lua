@@ -1,9 +1,6 @@
--- Prepended to every script: Redis's own clock (so replicas' clocks never disagree) and the one
--- definition of a live work session, mirrored by `store::hash::is_live` in Rust.
-local function now_ms()
-  local clock = redis.call('TIME')
-  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-end
+-- Prepended to every script, after the clock (clock/server.lua: Redis's `TIME`; clock/given.lua: a
+-- test's clock), which defines now_ms() and ARGC: the one definition of a live work session,
+-- mirrored by `store::hash::status_from_flat` in Rust, and what touch and lookup record.
 
 -- Live: it has a last activity, its idle deadline is in the future, and it is not finalized.
 local function is_live(last, finalized, idle, now)

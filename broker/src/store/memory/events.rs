@@ -1,17 +1,19 @@
 //! The memory store's finalization and operator views: idle work sessions claimed once, their events
 //! queued and handed out until acknowledged (unacknowledged ones again after their backoff, until
-//! their attempts are spent: then they become dead letters), and the status of one work session as
-//! an operator sees it.
+//! their attempts are spent: then they become dead letters), the status of one work session as
+//! an operator sees it, and an operator's rebind and end.
 
-use std::time::Instant;
-
-use super::{Maps, wall_clock_ms};
+use super::Maps;
 use crate::finalize::{DeadLetter, Delivery, Finalized, Redelivery};
-use crate::store::Status;
+use crate::ids::WorkSessionId;
+use crate::store::clock::ms;
+use crate::store::keys::Keys;
+use crate::store::{AdminAction, Lifetimes, Status};
 
 impl Maps {
-    /// Marks idle work sessions finalized and queues their events; returns how many.
-    pub(super) fn claim_expired(&mut self, limit: usize, now: Instant) -> usize {
+    /// Marks idle work sessions finalized and queues their events; returns how many. `now` is the
+    /// store clock's (ms), as every time below.
+    pub(super) fn claim_expired(&mut self, limit: usize, now: u64) -> usize {
         let due: Vec<String> = self
             .sessions
             .iter()
@@ -31,7 +33,7 @@ impl Maps {
                 project: session.project.clone(),
                 started_ms: session.created_ms,
                 last_active_ms: session.last_active_ms,
-                finalized_ms: wall_clock_ms(),
+                finalized_ms: now,
                 calls: session.calls,
             };
             self.push_event(event);
@@ -49,7 +51,7 @@ impl Maps {
         });
     }
 
-    pub(super) fn status(&self, key: &str, now: Instant) -> Option<Status> {
+    pub(super) fn status(&self, key: &str, now: u64) -> Option<Status> {
         let entry = self.sessions.get(key)?;
         let finalized = self.finalized.contains_key(key);
         Some(Status {
@@ -60,19 +62,53 @@ impl Maps {
         })
     }
 
+    /// An operator's action on a live work session (as admin.lua does it); `false` when it is not
+    /// live.
+    pub(super) fn act(
+        &mut self,
+        keys: &Keys,
+        id: &WorkSessionId,
+        action: &AdminAction,
+        lifetimes: &Lifetimes,
+        now: u64,
+    ) -> bool {
+        let key = keys.work_session(id);
+        if self.finalized.contains_key(&key) {
+            return false;
+        }
+        let Some(entry) = self.sessions.get_mut(&key).filter(|e| e.live(now)) else {
+            return false;
+        };
+        match action {
+            AdminAction::Rebind(project) => {
+                // The newest of the recent projects now, as admin.lua scores it.
+                entry.value.project = project.clone();
+                let recent = lifetimes.recent_projects;
+                self.zadd(keys.recent(), project.to_string(), now, recent, now);
+            }
+            // Due now, and its last activity an idle TTL ago, as admin.lua writes it: the one
+            // liveness rule (last activity + idle TTL > now) says it is over.
+            AdminAction::End => {
+                entry.expires = now;
+                entry.value.last_active_ms = now.saturating_sub(ms(lifetimes.idle));
+            }
+        }
+        true
+    }
+
     /// Hands out up to `count` events: unacknowledged ones whose backoff has passed first (or to
     /// the dead letters when their attempts are spent), then new ones.
     pub(super) fn take_events(
         &mut self,
         count: usize,
         policy: &Redelivery,
-        now: Instant,
+        now: u64,
     ) -> Vec<Delivery> {
         let stale: Vec<(String, u64)> = self
             .in_flight
             .iter()
             .filter(|(_, (_, taken, deliveries))| {
-                now.duration_since(*taken) >= policy.backoff(*deliveries)
+                now.saturating_sub(*taken) >= ms(policy.backoff(*deliveries))
             })
             .map(|(id, (_, _, deliveries))| (id.clone(), *deliveries))
             .collect();
@@ -80,7 +116,7 @@ impl Maps {
         for (id, deliveries) in stale {
             if deliveries >= u64::from(policy.attempts) {
                 let why = format!("not acknowledged after {deliveries} deliveries");
-                self.bury(&id, &why);
+                self.bury(&id, &why, now);
             } else if out.len() < count
                 && let Some(entry) = self.in_flight.get_mut(&id)
             {
@@ -101,15 +137,15 @@ impl Maps {
         out
     }
 
-    /// Moves an unacknowledged event to the dead letters.
-    pub(super) fn bury(&mut self, id: &str, reason: &str) {
+    /// Moves an unacknowledged event to the dead letters (at `now`, ms).
+    pub(super) fn bury(&mut self, id: &str, reason: &str, now: u64) {
         if let Some((delivery, _, deliveries)) = self.in_flight.remove(id) {
             self.dead.push(DeadLetter {
                 id: delivery.id,
                 event: delivery.event,
                 reason: reason.to_owned(),
                 deliveries,
-                dead_ms: wall_clock_ms(),
+                dead_ms: now,
             });
         }
     }

@@ -3,22 +3,31 @@
 //! holds the store's one lock, so each operation sees and leaves the maps consistent.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::finalize::{DeadLetter, Delivery};
 use crate::ids::BackendSessionId;
 use crate::session::{Links, WorkSession};
+use crate::store::clock::ms;
 use crate::store::keys::Keys;
 use crate::store::{Lifetimes, McpQuery, McpState};
 
-/// A value and the moment it expires (a Redis key's TTL).
+/// How often expired entries are dropped, at most (ms of the store's clock).
+const PURGE_EVERY_MS: u64 = 60_000;
+
+/// `now + ttl`, in the store clock's milliseconds.
+pub(super) fn after(now: u64, ttl: Duration) -> u64 {
+    now.saturating_add(ms(ttl))
+}
+
+/// A value and the moment it expires (a Redis key's TTL), in the store clock's milliseconds.
 pub(super) struct Entry<T> {
     pub(super) value: T,
-    pub(super) expires: Instant,
+    pub(super) expires: u64,
 }
 
 impl<T> Entry<T> {
-    pub(super) fn live(&self, now: Instant) -> bool {
+    pub(super) fn live(&self, now: u64) -> bool {
         self.expires > now
     }
 }
@@ -30,14 +39,14 @@ pub(super) struct Maps {
     pub(super) strings: HashMap<String, Entry<String>>,
     /// Sorted sets as member → score.
     pub(super) zsets: HashMap<String, Entry<HashMap<String, u64>>>,
-    /// Work-session keys already finalized (never live again), and when.
-    pub(super) finalized: HashMap<String, Instant>,
+    /// Work-session keys already finalized (never live again), and when (ms).
+    pub(super) finalized: HashMap<String, u64>,
     /// Work sessions whose data expired unclaimed (past the safety TTL), not yet reported.
     pub(super) dropped: usize,
     /// Finalized events not yet handed out, and handed-out ones awaiting acknowledgement (with when
-    /// they were last handed out and how many times).
+    /// they were last handed out (ms) and how many times).
     pub(super) pending: VecDeque<Delivery>,
-    pub(super) in_flight: HashMap<String, (Delivery, Instant, u64)>,
+    pub(super) in_flight: HashMap<String, (Delivery, u64, u64)>,
     pub(super) dead: Vec<DeadLetter>,
     pub(super) next_event: u64,
     /// Distinct client MCP sessions that worked in each work session (by work-session key).
@@ -45,16 +54,18 @@ pub(super) struct Maps {
     /// Each principal's work-session keys (by work-session key prefix), so counting one principal's
     /// live work sessions reads that principal's only, never every work session of every principal.
     pub(super) by_principal: HashMap<String, HashSet<String>>,
-    pub(super) last_purge: Option<Instant>,
+    pub(super) last_purge: Option<u64>,
 }
 
 impl Maps {
     /// Drops expired entries at most once a minute, so memory follows the live set: a finalized
     /// work session after the grace, an unclaimed one only after the safety TTL (counted as dropped).
-    pub(super) fn purge_now_and_then(&mut self, now: Instant, lifetimes: &Lifetimes) {
+    pub(super) fn purge_now_and_then(&mut self, now: u64, lifetimes: &Lifetimes) {
+        // A clock that went back (the wall clock can) purges at once and starts over from there.
         if self
             .last_purge
-            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
+            .and_then(|at| now.checked_sub(at))
+            .is_some_and(|since| since < PURGE_EVERY_MS)
         {
             return;
         }
@@ -63,8 +74,8 @@ impl Maps {
         let mut dropped = 0;
         self.sessions.retain(|key, e| {
             let keep = match finalized.get(key) {
-                Some(at) => *at + lifetimes.grace > now,
-                None => e.expires + lifetimes.safety > now,
+                Some(at) => after(*at, lifetimes.grace) > now,
+                None => after(e.expires, lifetimes.safety) > now,
             };
             if !keep {
                 if finalized.remove(key).is_none() {
@@ -84,7 +95,7 @@ impl Maps {
         self.zsets.retain(|_, e| e.live(now));
     }
 
-    pub(super) fn session(&self, key: &str, now: Instant) -> Option<WorkSession> {
+    pub(super) fn session(&self, key: &str, now: u64) -> Option<WorkSession> {
         if self.finalized.contains_key(key) {
             return None;
         }
@@ -94,19 +105,19 @@ impl Maps {
             .map(|e| e.value.clone())
     }
 
-    pub(super) fn string(&self, key: &str, now: Instant) -> Option<&str> {
+    pub(super) fn string(&self, key: &str, now: u64) -> Option<&str> {
         self.strings
             .get(key)
             .filter(|e| e.live(now))
             .map(|e| e.value.as_str())
     }
 
-    pub(super) fn set_string(&mut self, key: String, value: String, ttl: Duration, now: Instant) {
+    pub(super) fn set_string(&mut self, key: String, value: String, ttl: Duration, now: u64) {
         self.strings.insert(
             key,
             Entry {
                 value,
-                expires: now + ttl,
+                expires: after(now, ttl),
             },
         );
     }
@@ -117,7 +128,7 @@ impl Maps {
         member: String,
         score: u64,
         ttl: Duration,
-        now: Instant,
+        now: u64,
     ) {
         let entry = self.zsets.entry(key).or_insert_with(|| Entry {
             value: HashMap::new(),
@@ -127,21 +138,22 @@ impl Maps {
             entry.value.clear();
         }
         entry.value.insert(member, score);
-        entry.expires = now + ttl;
+        entry.expires = after(now, ttl);
     }
 
-    /// Members by score, highest first.
-    pub(super) fn zrev(&self, key: &str, now: Instant) -> Vec<String> {
+    /// Members by score, highest first; equal scores in reverse lexicographic order, as Redis's
+    /// `ZREVRANGE` gives them (two binds in the same millisecond).
+    pub(super) fn zrev(&self, key: &str, now: u64) -> Vec<String> {
         let Some(entry) = self.zsets.get(key).filter(|e| e.live(now)) else {
             return Vec::new();
         };
         let mut members: Vec<(&String, &u64)> = entry.value.iter().collect();
-        members.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        members.sort_by(|a, b| b.1.cmp(a.1).then_with(|| b.0.cmp(a.0)));
         members.into_iter().map(|(m, _)| m.clone()).collect()
     }
 
     /// How many work sessions of the principal are live (within their idle TTL, not finalized).
-    pub(super) fn live_count(&self, keys: &Keys, now: Instant) -> u64 {
+    pub(super) fn live_count(&self, keys: &Keys, now: u64) -> u64 {
         let Some(own) = self.by_principal.get(&keys.work_session_prefix()) else {
             return 0;
         };
@@ -159,13 +171,13 @@ impl Maps {
         &self,
         keys: &Keys,
         link_key: &str,
-        now: Instant,
+        now: u64,
     ) -> Option<WorkSession> {
         let id = self.string(link_key, now)?;
         self.session(&format!("{}{id}", keys.work_session_prefix()), now)
     }
 
-    pub(super) fn mcp_state(&self, keys: &Keys, mcp: &McpQuery, now: Instant) -> McpState {
+    pub(super) fn mcp_state(&self, keys: &Keys, mcp: &McpQuery, now: u64) -> McpState {
         let ended = self.string(&keys.mcp_ended(&mcp.session), now).is_some();
         let backend_override = self
             .string(&keys.backend_session(&mcp.session, &mcp.upstream), now)
@@ -182,7 +194,7 @@ impl Maps {
         session: &WorkSession,
         links: &Links,
         ttl: Duration,
-        now: Instant,
+        now: u64,
         calls: u64,
     ) {
         let id = session.id.to_string();

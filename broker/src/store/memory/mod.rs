@@ -1,15 +1,17 @@
 //! The in-memory store: one process, nothing survives a restart. Same key schema and semantics as
 //! Redis (sliding TTLs, scoped by principal, a work session's data kept past its idle deadline until
 //! it is finalized, finalized exactly once, events handed out until acknowledged with backoff, then
-//! dead-lettered), so the two are
-//! interchangeable and tested alike. The maps and their primitive reads and writes are in `maps.rs`,
-//! finalization and the operator's views in `events.rs`.
+//! dead-lettered), so the two are interchangeable and tested alike (the store contract, and the
+//! differential test that compares their every answer). Every time it judges or writes comes from its
+//! [`Clock`] (the wall clock unless a test gives it a manual one), in milliseconds. The maps and
+//! their primitive reads and writes are in `maps.rs`, finalization and the operator's views in
+//! `events.rs`.
 
 use std::sync::Mutex;
-use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::clock::Clock;
 use super::keys::Keys;
 use super::{
     AdminAction, Answer, BackendRef, Claimed, Lifetimes, McpQuery, McpState, Query, Status, Store,
@@ -23,16 +25,10 @@ use crate::session::{BackendSessions, Links, WorkSession};
 mod events;
 mod maps;
 
-use maps::{Entry, Maps};
+use maps::{Entry, Maps, after};
 
 const PREFIX: &str = "msb";
 
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 /// How many live work sessions of one surface a lookup reports.
 const SURFACE_LIMIT: usize = 20;
 /// How many recent projects a lookup reports.
@@ -43,16 +39,25 @@ pub struct MemoryStore {
     lifetimes: Lifetimes,
     /// Most live work sessions per principal that [`Store::bind`] lets exist (0: no limit).
     max_work_sessions: u64,
+    clock: Clock,
     maps: Mutex<Maps>,
 }
 
 impl MemoryStore {
+    /// A store on the wall clock.
     pub fn new(lifetimes: Lifetimes) -> Self {
         Self {
             lifetimes,
             max_work_sessions: 0,
+            clock: Clock::System,
             maps: Mutex::new(Maps::default()),
         }
+    }
+
+    /// Judges time by `clock` instead of the wall clock (a test's [`Clock::Manual`]).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Caps the live work sessions of each principal (0: no limit), enforced by [`Store::bind`].
@@ -61,12 +66,13 @@ impl MemoryStore {
         self
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Maps, Instant) -> R) -> Result<R, StoreError> {
+    /// Runs `f` on the maps under the lock, with the clock's now (ms).
+    fn with<R>(&self, f: impl FnOnce(&mut Maps, u64) -> R) -> Result<R, StoreError> {
         let mut maps = self
             .maps
             .lock()
             .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))?;
-        let now = Instant::now();
+        let now = self.clock.now_ms();
         maps.purge_now_and_then(now, &self.lifetimes);
         Ok(f(&mut maps, now))
     }
@@ -163,7 +169,7 @@ impl Store for MemoryStore {
             };
             entry.value.last_active_ms = now_ms;
             entry.value.calls += calls;
-            entry.expires = now + ttl;
+            entry.expires = after(now, ttl);
             let current = entry.value.clone();
             maps.refresh(&keys, &current, links, ttl, now, calls);
             true
@@ -186,13 +192,16 @@ impl Store for MemoryStore {
             }
             // It merges into what calls recorded since its copy was read, as bind.lua does
             // (store::hash::bind_fields): their calls, the creation time, the backend sessions it
-            // does not carry itself.
+            // does not carry itself, and the conversation when it carries none.
             let mut stored = session.clone();
             stored.calls = 1;
             if let Some(existing) = maps.sessions.get(&key) {
                 let existing = &existing.value;
                 stored.calls = existing.calls + 1;
                 stored.created_ms = existing.created_ms;
+                if stored.conversation.is_none() {
+                    stored.conversation = existing.conversation.clone();
+                }
                 stored.last_active_ms = stored.last_active_ms.max(existing.last_active_ms);
                 stored.backends = existing.backends.clone();
                 for (field, backend) in session.backends.fields() {
@@ -209,7 +218,7 @@ impl Store for MemoryStore {
                 key,
                 Entry {
                     value: stored,
-                    expires: now + lifetimes.idle,
+                    expires: after(now, lifetimes.idle),
                 },
             );
             maps.refresh(&keys, session, links, lifetimes.idle, now, 1);
@@ -315,7 +324,7 @@ impl Store for MemoryStore {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError> {
-        self.with(|maps, _| maps.bury(&delivery.id, reason))
+        self.with(|maps, now| maps.bury(&delivery.id, reason, now))
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
@@ -346,7 +355,11 @@ impl Store for MemoryStore {
                 .filter(|key| key.starts_with(&prefix))
                 .filter_map(|key| maps.status(key, now))
                 .collect();
-            all.sort_by_key(|s| std::cmp::Reverse(s.session.last_active_ms));
+            // Newest first, as Redis's index lists them: equal times in reverse id order.
+            all.sort_by(|a, b| {
+                (b.session.last_active_ms, &b.session.id)
+                    .cmp(&(a.session.last_active_ms, &a.session.id))
+            });
             all
         })
     }
@@ -367,25 +380,8 @@ impl Store for MemoryStore {
         action: &AdminAction,
     ) -> Result<bool, StoreError> {
         let keys = Keys::new(PREFIX, principal);
-        let key = keys.work_session(id);
-        let recent_ttl = self.lifetimes.recent_projects;
-        self.with(|maps, now| {
-            if maps.finalized.contains_key(&key) {
-                return false;
-            }
-            let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {
-                return false;
-            };
-            match action {
-                AdminAction::Rebind(project) => {
-                    entry.value.project = project.clone();
-                    let score = entry.value.last_active_ms;
-                    maps.zadd(keys.recent(), project.to_string(), score, recent_ttl, now);
-                }
-                AdminAction::End => entry.expires = now,
-            }
-            true
-        })
+        let lifetimes = self.lifetimes;
+        self.with(|maps, now| maps.act(&keys, id, action, &lifetimes, now))
     }
 
     async fn ack_finalized(&self, id: &str) -> Result<(), StoreError> {

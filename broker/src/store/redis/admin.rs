@@ -9,13 +9,6 @@ use crate::store::{AdminAction, BackendRef, McpQuery, McpState, Status, StoreErr
 /// How many work sessions a listing shows at most.
 const LIST_LIMIT: isize = 200;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// Whether the MCP session ended and its replacement backend session: two reads pipelined in one
 /// round trip (both keys in the principal's slot), no script.
 pub(super) async fn mcp_state(
@@ -170,7 +163,7 @@ pub(super) async fn one(
     if flat.is_empty() {
         return Ok(None);
     }
-    hash::status_from_flat(flat, RedisStore::ms(store.lifetimes.idle), now_ms()).map(Some)
+    hash::status_from_flat(flat, RedisStore::ms(store.lifetimes.idle), store.now_ms()).map(Some)
 }
 
 pub(super) async fn act(
@@ -195,8 +188,6 @@ pub(super) async fn act(
         .arg(keys::deadline_member(principal, id))
         .arg(project)
         .arg(id.to_string());
-    let done: i64 = store
-        .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-        .await?;
+    let done: i64 = store.eval(invocation).await?;
     Ok(done == 1)
 }

@@ -9,12 +9,9 @@ use crate::finalize::DeadLetter;
 use crate::store::StoreError;
 use crate::store::keys::Bucket;
 
-pub(super) async fn bury(
-    store: &RedisStore,
-    id: &str,
-    reason: &str,
-    deliveries: u64,
-) -> Result<(), StoreError> {
+/// Moves a pending event to the dead letters with `reason` and the group's delivery count (one no
+/// longer pending is only acknowledged: `dead.lua`).
+pub(super) async fn bury(store: &RedisStore, id: &str, reason: &str) -> Result<(), StoreError> {
     let (bucket, id) = split_id(id)?;
     let prefix = &store.settings.prefix;
     let mut invocation = store.scripts.dead.prepare_invoke();
@@ -24,12 +21,8 @@ pub(super) async fn bury(
         .arg(GROUP)
         .arg(id)
         .arg(reason)
-        .arg(deliveries)
         .arg(STREAM_LENGTH);
-    store
-        .run(|mut connection| async move { invocation.invoke_async::<i64>(&mut connection).await })
-        .await
-        .map(|_| ())
+    store.eval::<i64>(invocation).await.map(|_| ())
 }
 
 pub(super) async fn list(store: &RedisStore, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
@@ -74,8 +67,6 @@ pub(super) async fn replay(store: &RedisStore, id: &str) -> Result<bool, StoreEr
         .key(bucket.finalized(prefix))
         .arg(id)
         .arg(STREAM_LENGTH);
-    let replayed: i64 = store
-        .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-        .await?;
+    let replayed: i64 = store.eval(invocation).await?;
     Ok(replayed == 1)
 }

@@ -60,9 +60,7 @@ async fn claim_bucket(
     let deadlines = bucket.deadlines(prefix);
     let mut due = store.scripts.due.prepare_invoke();
     due.key(&deadlines).arg(limit);
-    let members: Vec<String> = store
-        .run(|mut connection| async move { due.invoke_async(&mut connection).await })
-        .await?;
+    let members: Vec<String> = store.eval(due).await?;
     if members.is_empty() {
         return Ok(Claimed::default());
     }
@@ -90,9 +88,7 @@ async fn claim_bucket(
     for member in &members {
         claim.arg(member);
     }
-    let (finalized, dropped): (usize, usize) = store
-        .run(|mut connection| async move { claim.invoke_async(&mut connection).await })
-        .await?;
+    let (finalized, dropped): (usize, usize) = store.eval(claim).await?;
     Ok(Claimed { finalized, dropped })
 }
 
@@ -202,7 +198,8 @@ async fn read_bucket(
 
 /// Events taken but not acknowledged whose backoff has passed: claimed for `consumer` (only one
 /// claimer wins an event: `XCLAIM` with the minimum idle time), or dead-lettered when every
-/// attempt is spent.
+/// attempt is spent. The backoff is judged by the pending entry's idle time, which Redis keeps by
+/// its real clock whatever the store's [`crate::store::clock::Clock`] (tests age it instead).
 async fn reclaim(
     store: &RedisStore,
     bucket: Bucket,
@@ -236,7 +233,7 @@ async fn reclaim(
         }
         if deliveries >= u64::from(policy.attempts) {
             let why = format!("not acknowledged after {deliveries} deliveries");
-            super::dead::bury(store, &event_id(bucket, &entry.id), &why, deliveries).await?;
+            super::dead::bury(store, &event_id(bucket, &entry.id), &why).await?;
             continue;
         }
         let (claim_stream, claimer, id) = (stream.clone(), consumer.to_owned(), entry.id.clone());
@@ -276,10 +273,7 @@ pub(super) async fn ack(store: &RedisStore, id: &str) -> Result<(), StoreError> 
 }
 
 pub(super) async fn live_work_sessions(store: &RedisStore) -> Result<u64, StoreError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let now = store.now_ms();
     let mut live = 0;
     for bucket in Bucket::all() {
         let key = bucket.deadlines(&store.settings.prefix);

@@ -167,9 +167,7 @@ pub(super) async fn lookup(store: &RedisStore, query: &Query) -> Result<Answer, 
         .arg(store.keep_ms())
         .arg(query.principal.as_str())
         .arg(query.surface.as_str());
-    let reply: Value = store
-        .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-        .await?;
+    let reply: Value = store.eval(invocation).await?;
     let first = decode_first(reply, hint.as_ref())?;
     remember(
         store,
@@ -259,9 +257,7 @@ async fn read_sessions(
         invocation.key(keys.work_session(id));
     }
     invocation.arg(RedisStore::ms(store.lifetimes.idle));
-    let reply: Vec<Value> = store
-        .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-        .await?;
+    let reply: Vec<Value> = store.eval(invocation).await?;
     for value in &reply {
         if let Some(session) = optional_session(value)? {
             found.insert(session.id.clone(), session);

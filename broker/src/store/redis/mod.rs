@@ -1,11 +1,19 @@
 //! The Redis store (one node or a Redis Cluster, plain or TLS: [`conn`]): one Lua script per
-//! operation, every key it touches declared and in one slot (see [`crate::store::keys`]), every
-//! operation bounded by a timeout so a slow or stopped Redis fails a request fast instead of hanging.
+//! operation (`scripts.rs`), every key it touches declared and in one slot (see
+//! [`crate::store::keys`]), every operation bounded by a timeout so a slow or stopped Redis fails a
+//! request fast instead of hanging.
+//!
+//! Time: the scripts judge and stamp by Redis's own clock (`TIME`), so replicas agree. A store given
+//! a test's manual clock ([`RedisStore::with_clock`]) runs the same scripts behind another clock
+//! prelude, which takes "now" from one extra argument instead (`RedisStore::eval` adds it); Rust
+//! judges by the same clock where it reads a hash itself (an operator's view, the live gauge). What
+//! Redis times on its own, key TTLs (`PEXPIRE`, `SET ... PX`) and the idle time of a pending stream
+//! entry (the redelivery backoff), stays real time: a test moves it by aging the data
+//! (`broker/tests/support/time.rs`).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
 
 mod admin;
 mod conn;
@@ -13,9 +21,11 @@ mod dead;
 mod finalize;
 mod hints;
 mod lookup;
+mod scripts;
 
 pub use conn::{Target, TlsFiles};
 
+use super::clock::Clock;
 use super::keys::{Bucket, Keys};
 use super::{
     AdminAction, Answer, BackendRef, Claimed, DeadLetter, Lifetimes, McpQuery, McpState, Query,
@@ -24,6 +34,7 @@ use super::{
 use crate::finalize::{Delivery, Redelivery};
 use crate::ids::{McpSessionId, PrincipalId};
 use crate::session::{BackendSessions, Links, WorkSession};
+use scripts::Scripts;
 
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
@@ -49,46 +60,6 @@ impl RedisSettings {
     }
 }
 
-/// The store's scripts, each with the shared prelude (`lua/prelude.lua`) in front.
-struct Scripts {
-    lookup: Script,
-    sessions: Script,
-    touch: Script,
-    bind: Script,
-    due: Script,
-    claim: Script,
-    admin: Script,
-    backend: Script,
-    dead: Script,
-    replay: Script,
-}
-
-macro_rules! script {
-    ($file:literal) => {
-        Script::new(concat!(
-            include_str!("../lua/prelude.lua"),
-            include_str!(concat!("../lua/", $file))
-        ))
-    };
-}
-
-impl Scripts {
-    fn new() -> Self {
-        Self {
-            lookup: script!("lookup.lua"),
-            sessions: script!("sessions.lua"),
-            touch: script!("touch.lua"),
-            bind: script!("bind.lua"),
-            due: script!("due.lua"),
-            claim: script!("claim.lua"),
-            admin: script!("admin.lua"),
-            backend: script!("backend.lua"),
-            dead: script!("dead.lua"),
-            replay: script!("replay.lua"),
-        }
-    }
-}
-
 /// A store in Redis.
 pub struct RedisStore {
     connector: conn::Connector,
@@ -96,6 +67,8 @@ pub struct RedisStore {
     lifetimes: Lifetimes,
     /// Most live work sessions per principal that [`Store::bind`] lets exist (0: no limit).
     max_work_sessions: u64,
+    /// [`Clock::System`]: the scripts take Redis's clock; a manual one: they take its reading.
+    clock: Clock,
     scripts: Scripts,
     /// Buckets whose stream has the consumer group (created once per bucket and process).
     groups: std::sync::Mutex<std::collections::HashSet<Bucket>>,
@@ -121,7 +94,8 @@ impl RedisStore {
             settings,
             lifetimes,
             max_work_sessions: 0,
-            scripts: Scripts::new(),
+            clock: Clock::System,
+            scripts: Scripts::new(false),
             groups: Default::default(),
             hints: Default::default(),
         })
@@ -131,6 +105,14 @@ impl RedisStore {
     /// inside its script, so across every replica.
     pub fn with_max_work_sessions(mut self, cap: u64) -> Self {
         self.max_work_sessions = cap;
+        self
+    }
+
+    /// Judges time by `clock` instead of Redis's: for tests, with a [`Clock::Manual`] (its reading
+    /// goes to every script as one more argument). [`Clock::System`] keeps Redis's clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.scripts = Scripts::new(matches!(clock, Clock::Manual(_)));
+        self.clock = clock;
         self
     }
 
@@ -154,6 +136,26 @@ impl RedisStore {
         tokio::time::timeout(limit, work)
             .await
             .map_err(|_| StoreError::Timeout(limit))?
+    }
+
+    /// Runs a script within the operation timeout: every script runs through here, so that a store
+    /// on a test's clock passes its reading as the last argument (the one `clock/given.lua` reads).
+    /// On the system clock nothing is added.
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        mut invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        if let Clock::Manual(clock) = &self.clock {
+            invocation.arg(clock.now_ms());
+        }
+        self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await
+    }
+
+    /// Now by the store's clock, for what Rust judges itself (ms): the wall clock in production,
+    /// which on a healthy deployment agrees with Redis's (NTP).
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// How long a work session's data may wait for a sweeper past its deadline (ms).
@@ -233,9 +235,7 @@ impl Store for RedisStore {
                 &session.id,
             ))
             .arg(calls);
-        let touched: i64 = self
-            .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-            .await?;
+        let touched: i64 = self.eval(invocation).await?;
         Ok(touched == 1)
     }
 
@@ -267,9 +267,7 @@ impl Store for RedisStore {
         for (field, value) in set.into_iter().chain(keep) {
             invocation.arg(field).arg(value);
         }
-        let bound: i64 = self
-            .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-            .await?;
+        let bound: i64 = self.eval(invocation).await?;
         match bound {
             1 => Ok(()),
             -1 => Err(StoreError::TooMany(self.max_work_sessions)),
@@ -288,9 +286,7 @@ impl Store for RedisStore {
             .key(keys.work_session(&session.id))
             .arg(BackendSessions::field(&backend.upstream, &session.project))
             .arg(backend.session.to_string());
-        let recorded: i64 = self
-            .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-            .await?;
+        let recorded: i64 = self.eval(invocation).await?;
         Ok(recorded == 1)
     }
 
@@ -347,7 +343,7 @@ impl Store for RedisStore {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError> {
-        dead::bury(self, &delivery.id, reason, delivery.redeliveries + 1).await
+        dead::bury(self, &delivery.id, reason).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
