@@ -60,6 +60,13 @@ pub struct Lifetimes {
     pub ended_mcp_session: Duration,
     /// How long the principal's recent-projects list is kept.
     pub recent_projects: Duration,
+    /// How far ahead a touch records a work session's activity: the broker refreshes a work
+    /// session at most once per this interval per replica (the calls in between are counted and
+    /// sent with the next refresh), so each refresh covers the interval that follows it. A work
+    /// session is then finalized no earlier than its idle TTL after its last call, even when the
+    /// replica that counted it dies, and at most twice this later. Zero: activity is recorded as
+    /// of now (a store used without the proxy's refresher).
+    pub refresh: Duration,
 }
 
 impl Lifetimes {
@@ -70,6 +77,7 @@ impl Lifetimes {
             safety: Duration::from_secs(7 * 24 * 3600),
             ended_mcp_session: Duration::from_secs(7 * 24 * 3600),
             recent_projects: Duration::from_secs(30 * 24 * 3600),
+            refresh: Duration::ZERO,
         }
     }
 }

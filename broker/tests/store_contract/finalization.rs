@@ -257,3 +257,59 @@ pub async fn a_late_sweeper_still_finalizes_exactly_once(store: &dyn Store, time
     assert_eq!(events[0].event.project.as_str(), "late");
     store.ack_finalized(&events[0].id).await.expect("ack");
 }
+
+/// With `Lifetimes::refresh` (the proxy's refresh interval), a touch records its activity that far
+/// ahead: the work session stays live, and is not finalized, until its idle TTL plus the refresh
+/// after the touch, then it is, once. (A call the refresher counted but did not send is covered:
+/// it came within the interval after the touch.) The store runs with `refresh` = 0.2 idle TTL.
+pub async fn a_refresh_covers_the_interval_after_it(store: &dyn Store, time: &TestTime) {
+    let p = principal(41);
+    let session = work(&p, "cursor", "ahead", 1);
+    store.bind(&session, &Links::default()).await.expect("bind");
+    time.pass(idle_tenths(5)).await;
+    assert!(
+        store
+            .touch(&session, &Links::default(), 7)
+            .await
+            .expect("touch")
+    );
+    // 1.1 idle TTL after the touch: past the idle TTL, within idle TTL + refresh.
+    time.pass(idle_tenths(11)).await;
+    let live = store
+        .lookup(&query(&p, "cursor"))
+        .await
+        .expect("lookup")
+        .found
+        .surface_live;
+    assert_eq!(
+        live.len(),
+        1,
+        "live until the idle TTL plus the refresh after the touch"
+    );
+    assert_eq!(
+        store.claim_expired(100).await.expect("claim").finalized,
+        0,
+        "not due yet"
+    );
+    // 1.3 idle TTL after it: idle, due, finalized once.
+    time.pass(idle_tenths(2)).await;
+    let live = store
+        .lookup(&query(&p, "cursor"))
+        .await
+        .expect("lookup")
+        .found
+        .surface_live;
+    assert!(live.is_empty(), "{live:?}");
+    let mut finalized = 0;
+    for _ in 0..3 {
+        finalized += store.claim_expired(100).await.expect("claim").finalized;
+    }
+    assert!(finalized >= 1);
+    let events = drain(store, "ahead", &NO_REDELIVERY).await;
+    let mine = of(&events, &p);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].event.calls, 2, "the bind and the touch");
+    for delivery in &events {
+        store.ack_finalized(&delivery.id).await.expect("ack");
+    }
+}

@@ -70,6 +70,30 @@ async fn memory_store_keeps_the_contract() {
     contract(&store, &time).await;
 }
 
+/// Lifetimes with the proxy's refresh interval (0.2 idle TTL): activity recorded ahead.
+fn refreshed() -> Lifetimes {
+    let mut lifetimes = lifetimes();
+    lifetimes.refresh = common::idle_tenths(2);
+    lifetimes
+}
+
+#[tokio::test]
+async fn memory_store_records_a_refresh_ahead() {
+    let time = TestTime::memory();
+    let store = MemoryStore::new(refreshed()).with_clock(time.clock());
+    a_refresh_covers_the_interval_after_it(&store, &time).await;
+}
+
+#[tokio::test]
+async fn redis_store_records_a_refresh_ahead() {
+    let redis = support::RedisServer::start();
+    let time = TestTime::redis_url(&redis.url());
+    let store = RedisStore::new(RedisSettings::new(redis.url()), refreshed())
+        .expect("store")
+        .with_clock(time.clock());
+    a_refresh_covers_the_interval_after_it(&store, &time).await;
+}
+
 #[tokio::test]
 async fn redis_store_keeps_the_contract() {
     let redis = support::RedisServer::start();

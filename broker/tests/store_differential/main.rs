@@ -41,6 +41,8 @@ const CAP: u64 = 2;
 fn lifetimes() -> Lifetimes {
     let mut lifetimes = Lifetimes::with_idle(Duration::from_secs(60));
     lifetimes.grace = Duration::from_secs(24 * 3600);
+    // As the proxy runs them: a touch records its activity this far ahead (Lifetimes::refresh).
+    lifetimes.refresh = Duration::from_secs(5);
     lifetimes
 }
 

@@ -27,6 +27,7 @@ use crate::backend::upstream::Upstream;
 use crate::backend::{ASSERTION_LIFETIME, ASSERTION_REUSE, Backend, ISSUER};
 use crate::config::Settings;
 use crate::mcp::Mcp;
+use crate::mcp::touches::{MAX_RUNNING, MAX_WAITING, Touches};
 use crate::metrics::Metrics;
 use identify::{Identities, ResourceMetadata};
 
@@ -82,6 +83,7 @@ impl App {
         let principals =
             PrincipalHasher::new(settings.principal_secret.as_deref().unwrap_or(&secret));
         let mut lifetimes = Lifetimes::with_idle(settings.idle_ttl);
+        lifetimes.refresh = crate::mcp::touches::refresh_interval(settings.idle_ttl);
         lifetimes.grace = settings.finalize_grace;
         let cap = settings.max_work_sessions;
         let store: Arc<dyn Store> = match &settings.redis_url {
@@ -113,7 +115,7 @@ impl App {
         let mcp = Mcp {
             surfaces: SurfaceRules::new(backend.settings.surface_rules.clone()),
             openings: Default::default(),
-            touches: Default::default(),
+            touches: Touches::new(MAX_RUNNING, MAX_WAITING, lifetimes.refresh),
             initialize_cache: Default::default(),
             sealer: broker::rpc_ids::Sealer::new(&secret),
             in_flight: Default::default(),

@@ -134,7 +134,9 @@ pub async fn plan(
     let surface = caller.surface(app, client_name);
     Span::current().record("surface", display(&surface));
     let conversation = caller.conversation(app, message);
-    let record = decide::record_with_lookup(&tool, &handle);
+    // The refresher records calls in their work sessions, at most once per interval
+    // (mcp/touches.rs): the lookup only reads, whatever `decide::record_with_lookup` allows.
+    let record = app.touches.interval().is_zero() && decide::record_with_lookup(&tool, &handle);
     let looked = Looked {
         query: Query {
             principal: caller.principal.clone(),

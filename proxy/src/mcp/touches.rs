@@ -1,22 +1,30 @@
-//! Touches off the reply path, bounded. A bound call records itself in its work session (call count,
-//! idle TTL, deadline: [`broker::store::Store::touch`]) without making the call wait, so the touch
-//! runs in a task; one task per call would let a slow store pile up tasks and memory without bound.
-//! So:
-//! - at most [`MAX_RUNNING`] touches talk to the store at once;
-//! - the touches of one work session with the same links that wait for their turn are one: the
-//!   waiting touch counts them and records them at once ([`broker::store::Store::touch_calls`]), so
-//!   a work session has at most one touch waiting per kind of link, whatever its call rate;
-//! - at most [`MAX_WAITING`] touches wait; past that a call's touch is dropped and logged (as when
-//!   the store is unavailable: the call ran, its work session was not refreshed; its next call
-//!   refreshes it).
+//! Touches off the reply path, bounded and coalesced in time. A bound call records itself in its
+//! work session (call count, idle TTL, deadline: [`broker::store::Store::touch_calls`]) without
+//! making the call wait, so the touch runs in a task. And a work session's deadline needs no
+//! per-call precision, so:
+//! - a work session (with the same links) is refreshed at most once per refresh interval
+//!   ([`broker::store::Lifetimes::refresh`], `min(5 s, idle TTL / 10)`) by this replica: the first
+//!   call after an interval sends its touch at once, the calls within the interval after it are
+//!   counted and sent together when it ends. The store records each touch's activity one interval
+//!   ahead, so a call counted here is covered by the touch before it even if this replica dies
+//!   before sending it: a work session is finalized no earlier than its idle TTL after its last
+//!   call, and no later than twice the interval after that;
+//! - at most [`MAX_RUNNING`] touches talk to the store at once; the touches of one key that wait
+//!   for their turn are one ([`broker::store::Store::touch_calls`] records their count at once);
+//! - at most [`MAX_WAITING`] keys are remembered; past that (after forgetting the ones refreshed
+//!   more than an interval ago) a call's touch is dropped and logged (as when the store is
+//!   unavailable: the call ran, its work session was not refreshed; its next call refreshes it).
 //!
-//! Who writes the queue, and why no call is counted twice or lost: a call adds itself to its key's
-//! waiting touch, or queues one and spawns its task; the task takes its entry out when its turn
-//! comes, and calls after that queue a new one. All under the queue's lock.
+//! Who writes the map, and why no call is counted twice or lost: a call adds itself to its key's
+//! entry under the map's lock, and schedules the entry's task when none is scheduled; the task takes
+//! the count out (and marks when it sent it) under the same lock, so a call lands either in the
+//! count that task sends or in the next one. Counts still waiting when the process stops are lost
+//! (at most one interval's calls per work session); their activity is covered, as above.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use broker::session::{Links, WorkSession};
 use broker::store::Store;
@@ -27,10 +35,19 @@ use crate::metrics::{Metrics, StoreOp};
 
 /// Most touches talking to the store at once.
 pub const MAX_RUNNING: usize = 32;
-/// Most touches waiting for their turn (one per work session and kind of link).
+/// Most keys (work session and kind of link) remembered: waiting, or refreshed within an interval.
 pub const MAX_WAITING: usize = 10_000;
 
-/// The touches of this process: running, and waiting for their turn.
+/// The longest refresh interval.
+pub const MAX_REFRESH: Duration = Duration::from_secs(5);
+
+/// The refresh interval for an idle TTL: 5 s, or a tenth of a shorter idle TTL's (so a work session
+/// idles for at most 1.2 idle TTLs before it is finalized).
+pub fn refresh_interval(idle: Duration) -> Duration {
+    MAX_REFRESH.min(idle / 10)
+}
+
+/// The touches of this process: running, waiting, and when each key was last refreshed.
 #[derive(Clone)]
 pub struct Touches(Arc<Inner>);
 
@@ -38,36 +55,54 @@ struct Inner {
     waiting: Mutex<HashMap<String, Waiting>>,
     turns: Semaphore,
     max_waiting: usize,
+    /// A key is refreshed at most once per this interval (zero: every call).
+    interval: Duration,
     /// Touches are being dropped (logged once per episode).
     overflowing: AtomicBool,
 }
 
-/// A touch waiting for its turn, and the calls it records.
+/// One key's calls not sent yet, and when it was last sent.
 struct Waiting {
     session: WorkSession,
     links: Links,
     now_ms: u64,
     calls: u64,
+    /// When a touch of this key was last sent.
+    sent_at: Option<Instant>,
+    /// A task is scheduled to send `calls`.
+    scheduled: bool,
+}
+
+impl Waiting {
+    /// Forgettable: nothing to send, and its last refresh is an interval old.
+    fn stale(&self, now: Instant, interval: Duration) -> bool {
+        !self.scheduled
+            && self
+                .sent_at
+                .is_none_or(|at| now.duration_since(at) >= interval)
+    }
 }
 
 impl Default for Touches {
     fn default() -> Self {
-        Self::new(MAX_RUNNING, MAX_WAITING)
+        Self::new(MAX_RUNNING, MAX_WAITING, Duration::ZERO)
     }
 }
 
 impl Touches {
-    pub fn new(max_running: usize, max_waiting: usize) -> Self {
+    pub fn new(max_running: usize, max_waiting: usize, interval: Duration) -> Self {
         Self(Arc::new(Inner {
             waiting: Mutex::new(HashMap::new()),
             turns: Semaphore::new(max_running),
             max_waiting,
+            interval,
             overflowing: AtomicBool::new(false),
         }))
     }
 
-    /// Records a call in `session` off the reply path: queued, or counted in the touch of the same
-    /// work session and links already waiting. Runs in the caller's span.
+    /// Records a call in `session` off the reply path: counted in its key's entry, sent at once
+    /// when the key was not refreshed within the interval, else when the interval ends. Runs in the
+    /// caller's span.
     pub fn touch(
         &self,
         store: &Arc<dyn Store>,
@@ -77,41 +112,80 @@ impl Touches {
         now_ms: u64,
     ) {
         let key = key(&session, &links);
-        {
+        let interval = self.0.interval;
+        let delay = {
             let Ok(mut waiting) = self.0.waiting.lock() else {
                 return;
             };
-            if let Some(queued) = waiting.get_mut(&key) {
-                queued.calls += 1;
-                queued.now_ms = queued.now_ms.max(now_ms);
-                return;
+            let now = Instant::now();
+            let known = waiting.contains_key(&key);
+            if !known && waiting.len() >= self.0.max_waiting {
+                waiting.retain(|_, entry| !entry.stale(now, interval));
             }
-            if waiting.len() >= self.0.max_waiting {
-                if !self.0.overflowing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        waiting = waiting.len(),
-                        "too many touches wait for the store: calls run, their work sessions are not refreshed until it catches up"
-                    );
+            let full = waiting.len() >= self.0.max_waiting;
+            match waiting.get_mut(&key) {
+                Some(entry) => {
+                    entry.calls += 1;
+                    entry.now_ms = entry.now_ms.max(now_ms);
+                    entry.session = session;
+                    entry.links = links;
+                    if entry.scheduled {
+                        return;
+                    }
+                    entry.scheduled = true;
+                    entry.sent_at.map_or(Duration::ZERO, |at| {
+                        (at + interval).saturating_duration_since(now)
+                    })
                 }
-                return;
+                None if full => {
+                    if !self.0.overflowing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            waiting = self.0.max_waiting,
+                            "too many touches wait for the store: calls run, their work sessions are not refreshed until it catches up"
+                        );
+                    }
+                    return;
+                }
+                None => {
+                    let entry = Waiting {
+                        session,
+                        links,
+                        now_ms,
+                        calls: 1,
+                        sent_at: None,
+                        scheduled: true,
+                    };
+                    waiting.insert(key.clone(), entry);
+                    Duration::ZERO
+                }
             }
-            let queued = Waiting {
-                session,
-                links,
-                now_ms,
-                calls: 1,
-            };
-            waiting.insert(key.clone(), queued);
-        }
+        };
         let (touches, store, metrics) = (self.clone(), store.clone(), metrics.clone());
-        tokio::spawn(touches.run(key, store, metrics).instrument(Span::current()));
+        tokio::spawn(
+            touches
+                .run(key, delay, store, metrics)
+                .instrument(Span::current()),
+        );
     }
 
-    async fn run(self, key: String, store: Arc<dyn Store>, metrics: Metrics) {
+    async fn run(self, key: String, delay: Duration, store: Arc<dyn Store>, metrics: Metrics) {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let _turn = self.0.turns.acquire().await;
         let taken = match self.0.waiting.lock() {
             Ok(mut waiting) => {
-                let taken = waiting.remove(&key);
+                let taken = waiting.get_mut(&key).map(|entry| {
+                    entry.scheduled = false;
+                    entry.sent_at = Some(Instant::now());
+                    let calls = std::mem::take(&mut entry.calls);
+                    (
+                        entry.session.clone(),
+                        entry.links.clone(),
+                        entry.now_ms,
+                        calls,
+                    )
+                });
                 if waiting.len() < self.0.max_waiting / 2
                     && self.0.overflowing.swap(false, Ordering::Relaxed)
                 {
@@ -121,13 +195,7 @@ impl Touches {
             }
             Err(_) => None,
         };
-        let Some(Waiting {
-            session,
-            links,
-            now_ms,
-            calls,
-        }) = taken
-        else {
+        let Some((session, links, now_ms, calls)) = taken.filter(|t| t.3 > 0) else {
             return;
         };
         let touch = store.touch_calls(&session, &links, now_ms, calls);
@@ -142,9 +210,18 @@ impl Touches {
         }
     }
 
-    /// How many touches wait for their turn.
+    /// How many calls wait to be sent, over all keys.
     pub fn waiting(&self) -> usize {
-        self.0.waiting.lock().map(|w| w.len()).unwrap_or(0)
+        self.0
+            .waiting
+            .lock()
+            .map(|w| w.values().filter(|e| e.calls > 0).count())
+            .unwrap_or(0)
+    }
+
+    /// The refresh interval.
+    pub fn interval(&self) -> Duration {
+        self.0.interval
     }
 }
 

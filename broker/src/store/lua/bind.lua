@@ -26,21 +26,24 @@ end
 local set_end = 10 + 2 * tonumber(ARGV[10])
 redis.call('HSET', KEYS[1], unpack(ARGV, 11, set_end))
 for i = set_end + 1, ARGC, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], 'la', now)
+-- Never moves the last activity back: a touch may have recorded it ahead (Lifetimes::refresh).
+local at = math.max(now, tonumber(state[1]) or 0)
+local live = idle + (at - now)
+redis.call('HSET', KEYS[1], 'la', at)
 redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('PEXPIRE', KEYS[1], idle + tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], live + tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[2], at, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - idle)
-redis.call('PEXPIRE', KEYS[2], idle)
+redis.call('PEXPIRE', KEYS[2], live)
 if ARGV[4] == '1' then
   if redis.call('GET', KEYS[3]) ~= ARGV[1] then redis.call('HINCRBY', KEYS[1], 'm', 1) end
-  redis.call('SET', KEYS[3], ARGV[1], 'PX', idle)
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', live)
 end
-if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'PX', idle) end
+if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'PX', live) end
 redis.call('ZADD', KEYS[5], now, ARGV[7])
 redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -21)
 redis.call('PEXPIRE', KEYS[5], ARGV[6])
-redis.call('ZADD', KEYS[6], now + idle, ARGV[8])
-redis.call('ZADD', KEYS[7], now, ARGV[1])
-redis.call('PEXPIRE', KEYS[7], idle + tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[6], at + idle, ARGV[8])
+redis.call('ZADD', KEYS[7], at, ARGV[1])
+redis.call('PEXPIRE', KEYS[7], live + tonumber(ARGV[3]))
 return 1

@@ -21,6 +21,7 @@ use crate::finalize::{DeadLetter, Delivery, Redelivery};
 use crate::ids::{McpSessionId, PrincipalId, Project, WorkSessionId};
 use crate::resolve::Found;
 use crate::session::{BackendSessions, Links, WorkSession};
+use crate::store::clock::ms;
 
 mod events;
 mod maps;
@@ -158,7 +159,9 @@ impl Store for MemoryStore {
         calls: u64,
     ) -> Result<bool, StoreError> {
         let keys = Keys::new(PREFIX, &session.principal);
-        let ttl = self.lifetimes.idle;
+        // Recorded `refresh` ahead, as record_call in prelude.lua does (Lifetimes::refresh).
+        let ahead = self.lifetimes.refresh;
+        let ttl = self.lifetimes.idle + ahead;
         self.with(|maps, now| {
             let key = keys.work_session(&session.id);
             if maps.finalized.contains_key(&key) {
@@ -167,7 +170,7 @@ impl Store for MemoryStore {
             let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {
                 return false;
             };
-            entry.value.last_active_ms = now_ms;
+            entry.value.last_active_ms = now_ms.saturating_add(ms(ahead));
             entry.value.calls += calls;
             entry.expires = after(now, ttl);
             let current = entry.value.clone();
@@ -214,14 +217,19 @@ impl Store for MemoryStore {
                 .entry(keys.work_session_prefix())
                 .or_default()
                 .insert(key.clone());
+            // Never moves the last activity back: a touch may have recorded it ahead
+            // (Lifetimes::refresh), and the work session lives that much longer.
+            let ttl = lifetimes.idle
+                + std::time::Duration::from_millis(stored.last_active_ms.saturating_sub(now));
+            let current = stored.clone();
             maps.sessions.insert(
                 key,
                 Entry {
                     value: stored,
-                    expires: after(now, lifetimes.idle),
+                    expires: after(now, ttl),
                 },
             );
-            maps.refresh(&keys, session, links, lifetimes.idle, now, 1);
+            maps.refresh(&keys, &current, links, ttl, now, 1);
             maps.zadd(
                 keys.recent(),
                 session.project.to_string(),

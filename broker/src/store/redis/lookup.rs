@@ -166,7 +166,8 @@ pub(super) async fn lookup(store: &RedisStore, query: &Query) -> Result<Answer, 
         .arg(flag(query.record_when_settled))
         .arg(store.keep_ms())
         .arg(query.principal.as_str())
-        .arg(query.surface.as_str());
+        .arg(query.surface.as_str())
+        .arg(RedisStore::ms(store.lifetimes.refresh));
     let reply: Value = store.eval(invocation).await?;
     let first = decode_first(reply, hint.as_ref())?;
     remember(

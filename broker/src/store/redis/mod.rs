@@ -234,7 +234,8 @@ impl Store for RedisStore {
                 &session.principal,
                 &session.id,
             ))
-            .arg(calls);
+            .arg(calls)
+            .arg(Self::ms(self.lifetimes.refresh));
         let touched: i64 = self.eval(invocation).await?;
         Ok(touched == 1)
     }

@@ -1,6 +1,7 @@
 //! The bound on touches, against the memory store: while the store is busy (every turn taken), a
 //! thousand calls of one work session wait as one touch and are all counted once it runs; past the
-//! bound, touches are dropped, not queued.
+//! bound, touches are dropped, not queued; with a refresh interval, a work session is refreshed at
+//! most once per interval and every call in between is still counted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +71,7 @@ async fn calls_of_one_work_session_wait_as_one_touch_and_all_count() {
     let (one, other) = (work("atlas"), work("zephyr"));
     let store = store_with(&[&one, &other]).await;
     let metrics = Metrics::new();
-    let touches = Touches::new(1, 100);
+    let touches = Touches::new(1, 100, Duration::ZERO);
     let busy = touches
         .0
         .turns
@@ -103,7 +104,7 @@ async fn past_the_bound_touches_are_dropped_not_queued() {
     let sessions = [work("atlas"), work("zephyr"), work("linkedin")];
     let store = store_with(&sessions.iter().collect::<Vec<_>>()).await;
     let metrics = Metrics::new();
-    let touches = Touches::new(1, 2);
+    let touches = Touches::new(1, 2, Duration::ZERO);
     let busy = touches
         .0
         .turns
@@ -126,4 +127,43 @@ async fn past_the_bound_touches_are_dropped_not_queued() {
     touches.touch(&store, &metrics, sessions[2].clone(), counted(), 12);
     drained(&touches).await;
     assert_eq!(calls_of(&store, &sessions[2]).await.0, 1 + 1);
+}
+
+#[tokio::test]
+async fn a_work_session_is_refreshed_at_most_once_per_interval_and_every_call_counts() {
+    let interval = Duration::from_millis(150);
+    let session = work("atlas");
+    let store = store_with(&[&session]).await;
+    let metrics = Metrics::new();
+    let touches = Touches::new(4, 100, interval);
+    // The first call is sent at once; the next ten, made after it was sent, wait for the interval
+    // to end.
+    touches.touch(&store, &metrics, session.clone(), counted(), 10);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for n in 0..10 {
+        touches.touch(&store, &metrics, session.clone(), counted(), 11 + n);
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(
+        calls_of(&store, &session).await.0,
+        1 + 1,
+        "one refresh so far"
+    );
+    assert_eq!(
+        touches.waiting(),
+        1,
+        "ten calls counted, waiting for the interval"
+    );
+    tokio::time::sleep(interval).await;
+    assert_eq!(
+        calls_of(&store, &session).await.0,
+        1 + 11,
+        "every call counted"
+    );
+    assert_eq!(touches.waiting(), 0);
+    // An interval after the last refresh, a call is sent at once again.
+    tokio::time::sleep(interval).await;
+    touches.touch(&store, &metrics, session.clone(), counted(), 30);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(calls_of(&store, &session).await.0, 1 + 12);
 }
