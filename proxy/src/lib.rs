@@ -56,7 +56,18 @@ pub async fn run(
         tracing::info!(%address, upstream = %app.settings.upstream, store = if app.settings.redis_url.is_some() { "redis" } else { "memory" }, "listening");
     }
     let finalizer = finalizer::spawn(app.clone(), stopped);
+    let mcp = app.mcp.clone();
     server::serve(app, listener, shutdown).await;
+    // The calls counted but not sent yet (at most one refresh interval's): sent before stopping.
+    let flush = mcp.touches.flush(&mcp.store, &mcp.metrics);
+    if tokio::time::timeout(std::time::Duration::from_secs(5), flush)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the store did not take the last calls' counts in 5 s: stopping without them"
+        );
+    }
     let _ = stop.send(true);
     for task in finalizer {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;

@@ -18,8 +18,9 @@
 //! Who writes the map, and why no call is counted twice or lost: a call adds itself to its key's
 //! entry under the map's lock, and schedules the entry's task when none is scheduled; the task takes
 //! the count out (and marks when it sent it) under the same lock, so a call lands either in the
-//! count that task sends or in the next one. Counts still waiting when the process stops are lost
-//! (at most one interval's calls per work session); their activity is covered, as above.
+//! count that task sends or in the next one. A stopping process sends the counts still waiting
+//! ([`Touches::flush`]); a killed one loses them (at most one interval's calls per work session),
+//! while their activity is covered, as above.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -206,6 +207,44 @@ impl Touches {
             }
             Err(error) => {
                 tracing::warn!(%error, calls, "store unavailable on touch: the calls ran, their work session was not refreshed")
+            }
+        }
+    }
+
+    /// Sends every count still waiting, now, whatever its interval: a stopping replica's last
+    /// calls (their scheduled tasks then find nothing left to send). Returns when the store took
+    /// them (or refused them: logged, as any touch).
+    pub async fn flush(&self, store: &Arc<dyn Store>, metrics: &Metrics) {
+        let pending: Vec<(WorkSession, Links, u64, u64)> = match self.0.waiting.lock() {
+            Ok(mut waiting) => {
+                let now = Instant::now();
+                waiting
+                    .values_mut()
+                    .filter(|entry| entry.calls > 0)
+                    .map(|entry| {
+                        entry.sent_at = Some(now);
+                        let calls = std::mem::take(&mut entry.calls);
+                        (
+                            entry.session.clone(),
+                            entry.links.clone(),
+                            entry.now_ms,
+                            calls,
+                        )
+                    })
+                    .collect()
+            }
+            Err(_) => return,
+        };
+        if !pending.is_empty() {
+            tracing::info!(
+                work_sessions = pending.len(),
+                "sending the calls counted but not sent yet"
+            );
+        }
+        for (session, links, now_ms, calls) in pending {
+            let touch = store.touch_calls(&session, &links, now_ms, calls);
+            if let Err(error) = metrics.store(StoreOp::Touch, touch).await {
+                tracing::warn!(%error, calls, "store unavailable on the last touch: the calls ran, their count is lost");
             }
         }
     }

@@ -167,3 +167,24 @@ async fn a_work_session_is_refreshed_at_most_once_per_interval_and_every_call_co
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(calls_of(&store, &session).await.0, 1 + 12);
 }
+
+#[tokio::test]
+async fn a_stopping_replica_sends_the_counts_still_waiting() {
+    let session = work("atlas");
+    let store = store_with(&[&session]).await;
+    let metrics = Metrics::new();
+    let touches = Touches::new(4, 100, Duration::from_secs(60));
+    touches.touch(&store, &metrics, session.clone(), counted(), 10);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for n in 0..4 {
+        touches.touch(&store, &metrics, session.clone(), counted(), 11 + n);
+    }
+    assert_eq!(
+        calls_of(&store, &session).await.0,
+        1 + 1,
+        "four calls wait for the interval"
+    );
+    touches.flush(&store, &metrics).await;
+    assert_eq!(calls_of(&store, &session).await.0, 1 + 5, "sent at once");
+    assert_eq!(touches.waiting(), 0);
+}
