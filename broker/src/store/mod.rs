@@ -60,12 +60,12 @@ pub struct Lifetimes {
     pub ended_mcp_session: Duration,
     /// How long the principal's recent-projects list is kept.
     pub recent_projects: Duration,
-    /// How far ahead a touch records a work session's activity: the broker refreshes a work
-    /// session at most once per this interval per replica (the calls in between are counted and
-    /// sent with the next refresh), so each refresh covers the interval that follows it. A work
-    /// session is then finalized no earlier than its idle TTL after its last call, even when the
-    /// replica that counted it dies, and at most twice this later. Zero: activity is recorded as
-    /// of now (a store used without the proxy's refresher).
+    /// The proxy's refresh interval: it refreshes a work session at most once per this interval
+    /// per replica (the calls in between are counted and sent with the next refresh, stamped with
+    /// the time of the last of them). A work session's finalization deadline is its last activity
+    /// plus the idle TTL plus this, so a call a replica counted but never sent (it died) still
+    /// cannot make it come early; liveness stays last activity plus the idle TTL. Zero: the
+    /// deadline is the idle TTL's (a store used without the refresher).
     pub refresh: Duration,
 }
 

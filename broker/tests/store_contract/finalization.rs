@@ -258,22 +258,24 @@ pub async fn a_late_sweeper_still_finalizes_exactly_once(store: &dyn Store, time
     store.ack_finalized(&events[0].id).await.expect("ack");
 }
 
-/// With `Lifetimes::refresh` (the proxy's refresh interval), a touch records its activity that far
-/// ahead: the work session stays live, and is not finalized, until its idle TTL plus the refresh
-/// after the touch, then it is, once. (A call the refresher counted but did not send is covered:
-/// it came within the interval after the touch.) The store runs with `refresh` = 0.2 idle TTL.
+/// With `Lifetimes::refresh` (the proxy's refresh interval), a work session's deadline is pushed
+/// that far past its idle TTL: it stops being live at its idle TTL after its last activity (which a
+/// touch never moves back), and is finalized, once, only after the refresh interval more. (A call a
+/// replica counted but never sent came within the interval after the last touch: covered.) The
+/// store runs with `refresh` = 0.2 idle TTL.
 pub async fn a_refresh_covers_the_interval_after_it(store: &dyn Store, time: &TestTime) {
     let p = principal(41);
     let session = work(&p, "cursor", "ahead", 1);
     store.bind(&session, &Links::default()).await.expect("bind");
     time.pass(idle_tenths(5)).await;
+    let now = time.clock().now_ms();
     assert!(
         store
-            .touch(&session, &Links::default(), 7)
+            .touch(&session, &Links::default(), now)
             .await
             .expect("touch")
     );
-    // 1.1 idle TTL after the touch: past the idle TTL, within idle TTL + refresh.
+    // 1.1 idle TTL after the touch: idle, but within its deadline: not finalized yet.
     time.pass(idle_tenths(11)).await;
     let live = store
         .lookup(&query(&p, "cursor"))
@@ -281,25 +283,17 @@ pub async fn a_refresh_covers_the_interval_after_it(store: &dyn Store, time: &Te
         .expect("lookup")
         .found
         .surface_live;
-    assert_eq!(
-        live.len(),
-        1,
-        "live until the idle TTL plus the refresh after the touch"
+    assert!(
+        live.is_empty(),
+        "idle an idle TTL after its last activity: {live:?}"
     );
     assert_eq!(
         store.claim_expired(100).await.expect("claim").finalized,
         0,
         "not due yet"
     );
-    // 1.3 idle TTL after it: idle, due, finalized once.
+    // 1.3 idle TTL after it: past the deadline, finalized once.
     time.pass(idle_tenths(2)).await;
-    let live = store
-        .lookup(&query(&p, "cursor"))
-        .await
-        .expect("lookup")
-        .found
-        .surface_live;
-    assert!(live.is_empty(), "{live:?}");
     let mut finalized = 0;
     for _ in 0..3 {
         finalized += store.claim_expired(100).await.expect("claim").finalized;

@@ -83,7 +83,8 @@ impl App {
         let principals =
             PrincipalHasher::new(settings.principal_secret.as_deref().unwrap_or(&secret));
         let mut lifetimes = Lifetimes::with_idle(settings.idle_ttl);
-        lifetimes.refresh = crate::mcp::touches::refresh_interval(settings.idle_ttl);
+        lifetimes.refresh =
+            crate::mcp::touches::refresh_interval(settings.idle_ttl, settings.surface_window);
         lifetimes.grace = settings.finalize_grace;
         let cap = settings.max_work_sessions;
         let store: Arc<dyn Store> = match &settings.redis_url {

@@ -3,12 +3,15 @@
 //! making the call wait, so the touch runs in a task. And a work session's deadline needs no
 //! per-call precision, so:
 //! - a work session (with the same links) is refreshed at most once per refresh interval
-//!   ([`broker::store::Lifetimes::refresh`], `min(5 s, idle TTL / 10)`) by this replica: the first
+//!   ([`broker::store::Lifetimes::refresh`], `min(5 s, idle TTL / 10, surface window / 10)`) by
+//!   this replica: the first
 //!   call after an interval sends its touch at once, the calls within the interval after it are
-//!   counted and sent together when it ends. The store records each touch's activity one interval
-//!   ahead, so a call counted here is covered by the touch before it even if this replica dies
-//!   before sending it: a work session is finalized no earlier than its idle TTL after its last
-//!   call, and no later than twice the interval after that;
+//!   counted and sent together when it ends, stamped with the time of the last of them (so the
+//!   surface window and the idle TTL still run from the real last call). The store pushes each
+//!   work session's finalization deadline one interval past its idle TTL, so a call counted here is
+//!   covered by the touch before it even if this replica dies before sending it: a work session is
+//!   finalized no earlier than its idle TTL after its last call, and at most one interval (plus the
+//!   sweep) after that;
 //! - at most [`MAX_RUNNING`] touches talk to the store at once; the touches of one key that wait
 //!   for their turn are one ([`broker::store::Store::touch_calls`] records their count at once);
 //! - at most [`MAX_WAITING`] keys are remembered; past that (after forgetting the ones refreshed
@@ -42,10 +45,17 @@ pub const MAX_WAITING: usize = 10_000;
 /// The longest refresh interval.
 pub const MAX_REFRESH: Duration = Duration::from_secs(5);
 
-/// The refresh interval for an idle TTL: 5 s, or a tenth of a shorter idle TTL's (so a work session
-/// idles for at most 1.2 idle TTLs before it is finalized).
-pub fn refresh_interval(idle: Duration) -> Duration {
-    MAX_REFRESH.min(idle / 10)
+/// The refresh interval: 5 s, or a tenth of a shorter idle TTL or surface window. The idle TTL's
+/// bounds how late a work session may be finalized (a tenth of it); the window's, how stale the last
+/// activity that an unkeyed call's continuity is judged by may be (`--surface-window`).
+/// A window of 0 (unkeyed calls never continue) asks for no bound.
+pub fn refresh_interval(idle: Duration, surface_window: Duration) -> Duration {
+    let by_window = if surface_window.is_zero() {
+        MAX_REFRESH
+    } else {
+        surface_window / 10
+    };
+    MAX_REFRESH.min(idle / 10).min(by_window)
 }
 
 /// The touches of this process: running, waiting, and when each key was last refreshed.

@@ -4,7 +4,9 @@
 -- ARGV: 1 work-session id, 2 idle TTL (ms), 3 how long the data may wait for a sweeper past its
 --       deadline (ms), 4 '1' to set the MCP link, 5 '1' to set the conversation link,
 --       6 recent-projects TTL (ms), 7 project, 8 deadline member, 9 most live work sessions of the
---       principal (0: no limit), 10 how many field/value pairs follow to set, then those pairs, then
+--       principal (0: no limit), 10 the refresh interval (ms, Lifetimes::refresh: the deadline is
+--       pushed that far past the idle TTL, as a touch's), 11 how many field/value pairs follow to
+--       set, then those pairs, then
 --       pairs to set only where the hash has no such field (store::hash::bind_fields: a bind merges
 --       into a work session that calls kept recording since its copy was read; it never writes the
 --       last activity or the call count, it stamps the one and adds its call to the other)
@@ -23,27 +25,25 @@ if cap > 0 and not is_live(tonumber(state[1]), false, idle, now) then
   -- no undeclared key).
   if redis.call('ZCOUNT', KEYS[7], '(' .. (now - idle), '+inf') >= cap then return -1 end
 end
-local set_end = 10 + 2 * tonumber(ARGV[10])
-redis.call('HSET', KEYS[1], unpack(ARGV, 11, set_end))
+local ahead = tonumber(ARGV[10])
+local set_end = 11 + 2 * tonumber(ARGV[11])
+redis.call('HSET', KEYS[1], unpack(ARGV, 12, set_end))
 for i = set_end + 1, ARGC, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
--- Never moves the last activity back: a touch may have recorded it ahead (Lifetimes::refresh).
-local at = math.max(now, tonumber(state[1]) or 0)
-local live = idle + (at - now)
-redis.call('HSET', KEYS[1], 'la', at)
+redis.call('HSET', KEYS[1], 'la', now)
 redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('PEXPIRE', KEYS[1], live + tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[2], at, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], idle + ahead + tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - idle)
-redis.call('PEXPIRE', KEYS[2], live)
+redis.call('PEXPIRE', KEYS[2], idle)
 if ARGV[4] == '1' then
   if redis.call('GET', KEYS[3]) ~= ARGV[1] then redis.call('HINCRBY', KEYS[1], 'm', 1) end
-  redis.call('SET', KEYS[3], ARGV[1], 'PX', live)
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', idle)
 end
-if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'PX', live) end
+if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'PX', idle) end
 redis.call('ZADD', KEYS[5], now, ARGV[7])
 redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -21)
 redis.call('PEXPIRE', KEYS[5], ARGV[6])
-redis.call('ZADD', KEYS[6], at + idle, ARGV[8])
-redis.call('ZADD', KEYS[7], at, ARGV[1])
-redis.call('PEXPIRE', KEYS[7], live + tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[6], now + idle + ahead, ARGV[8])
+redis.call('ZADD', KEYS[7], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[7], idle + ahead + tonumber(ARGV[3]))
 return 1

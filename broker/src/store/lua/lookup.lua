@@ -11,8 +11,8 @@
 --       session it settles on (a call that will be forwarded bound: see decide::record_with_lookup),
 --       10 how long the data may wait for a sweeper past its deadline (ms), 11 the principal, 12 the
 --       request's surface (a work session of another surface is not recorded here: its surface index
---       is not declared, and the broker touches it separately), 13 how far ahead of now a recorded
---       call's activity is recorded (ms, Lifetimes::refresh)
+--       is not declared, and the broker touches it separately), 13 the refresh interval (ms,
+--       Lifetimes::refresh: a recorded call's deadline is pushed that far past the idle TTL)
 -- Returns {ended, handle's work session, linked id, conversation id, {surface ids active within the
 -- idle TTL, newest first}, {recent...}, override, work sessions of the principal active within the
 -- idle TTL, the hinted work session, 1 when the hinted work session was read, 1 when the call was
@@ -55,7 +55,8 @@ local recorded = 0
 local function record(fields, key, id, link_mode, conversation)
   if ARGV[9] ~= '1' or ended == 1 or field(fields, 'sf') ~= ARGV[12] then return end
   record_call({key, KEYS[4], KEYS[2], KEYS[3], KEYS[10], KEYS[7]}, id, idle, tonumber(ARGV[10]),
-    link_mode, conversation, ARGV[11] .. ':' .. id, now, 1, tonumber(ARGV[13]))
+    link_mode, conversation, ARGV[11] .. ':' .. id, now, 1, tonumber(field(fields, 'la')), 0,
+    tonumber(ARGV[13]))
   recorded = 1
 end
 local counted = '0'

@@ -26,25 +26,27 @@ end
 -- deadlines, the principal's index}; link_mode: '1' set the MCP link, '2' count the MCP session
 -- without linking it, else neither; conversation: set the conversation link; member: the deadline
 -- member ('<principal>:<work session>'); calls: how many calls this records at once (touches
--- coalesced while the store was slow, or within a refresh interval); ahead: how far past now the
--- activity is recorded (Lifetimes::refresh: the refresh covers the interval that follows it).
-local function record_call(k, id, idle, keep, link_mode, conversation, member, now, calls, ahead)
-  local at = now + ahead
-  local live = idle + ahead
+-- coalesced while the store was slow, or within a refresh interval); prev: the last activity the
+-- hash holds; ago: how long before now the last of those calls was made (ms, at most the refresh
+-- interval); ahead: the refresh interval (ms, Lifetimes::refresh), by which the deadline is pushed
+-- past the idle TTL, so a call a replica counted but never sent cannot make it come early.
+local function record_call(k, id, idle, keep, link_mode, conversation, member, now, calls, prev,
+                           ago, ahead)
+  local at = math.max(prev or 0, now - ago)
   redis.call('HSET', k[1], 'la', at)
   redis.call('HINCRBY', k[1], 'n', calls)
-  redis.call('PEXPIRE', k[1], live + keep)
+  redis.call('PEXPIRE', k[1], idle + ahead + keep)
   redis.call('ZADD', k[2], at, id)
   redis.call('ZREMRANGEBYSCORE', k[2], '-inf', now - idle)
-  redis.call('PEXPIRE', k[2], live)
+  redis.call('PEXPIRE', k[2], idle)
   if link_mode == '1' then
     if redis.call('GET', k[3]) ~= id then redis.call('HINCRBY', k[1], 'm', 1) end
-    redis.call('SET', k[3], id, 'PX', live)
+    redis.call('SET', k[3], id, 'PX', idle)
   elseif link_mode == '2' then
     redis.call('HINCRBY', k[1], 'm', calls)
   end
-  if conversation then redis.call('SET', k[4], id, 'PX', live) end
-  redis.call('ZADD', k[5], at + idle, member)
+  if conversation then redis.call('SET', k[4], id, 'PX', idle) end
+  redis.call('ZADD', k[5], at + idle + ahead, member)
   redis.call('ZADD', k[6], at, id)
-  redis.call('PEXPIRE', k[6], live + keep)
+  redis.call('PEXPIRE', k[6], idle + ahead + keep)
 end

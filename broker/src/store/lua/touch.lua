@@ -6,7 +6,8 @@
 --       deadline (ms), 4 '1' to set the MCP link, '2' to count the MCP session without linking it,
 --       5 '1' to set the conversation link, 6 deadline member ('<principal>:<work session>'),
 --       7 how many calls it records (touches coalesced while the store was slow, or within a refresh
---       interval), 8 how far ahead of now it records the activity (ms, Lifetimes::refresh)
+--       interval), 8 how long before now the last of them was made (ms), 9 the refresh interval
+--       (ms, Lifetimes::refresh: the deadline is pushed that far past the idle TTL)
 -- Returns 1, or 0 when the work session is gone, idle past its deadline or finalized (nothing is
 -- written then: a late call never revives a work session the sweeper may be finalizing).
 -- Also drops surface entries idle past their deadline (the read path never writes).
@@ -17,5 +18,5 @@ if not is_live(tonumber(last), redis.call('HEXISTS', KEYS[1], 'f') == 1, idle, n
   return 0
 end
 record_call(KEYS, ARGV[1], idle, tonumber(ARGV[3]), ARGV[4], ARGV[5] == '1', ARGV[6], now,
-  tonumber(ARGV[7]), tonumber(ARGV[8]))
+  tonumber(ARGV[7]), tonumber(last), tonumber(ARGV[8]), tonumber(ARGV[9]))
 return 1

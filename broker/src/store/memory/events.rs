@@ -12,12 +12,17 @@ use crate::store::{AdminAction, Lifetimes, Status};
 
 impl Maps {
     /// Marks idle work sessions finalized and queues their events; returns how many. `now` is the
-    /// store clock's (ms), as every time below.
-    pub(super) fn claim_expired(&mut self, limit: usize, now: u64) -> usize {
+    /// store clock's (ms), as every time below. A work session is due `refresh` after its idle TTL
+    /// ran out (Lifetimes::refresh: as its deadline in Redis).
+    pub(super) fn claim_expired(&mut self, limit: usize, now: u64, refresh: u64) -> usize {
         let due: Vec<String> = self
             .sessions
             .iter()
-            .filter(|(key, e)| !e.live(now) && !self.finalized.contains_key(*key))
+            .filter(|(key, e)| {
+                !e.live(now)
+                    && e.expires.saturating_add(refresh) <= now
+                    && !self.finalized.contains_key(*key)
+            })
             .map(|(key, _)| key.clone())
             .take(limit)
             .collect();
@@ -89,7 +94,7 @@ impl Maps {
             // Due now, and its last activity an idle TTL ago, as admin.lua writes it: the one
             // liveness rule (last activity + idle TTL > now) says it is over.
             AdminAction::End => {
-                entry.expires = now;
+                entry.expires = now.saturating_sub(ms(lifetimes.refresh));
                 entry.value.last_active_ms = now.saturating_sub(ms(lifetimes.idle));
             }
         }

@@ -159,9 +159,8 @@ impl Store for MemoryStore {
         calls: u64,
     ) -> Result<bool, StoreError> {
         let keys = Keys::new(PREFIX, &session.principal);
-        // Recorded `refresh` ahead, as record_call in prelude.lua does (Lifetimes::refresh).
-        let ahead = self.lifetimes.refresh;
-        let ttl = self.lifetimes.idle + ahead;
+        let ttl = self.lifetimes.idle;
+        let refresh = ms(self.lifetimes.refresh);
         self.with(|maps, now| {
             let key = keys.work_session(&session.id);
             if maps.finalized.contains_key(&key) {
@@ -170,9 +169,13 @@ impl Store for MemoryStore {
             let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {
                 return false;
             };
-            entry.value.last_active_ms = now_ms.saturating_add(ms(ahead));
+            // As record_call in prelude.lua: the last call's time (how long ago by the caller's
+            // clock, at most the refresh interval), never moving the last activity back.
+            let ago = now.saturating_sub(now_ms).min(refresh);
+            let at = entry.value.last_active_ms.max(now - ago);
+            entry.value.last_active_ms = at;
             entry.value.calls += calls;
-            entry.expires = after(now, ttl);
+            entry.expires = entry.expires.max(after(at, ttl));
             let current = entry.value.clone();
             maps.refresh(&keys, &current, links, ttl, now, calls);
             true
@@ -217,19 +220,14 @@ impl Store for MemoryStore {
                 .entry(keys.work_session_prefix())
                 .or_default()
                 .insert(key.clone());
-            // Never moves the last activity back: a touch may have recorded it ahead
-            // (Lifetimes::refresh), and the work session lives that much longer.
-            let ttl = lifetimes.idle
-                + std::time::Duration::from_millis(stored.last_active_ms.saturating_sub(now));
-            let current = stored.clone();
             maps.sessions.insert(
                 key,
                 Entry {
                     value: stored,
-                    expires: after(now, ttl),
+                    expires: after(now, lifetimes.idle),
                 },
             );
-            maps.refresh(&keys, &current, links, ttl, now, 1);
+            maps.refresh(&keys, session, links, lifetimes.idle, now, 1);
             maps.zadd(
                 keys.recent(),
                 session.project.to_string(),
@@ -317,7 +315,7 @@ impl Store for MemoryStore {
 
     async fn claim_expired(&self, limit: usize) -> Result<Claimed, StoreError> {
         self.with(|maps, now| Claimed {
-            finalized: maps.claim_expired(limit, now),
+            finalized: maps.claim_expired(limit, now, ms(self.lifetimes.refresh)),
             dropped: std::mem::take(&mut maps.dropped),
         })
     }

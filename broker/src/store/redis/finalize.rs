@@ -70,7 +70,8 @@ async fn claim_bucket(
         .key(bucket.finalized(prefix))
         .arg(RedisStore::ms(store.lifetimes.idle))
         .arg(RedisStore::ms(store.lifetimes.grace))
-        .arg(STREAM_LENGTH);
+        .arg(STREAM_LENGTH)
+        .arg(RedisStore::ms(store.lifetimes.refresh));
     for member in &members {
         // A member that names no work session still gets a key of this bucket, so the script
         // removes it; claim.lua parses the member again and drops what does not match.
@@ -273,7 +274,9 @@ pub(super) async fn ack(store: &RedisStore, id: &str) -> Result<(), StoreError> 
 }
 
 pub(super) async fn live_work_sessions(store: &RedisStore) -> Result<u64, StoreError> {
-    let now = store.now_ms();
+    // A deadline is the last activity plus the idle TTL plus the refresh interval
+    // (Lifetimes::refresh): live while the first two are past now.
+    let now = store.now_ms() + RedisStore::ms(store.lifetimes.refresh);
     let mut live = 0;
     for bucket in Bucket::all() {
         let key = bucket.deadlines(&store.settings.prefix);

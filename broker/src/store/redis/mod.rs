@@ -209,10 +209,14 @@ impl Store for RedisStore {
         &self,
         session: &WorkSession,
         links: &Links,
-        _now_ms: u64,
+        now_ms: u64,
         calls: u64,
     ) -> Result<bool, StoreError> {
         let keys = self.keys(&session.principal);
+        // How long ago the last of the calls was made, by the caller's clock against this store's
+        // (a difference: Redis stamps it with its own time), at most the refresh interval.
+        let refresh = Self::ms(self.lifetimes.refresh);
+        let ago = self.clock.now_ms().saturating_sub(now_ms).min(refresh);
         let mut invocation = self.scripts.touch.prepare_invoke();
         invocation
             .key(keys.work_session(&session.id))
@@ -235,7 +239,8 @@ impl Store for RedisStore {
                 &session.id,
             ))
             .arg(calls)
-            .arg(Self::ms(self.lifetimes.refresh));
+            .arg(ago)
+            .arg(refresh);
         let touched: i64 = self.eval(invocation).await?;
         Ok(touched == 1)
     }
@@ -263,6 +268,7 @@ impl Store for RedisStore {
                 &session.id,
             ))
             .arg(self.max_work_sessions);
+        invocation.arg(Self::ms(self.lifetimes.refresh));
         let (set, keep) = hash::bind_fields(session);
         invocation.arg(set.len());
         for (field, value) in set.into_iter().chain(keep) {

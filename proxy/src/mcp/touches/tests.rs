@@ -188,3 +188,23 @@ async fn a_stopping_replica_sends_the_counts_still_waiting() {
     assert_eq!(calls_of(&store, &session).await.0, 1 + 5, "sent at once");
     assert_eq!(touches.waiting(), 0);
 }
+
+#[test]
+fn the_refresh_interval_is_a_tenth_of_the_idle_ttl_or_window_at_most_5_s() {
+    let s = Duration::from_secs;
+    // (idle TTL, surface window, interval)
+    let rows = [
+        (s(7200), s(600), s(5)),
+        (s(20), s(600), s(2)),
+        (s(7200), s(3), Duration::from_millis(300)),
+        (s(7200), s(0), s(5)),
+        (s(1), s(0), Duration::from_millis(100)),
+    ];
+    for (idle, window, interval) in rows {
+        assert_eq!(
+            super::refresh_interval(idle, window),
+            interval,
+            "{idle:?} {window:?}"
+        );
+    }
+}
