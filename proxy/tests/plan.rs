@@ -1,14 +1,16 @@
 //! Service tests of the decision path, without sockets: a real `App` (memory store; the upstream client
 //! is never used), real headers, real JSON-RPC bodies, through `identify::who`, `Caller::identify` and `call::plan`.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 
 use broker::jsonrpc::{self, Body, Message};
 use broker::resolve::{Path, UnkeyedPolicy};
 use http::Request;
 use http::request::Parts;
-use proxy::mcp::call::{self, Outcome, Plan};
-use proxy::mcp::caller::Caller;
+use proxy::mcp::call::{Outcome, Plan};
 use proxy::{App, Settings};
 use serde_json::Value;
 
@@ -49,15 +51,12 @@ async fn run_plan(
     tool: &str,
     arguments: Value,
 ) -> Outcome {
-    let parts = parts(credential, client);
-    let principal = proxy::edge::identify::who(app, &parts.headers, None)
-        .await
-        .expect("principal");
-    let caller = Caller::identify(app, &parts, principal, None).expect("caller");
-    let mut message = call_message(tool, arguments);
-    call::plan(&app.mcp, &caller, &mut message, None)
-        .await
-        .expect("plan")
+    support::plan(
+        app,
+        &parts(credential, client),
+        call_message(tool, arguments),
+    )
+    .await
 }
 
 fn refusal(outcome: Outcome) -> String {
@@ -96,24 +95,7 @@ async fn select(app: &Arc<App>, credential: &str, client: &str, project: &str) -
         )
         .await,
     );
-    settle(plan).await
-}
-
-/// Runs a planned select's hook on a successful reply, as the relay does; returns the handle
-/// appended to it.
-async fn settle(plan: Box<Plan>) -> String {
-    let hook = plan.watch.select.expect("the select is watched");
-    let mut reply = serde_json::json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "selected"}]}});
-    assert!(
-        hook.on_reply(&mut reply).await,
-        "the reply gains the handle"
-    );
-    let text = reply["result"]["content"][1]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a handle item in {reply}"));
-    text.strip_prefix("work_session: ")
-        .expect("the handle")
-        .to_owned()
+    support::settle(plan).await
 }
 
 #[tokio::test]
@@ -333,7 +315,7 @@ async fn a_credential_cannot_start_more_work_sessions_than_the_cap() {
         .await,
     );
     // It binds (the cap counts live work sessions, and this one is live) as a continued one.
-    settle(plan).await;
+    support::settle(plan).await;
     let metrics = app.metrics.render();
     assert!(
         metrics.contains(r#"session_broker_selections_total{work_session="continued"} 1"#),

@@ -12,12 +12,14 @@ use broker::resolve::{Path, UnkeyedPolicy};
 use broker::store::StoreError;
 use http::Request;
 use http::request::Parts;
-use proxy::mcp::call::{self, Outcome, Plan};
-use proxy::mcp::caller::Caller;
+use proxy::mcp::call::{Outcome, Plan};
 use proxy::metrics::{self, Own, Refusal, Reinit, Rpc, StoreOp};
 use proxy::{App, Settings};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "../support/mod.rs"]
+mod support;
 
 mod planning;
 mod served;
@@ -52,15 +54,7 @@ fn call_message(tool: &str, arguments: Value) -> Message {
 }
 
 async fn plan(app: &Arc<App>, tool: &str, arguments: Value) -> Outcome {
-    let parts = parts("k");
-    let principal = proxy::edge::identify::who(app, &parts.headers, None)
-        .await
-        .expect("principal");
-    let caller = Caller::identify(app, &parts, principal, None).expect("caller");
-    let mut message = call_message(tool, arguments);
-    call::plan(&app.mcp, &caller, &mut message, None)
-        .await
-        .expect("plan")
+    support::plan(app, &parts("k"), call_message(tool, arguments)).await
 }
 
 fn forward(outcome: Outcome) -> Box<Plan> {
@@ -83,17 +77,8 @@ fn refused(outcome: Outcome) {
 async fn select(app: &Arc<App>, project: &str) -> (String, bool) {
     let before = created_total(app);
     let plan = forward(plan(app, "select_project_for_session", json!({"name": project})).await);
-    let hook = plan.watch.select.expect("the select is watched");
-    let mut reply = json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "selected"}]}});
-    assert!(
-        hook.on_reply(&mut reply).await,
-        "the reply gains the handle"
-    );
-    let text = reply["result"]["content"][1]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a handle item in {reply}"));
-    let handle = text.strip_prefix("work_session: ").expect("the handle");
-    (handle.to_owned(), created_total(app) > before)
+    let handle = support::settle(plan).await;
+    (handle, created_total(app) > before)
 }
 
 /// Selections counted so far as creating a work session.
