@@ -83,7 +83,7 @@ impl Lifetimes {
 }
 
 /// The MCP-session part of a query.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct McpQuery {
     pub session: McpSessionId,
     pub upstream: UpstreamId,
@@ -92,7 +92,7 @@ pub struct McpQuery {
 }
 
 /// Everything one request needs to know, asked in one round trip.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Query {
     pub principal: PrincipalId,
     pub surface: Surface,

@@ -101,6 +101,26 @@ async fn redis_store_keeps_the_contract() {
     contract(&redis_store(RedisSettings::new(redis.url()), &time), &time).await;
 }
 
+/// The contract again with the lookup cache on ([`broker::store::redis::cache`]): a refresh
+/// interval of 1 ms of the manual clock, so a kept answer is served until the next time step, and
+/// every write a case makes must reach the answers after it.
+#[tokio::test]
+async fn redis_store_with_the_lookup_cache_keeps_the_contract() {
+    let redis = support::RedisServer::start();
+    let time = TestTime::redis_url(&redis.url());
+    let mut cached = lifetimes();
+    cached.refresh = Duration::from_millis(1);
+    let store = RedisStore::new(RedisSettings::new(redis.url()), cached)
+        .expect("store")
+        .with_clock(time.clock())
+        .with_lookup_cache(true);
+    contract(&store, &time).await;
+    assert!(
+        store.lookup_cache_hits().unwrap_or(0) > 0,
+        "the contract's steady lookups were answered from the cache"
+    );
+}
+
 #[tokio::test]
 async fn redis_cluster_store_keeps_the_contract() {
     let cluster = support::cluster::RedisCluster::start();

@@ -76,7 +76,18 @@ async fn case(redis: &support::RedisServer, ops: &[Op]) -> Result<(), TestCaseEr
     let in_redis = RedisStore::new(RedisSettings::new(redis.url()), lifetimes())
         .expect("store")
         .with_max_work_sessions(CAP)
-        .with_clock(time.clock());
+        .with_clock(time.clock())
+        .with_lookup_cache(true);
+    // With the lookup cache serving from the first operation on: every write must reach the
+    // lookups after it, and time steps must expire what they would in Redis.
+    let started = std::time::Instant::now();
+    while !in_redis.lookup_cache_live() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the cache's feed never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let mut sides = [Side::new(Box::new(memory)), Side::new(Box::new(in_redis))];
     let world = World::new();
     for (n, op) in ops.iter().enumerate() {

@@ -61,8 +61,18 @@ impl RedisServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("msb-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        let server = Self {
+            child: Self::spawn(port, &dir),
+            port,
+            _dir: TempDir(dir),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> Child {
         let binary = redis_server_binary();
-        let child = Command::new(&binary)
+        Command::new(&binary)
             .args([
                 "--port",
                 &port.to_string(),
@@ -74,18 +84,41 @@ impl RedisServer {
                 "no",
             ])
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| cannot_start(&binary, &e));
-        let server = Self {
-            child,
-            port,
-            _dir: TempDir(dir),
-        };
-        server.wait_ready();
-        server
+            .unwrap_or_else(|e| cannot_start(&binary, &e))
+    }
+
+    /// Kills the server (its data is gone: no persistence).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new, empty server on the same port.
+    pub fn start_again(&mut self) {
+        self.child = Self::spawn(self.port, &self._dir.0);
+        self.wait_ready();
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let status = Command::new("kill")
+            .args([which, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {which} failed");
     }
 
     pub fn url(&self) -> String {

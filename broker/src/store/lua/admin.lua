@@ -19,4 +19,5 @@ else
   -- The index's score follows `la`, so it no longer counts as live (bind's cap, lookup's count).
   redis.call('ZADD', KEYS[4], 'XX', now - idle, ARGV[5])
 end
+announce(KEYS[1])
 return 1

@@ -6,4 +6,5 @@
 -- would read as a corrupt work session).
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'f') == 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+announce(KEYS[1])
 return 1

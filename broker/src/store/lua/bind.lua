@@ -12,6 +12,7 @@
 --       last activity or the call count, it stamps the one and adds its call to the other)
 -- Returns 1; 0 when that work session was finalized meanwhile (it is never revived); -1 when it is not
 -- live and the principal already has the most live work sessions allowed. Nothing is written unless 1.
+-- Announced to every replica's lookup cache (prelude's announce) when written.
 -- The check and the writes are one script, so concurrent binds can never exceed the cap.
 local state = redis.call('HMGET', KEYS[1], 'la', 'f')
 if state[2] then return 0 end
@@ -46,4 +47,5 @@ redis.call('PEXPIRE', KEYS[5], ARGV[6])
 redis.call('ZADD', KEYS[6], now + idle + ahead, ARGV[8])
 redis.call('ZADD', KEYS[7], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[7], idle + ahead + tonumber(ARGV[3]))
+announce(KEYS[1])
 return 1

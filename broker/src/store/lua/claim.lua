@@ -29,6 +29,7 @@ for i = 3, #KEYS do
     redis.call('ZREM', KEYS[1], member)
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
       'ws', id, 'p', principal, 'sf', f[3], 'pj', f[4], 'cr', f[5], 'la', last, 'n', f[6], 'fz', now)
+    announce(key)
     claimed = claimed + 1
   end
 end

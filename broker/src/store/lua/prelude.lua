@@ -19,6 +19,16 @@ local function live_fields(key, idle, now)
   return false
 end
 
+-- Tells every replica's lookup cache (store::redis::cache) that what a settled lookup of this
+-- principal reads has changed: publishes the principal, taken from one of its keys
+-- ('<prefix>:{b:X}:p:<principal>:...'), on '<prefix>:invalidations'. Called by every script that
+-- changes a work session's project or backend sessions, finalizes one, or re-points a link, so
+-- that Redis queues the message to every replica before it replies to the writer.
+local function announce(key)
+  local prefix, principal = string.match(key, '^(.*):{b:%x+}:p:(%x+):')
+  if prefix then redis.call('PUBLISH', prefix .. ':invalidations', principal) end
+end
+
 -- Records a call in a live work session: its last activity, call count and MCP-session count, and
 -- slides the idle TTL of everything that points at it and its idle deadline. Shared by touch.lua and
 -- lookup.lua (which records a settled call in the same round trip).
@@ -30,6 +40,7 @@ end
 -- hash holds; ago: how long before now the last of those calls was made (ms, at most the refresh
 -- interval); ahead: the refresh interval (ms, Lifetimes::refresh), by which the deadline is pushed
 -- past the idle TTL, so a call a replica counted but never sent cannot make it come early.
+-- Returns true when it re-pointed a link that named another work session (announced).
 local function record_call(k, id, idle, keep, link_mode, conversation, member, now, calls, prev,
                            ago, ahead)
   local at = math.max(prev or 0, now - ago)
@@ -39,14 +50,26 @@ local function record_call(k, id, idle, keep, link_mode, conversation, member, n
   redis.call('ZADD', k[2], at, id)
   redis.call('ZREMRANGEBYSCORE', k[2], '-inf', now - idle)
   redis.call('PEXPIRE', k[2], idle)
+  local repointed = false
   if link_mode == '1' then
-    if redis.call('GET', k[3]) ~= id then redis.call('HINCRBY', k[1], 'm', 1) end
+    local old = redis.call('GET', k[3])
+    if old ~= id then
+      redis.call('HINCRBY', k[1], 'm', 1)
+      -- A link that named nothing settled no cached lookup: only a change of one is announced.
+      if old then repointed = true end
+    end
     redis.call('SET', k[3], id, 'PX', idle)
   elseif link_mode == '2' then
     redis.call('HINCRBY', k[1], 'm', calls)
   end
-  if conversation then redis.call('SET', k[4], id, 'PX', idle) end
+  if conversation then
+    local old = redis.call('GET', k[4])
+    if old and old ~= id then repointed = true end
+    redis.call('SET', k[4], id, 'PX', idle)
+  end
+  if repointed then announce(k[1]) end
   redis.call('ZADD', k[5], at + idle + ahead, member)
   redis.call('ZADD', k[6], at, id)
   redis.call('PEXPIRE', k[6], idle + ahead + keep)
+  return repointed
 end

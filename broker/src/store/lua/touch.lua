@@ -8,8 +8,9 @@
 --       7 how many calls it records (touches coalesced while the store was slow, or within a refresh
 --       interval), 8 how long before now the last of them was made (ms), 9 the refresh interval
 --       (ms, Lifetimes::refresh: the deadline is pushed that far past the idle TTL)
--- Returns 1, or 0 when the work session is gone, idle past its deadline or finalized (nothing is
--- written then: a late call never revives a work session the sweeper may be finalizing).
+-- Returns 1 (2 when it re-pointed a link that named another work session: announced), or 0 when
+-- the work session is gone, idle past its deadline or finalized (nothing is written then: a late
+-- call never revives a work session the sweeper may be finalizing).
 -- Also drops surface entries idle past their deadline (the read path never writes).
 local now = now_ms()
 local idle = tonumber(ARGV[2])
@@ -17,6 +18,7 @@ local last = redis.call('HGET', KEYS[1], 'la')
 if not is_live(tonumber(last), redis.call('HEXISTS', KEYS[1], 'f') == 1, idle, now) then
   return 0
 end
-record_call(KEYS, ARGV[1], idle, tonumber(ARGV[3]), ARGV[4], ARGV[5] == '1', ARGV[6], now,
+local repointed = record_call(KEYS, ARGV[1], idle, tonumber(ARGV[3]), ARGV[4], ARGV[5] == '1', ARGV[6], now,
   tonumber(ARGV[7]), tonumber(last), tonumber(ARGV[8]), tonumber(ARGV[9]))
+if repointed then return 2 end
 return 1

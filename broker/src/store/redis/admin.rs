@@ -39,7 +39,27 @@ pub(super) async fn set_backend_session(
         .keys(principal)
         .backend_session(session, &backend.upstream);
     let value = backend.session.to_string();
-    set_px(store, key, value, store.lifetimes.idle).await
+    set_px(store, key, value, store.lifetimes.idle).await?;
+    announce(store, principal).await
+}
+
+/// What `announce` in `lua/prelude.lua` does, for a write made without a script: tells every
+/// replica's lookup cache (this one's at once) that the principal's settled lookups may have
+/// changed. Sent after the write, so a replica that re-reads sees it.
+async fn announce(store: &RedisStore, principal: &PrincipalId) -> Result<(), StoreError> {
+    store.forget(principal);
+    let channel = format!("{}:invalidations", store.settings.prefix);
+    let message = principal.to_string();
+    store
+        .run(|mut connection| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(message)
+                .query_async::<i64>(&mut connection)
+                .await
+        })
+        .await
+        .map(|_| ())
 }
 
 /// `SET key value PX ttl`.
@@ -115,7 +135,8 @@ pub(super) async fn end_mcp_session(
                 .query_async::<()>(&mut connection)
                 .await
         })
-        .await
+        .await?;
+    announce(store, principal).await
 }
 
 pub(super) async fn list(
@@ -189,5 +210,8 @@ pub(super) async fn act(
         .arg(project)
         .arg(id.to_string());
     let done: i64 = store.eval(invocation).await?;
+    if done == 1 {
+        store.forget(principal);
+    }
     Ok(done == 1)
 }

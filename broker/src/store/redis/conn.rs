@@ -37,7 +37,7 @@ impl std::fmt::Debug for TlsFiles {
 }
 
 impl TlsFiles {
-    fn certificates(&self) -> Option<TlsCertificates> {
+    pub(super) fn certificates(&self) -> Option<TlsCertificates> {
         if self.ca.is_none() && self.client.is_none() {
             return None;
         }

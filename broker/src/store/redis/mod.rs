@@ -1,7 +1,8 @@
 //! The Redis store (one node or a Redis Cluster, plain or TLS: [`conn`]): one Lua script per
 //! operation (`scripts.rs`), every key it touches declared and in one slot (see
 //! [`crate::store::keys`]), every operation bounded by a timeout so a slow or stopped Redis fails a
-//! request fast instead of hanging.
+//! request fast instead of hanging. With [`RedisStore::with_lookup_cache`], a steady call's lookup
+//! is answered from this process's memory, kept honest by Redis ([`cache`], `feed.rs`).
 //!
 //! Time: the scripts judge and stamp by Redis's own clock (`TIME`), so replicas agree. A store given
 //! a test's manual clock ([`RedisStore::with_clock`]) runs the same scripts behind another clock
@@ -16,12 +17,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 mod admin;
+pub mod cache;
 mod conn;
 mod dead;
+mod feed;
 mod finalize;
 mod hints;
 mod lookup;
 mod scripts;
+mod writes;
 
 pub use conn::{Target, TlsFiles};
 
@@ -29,11 +33,11 @@ use super::clock::Clock;
 use super::keys::{Bucket, Keys};
 use super::{
     AdminAction, Answer, BackendRef, Claimed, DeadLetter, Lifetimes, McpQuery, McpState, Query,
-    Status, Store, StoreError, hash,
+    Status, Store, StoreError,
 };
 use crate::finalize::{Delivery, Redelivery};
 use crate::ids::{McpSessionId, PrincipalId};
-use crate::session::{BackendSessions, Links, WorkSession};
+use crate::session::{Links, WorkSession};
 use scripts::Scripts;
 
 /// Settings of the Redis store.
@@ -74,6 +78,11 @@ pub struct RedisStore {
     groups: std::sync::Mutex<std::collections::HashSet<Bucket>>,
     /// What the pointers held when last read (advisory: lets a lookup take one round trip).
     hints: hints::Hints,
+    /// Settled lookups served from memory ([`cache`]), when turned on ([`RedisStore::with_lookup_cache`]).
+    cache: Option<std::sync::Arc<cache::LookupCache>>,
+    /// The invalidation feed of `cache`, started by the first lookup (it needs the runtime).
+    feed: std::sync::Once,
+    target: Target,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -90,6 +99,9 @@ impl RedisStore {
         let target = Target::parse(&settings.url)?;
         let connector = conn::Connector::new(&target, &settings.tls, settings.timeout)?;
         Ok(Self {
+            target,
+            cache: None,
+            feed: std::sync::Once::new(),
             connector,
             settings,
             lifetimes,
@@ -106,6 +118,55 @@ impl RedisStore {
     pub fn with_max_work_sessions(mut self, cap: u64) -> Self {
         self.max_work_sessions = cap;
         self
+    }
+
+    /// Serves the lookups of steady calls from memory, kept honest by Redis ([`cache`]): on when
+    /// `on` and the lifetimes have a refresh interval (an entry is served for at most one).
+    pub fn with_lookup_cache(mut self, on: bool) -> Self {
+        let refresh_ms = Self::ms(self.lifetimes.refresh);
+        self.cache = (on && !self.lifetimes.refresh.is_zero()).then(|| {
+            std::sync::Arc::new(cache::LookupCache::new(cache::Rules {
+                idle_ms: Self::ms(self.lifetimes.idle),
+                refresh_ms,
+            }))
+        });
+        self
+    }
+
+    /// The lookup cache, its feed started on first use. Call from within a runtime.
+    fn cache(&self) -> Option<&std::sync::Arc<cache::LookupCache>> {
+        let cache = self.cache.as_ref()?;
+        self.feed.call_once(|| {
+            feed::spawn(
+                cache,
+                feed::FeedSettings {
+                    target: self.target.clone(),
+                    tls: self.settings.tls.clone(),
+                    channel: format!("{}:invalidations", self.settings.prefix),
+                    timeout: self.settings.timeout,
+                },
+            )
+        });
+        Some(cache)
+    }
+
+    /// Whether the lookup cache may serve now (its feed is subscribed and within its lease);
+    /// starts the feed if no lookup did yet. Call from within a runtime.
+    pub fn lookup_cache_live(&self) -> bool {
+        self.cache().is_some_and(|cache| cache.ticket().is_some())
+    }
+
+    /// How many lookups the cache answered (`None`: no cache).
+    pub fn lookup_cache_hits(&self) -> Option<u64> {
+        self.cache.as_ref().map(|cache| cache.hits())
+    }
+
+    /// Drops this process's cached lookups of `principal` after a write of its own, at once: the
+    /// feed tells every replica too, but this replica's next request must not wait for it.
+    fn forget(&self, principal: &PrincipalId) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(principal);
+        }
     }
 
     /// Judges time by `clock` instead of Redis's: for tests, with a [`Clock::Manual`] (its reading
@@ -170,22 +231,6 @@ impl RedisStore {
     }
 }
 
-fn link_key(keys: &Keys, links: &Links) -> String {
-    links
-        .mcp_session
-        .as_ref()
-        .map(|s| keys.mcp_link(s))
-        .unwrap_or_else(|| keys.unused())
-}
-
-fn conversation_key(keys: &Keys, links: &Links) -> String {
-    links
-        .conversation
-        .as_ref()
-        .map(|c| keys.conversation(c))
-        .unwrap_or_else(|| keys.unused())
-}
-
 /// A script's boolean argument.
 fn flag(on: bool) -> &'static str {
     if on { "1" } else { "0" }
@@ -194,7 +239,19 @@ fn flag(on: bool) -> &'static str {
 #[async_trait]
 impl Store for RedisStore {
     async fn lookup(&self, query: &Query) -> Result<Answer, StoreError> {
-        lookup::lookup(self, query).await
+        let Some(cache) = self.cache() else {
+            return lookup::lookup(self, query).await;
+        };
+        let now = self.now_ms();
+        if let Some(answer) = cache.get(query, now) {
+            return Ok(answer);
+        }
+        let ticket = cache.ticket();
+        let answer = lookup::lookup(self, query).await?;
+        if let Some(ticket) = ticket {
+            cache.put(ticket, query, &answer, now);
+        }
+        Ok(answer)
     }
 
     async fn mcp_state(
@@ -212,74 +269,11 @@ impl Store for RedisStore {
         now_ms: u64,
         calls: u64,
     ) -> Result<bool, StoreError> {
-        let keys = self.keys(&session.principal);
-        // How long ago the last of the calls was made, by the caller's clock against this store's
-        // (a difference: Redis stamps it with its own time), at most the refresh interval.
-        let refresh = Self::ms(self.lifetimes.refresh);
-        let ago = self.clock.now_ms().saturating_sub(now_ms).min(refresh);
-        let mut invocation = self.scripts.touch.prepare_invoke();
-        invocation
-            .key(keys.work_session(&session.id))
-            .key(keys.surface(&session.surface))
-            .key(link_key(&keys, links))
-            .key(conversation_key(&keys, links))
-            .key(keys.deadlines())
-            .key(keys.index())
-            .arg(session.id.to_string())
-            .arg(Self::ms(self.lifetimes.idle))
-            .arg(self.keep_ms())
-            .arg(match (&links.mcp_session, links.count_only) {
-                (None, _) => "0",
-                (Some(_), false) => "1",
-                (Some(_), true) => "2",
-            })
-            .arg(flag(links.conversation.is_some()))
-            .arg(super::keys::deadline_member(
-                &session.principal,
-                &session.id,
-            ))
-            .arg(calls)
-            .arg(ago)
-            .arg(refresh);
-        let touched: i64 = self.eval(invocation).await?;
-        Ok(touched == 1)
+        writes::touch_calls(self, session, links, now_ms, calls).await
     }
 
     async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError> {
-        let keys = self.keys(&session.principal);
-        let mut invocation = self.scripts.bind.prepare_invoke();
-        invocation
-            .key(keys.work_session(&session.id))
-            .key(keys.surface(&session.surface))
-            .key(link_key(&keys, links))
-            .key(conversation_key(&keys, links))
-            .key(keys.recent())
-            .key(keys.deadlines())
-            .key(keys.index())
-            .arg(session.id.to_string())
-            .arg(Self::ms(self.lifetimes.idle))
-            .arg(self.keep_ms())
-            .arg(flag(links.mcp_session.is_some()))
-            .arg(flag(links.conversation.is_some()))
-            .arg(Self::ms(self.lifetimes.recent_projects))
-            .arg(session.project.to_string())
-            .arg(super::keys::deadline_member(
-                &session.principal,
-                &session.id,
-            ))
-            .arg(self.max_work_sessions);
-        invocation.arg(Self::ms(self.lifetimes.refresh));
-        let (set, keep) = hash::bind_fields(session);
-        invocation.arg(set.len());
-        for (field, value) in set.into_iter().chain(keep) {
-            invocation.arg(field).arg(value);
-        }
-        let bound: i64 = self.eval(invocation).await?;
-        match bound {
-            1 => Ok(()),
-            -1 => Err(StoreError::TooMany(self.max_work_sessions)),
-            _ => Err(StoreError::Ended),
-        }
+        writes::bind(self, session, links).await
     }
 
     async fn set_work_backend(
@@ -287,14 +281,7 @@ impl Store for RedisStore {
         session: &WorkSession,
         backend: &BackendRef,
     ) -> Result<bool, StoreError> {
-        let keys = self.keys(&session.principal);
-        let mut invocation = self.scripts.backend.prepare_invoke();
-        invocation
-            .key(keys.work_session(&session.id))
-            .arg(BackendSessions::field(&backend.upstream, &session.project))
-            .arg(backend.session.to_string());
-        let recorded: i64 = self.eval(invocation).await?;
-        Ok(recorded == 1)
+        writes::set_work_backend(self, session, backend).await
     }
 
     async fn set_backend_session(

@@ -1,0 +1,275 @@
+//! The lookup cache across replicas, on a real `redis-server` (one node and a Cluster): a replica
+//! that kept a settled lookup sees another replica's select, an operator's rebind and an ended MCP
+//! session as soon as its feed reads the invalidation, its own writes at once, and nothing it kept
+//! once Redis restarts (empty), pauses, or the work session goes idle.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::ids::{McpSessionId, PrincipalId, Project, Surface, UpstreamId, WorkSessionId};
+use broker::session::{Links, WorkSession};
+use broker::store::redis::{RedisSettings, RedisStore};
+use broker::store::{AdminAction, Lifetimes, McpQuery, Query, Store};
+
+/// How long another replica may take to see a write: its feed reading one pub/sub message.
+const SEEN_WITHIN: Duration = Duration::from_millis(200);
+
+fn lifetimes(idle: Duration) -> Lifetimes {
+    let mut lifetimes = Lifetimes::with_idle(idle);
+    lifetimes.refresh = idle / 10;
+    lifetimes
+}
+
+fn replica(url: &str, idle: Duration) -> Arc<RedisStore> {
+    Arc::new(
+        RedisStore::new(RedisSettings::new(url), lifetimes(idle))
+            .expect("store")
+            .with_lookup_cache(true),
+    )
+}
+
+fn principal() -> PrincipalId {
+    PrincipalId::parse("5a".repeat(16)).expect("principal")
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms")
+}
+
+fn work(project: &str) -> WorkSession {
+    WorkSession {
+        id: WorkSessionId::random(),
+        principal: principal(),
+        surface: Surface::parse("claude-ai").expect("surface"),
+        conversation: None,
+        project: Project::parse(project).expect("project"),
+        created_ms: now_ms(),
+        last_active_ms: now_ms(),
+        calls: 0,
+        backends: Default::default(),
+    }
+}
+
+fn links(mcp: &McpSessionId) -> Links {
+    Links {
+        mcp_session: Some(mcp.clone()),
+        conversation: None,
+        count_only: false,
+    }
+}
+
+/// A steady call's lookup: the MCP session's link settles it.
+fn steady(mcp: &McpSessionId) -> Query {
+    Query {
+        principal: principal(),
+        surface: Surface::parse("claude-ai").expect("surface"),
+        mcp: Some(McpQuery {
+            session: mcp.clone(),
+            upstream: UpstreamId::parse("ab".repeat(8)).expect("upstream"),
+            backend: None,
+        }),
+        handle: None,
+        conversation: None,
+        settle_early: true,
+        record_when_settled: false,
+    }
+}
+
+/// The project `store` resolves the steady call on (`None`: nothing linked).
+async fn project(store: &RedisStore, query: &Query) -> Option<String> {
+    let answer = store.lookup(query).await.expect("lookup");
+    answer.found.linked.map(|s| s.project.to_string())
+}
+
+/// Looks up until `store` answers `want`; returns how long it took (panics past `SEEN_WITHIN`).
+async fn seen(store: &RedisStore, query: &Query, want: Option<&str>) -> Duration {
+    let started = Instant::now();
+    loop {
+        if project(store, query).await.as_deref() == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < SEEN_WITHIN,
+            "still not {want:?} after {SEEN_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// Puts `store`'s answer for `query` in its cache, and checks it is served from there.
+async fn kept(store: &RedisStore, query: &Query, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let before = store.lookup_cache_hits().expect("cache on");
+        assert_eq!(project(store, query).await.as_deref(), Some(want));
+        if store.lookup_cache_hits().expect("cache on") > before {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never answered from the cache");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn selects_and_rebinds_reach_every_replica(url: &str) {
+    let idle = Duration::from_secs(60);
+    let (a, b) = (replica(url, idle), replica(url, idle));
+    let mcp = McpSessionId::random();
+    let query = steady(&mcp);
+    a.bind(&work("p0"), &links(&mcp)).await.expect("bind");
+    kept(&b, &query, "p0").await;
+    kept(&a, &query, "p0").await;
+
+    let mut slowest = Duration::ZERO;
+    for round in 1..=40 {
+        let name = format!("p{round}");
+        let (writer, reader) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        writer.bind(&work(&name), &links(&mcp)).await.expect("bind");
+        // The writer's own next request sees it at once; the other replica once its feed read it.
+        assert_eq!(
+            project(writer, &query).await.as_deref(),
+            Some(name.as_str())
+        );
+        slowest = slowest.max(seen(reader, &query, Some(&name)).await);
+        kept(reader, &query, &name).await;
+    }
+    eprintln!("slowest replica to see a select: {slowest:?}");
+
+    // An operator's rebind, on either replica.
+    let current = a
+        .lookup(&query)
+        .await
+        .expect("lookup")
+        .found
+        .linked
+        .expect("linked");
+    kept(&b, &query, "p40").await;
+    let done = a
+        .admin(
+            &principal(),
+            &current.id,
+            &AdminAction::Rebind(Project::parse("ops").expect("p")),
+        )
+        .await
+        .expect("admin");
+    assert!(done);
+    seen(&b, &query, Some("ops")).await;
+
+    // An ended MCP session: refused everywhere.
+    kept(&b, &query, "ops").await;
+    a.end_mcp_session(&principal(), &mcp).await.expect("end");
+    let started = Instant::now();
+    while !b.lookup(&query).await.expect("lookup").mcp.ended {
+        assert!(
+            started.elapsed() < SEEN_WITHIN,
+            "the ended MCP session still served"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selects_rebinds_and_ends_reach_every_replica() {
+    let redis = support::RedisServer::start();
+    selects_and_rebinds_reach_every_replica(&redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selects_rebinds_and_ends_reach_every_replica_on_a_cluster() {
+    let cluster = support::cluster::RedisCluster::start();
+    selects_and_rebinds_reach_every_replica(&cluster.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_kept_is_served_once_redis_restarts_empty() {
+    let mut redis = support::RedisServer::start();
+    let store = replica(&redis.url(), Duration::from_secs(60));
+    let mcp = McpSessionId::random();
+    let query = steady(&mcp);
+    store
+        .bind(&work("before"), &links(&mcp))
+        .await
+        .expect("bind");
+    kept(&store, &query, "before").await;
+
+    redis.stop();
+    // The feed's connection breaks: the cache is dropped, lookups fail fast.
+    let started = Instant::now();
+    while store.lookup(&query).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still served from the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    redis.start_again();
+    let started = Instant::now();
+    let answer = loop {
+        if let Ok(answer) = store.lookup(&query).await {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        answer.found.linked, None,
+        "the binding died with Redis's data: ask again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_kept_is_served_while_redis_is_paused() {
+    let redis = support::RedisServer::start();
+    let store = replica(&redis.url(), Duration::from_secs(60));
+    let mcp = McpSessionId::random();
+    let query = steady(&mcp);
+    store
+        .bind(&work("atlas"), &links(&mcp))
+        .await
+        .expect("bind");
+    kept(&store, &query, "atlas").await;
+    redis.pause();
+    let started = Instant::now();
+    while store.lookup(&query).await.is_ok() {
+        // The lease (1 s) runs out, or the heartbeat (every 250 ms, 500 ms timeout) fails first.
+        assert!(
+            started.elapsed() < Duration::from_millis(1_500),
+            "served while cut off"
+        );
+    }
+    redis.resume();
+    let started = Instant::now();
+    while project(&store, &query).await.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never recovered"
+        );
+    }
+    kept(&store, &query, "atlas").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_work_session_is_never_served() {
+    let redis = support::RedisServer::start();
+    let idle = Duration::from_millis(1_500);
+    let store = replica(&redis.url(), idle);
+    let mcp = McpSessionId::random();
+    let query = steady(&mcp);
+    store
+        .bind(&work("atlas"), &links(&mcp))
+        .await
+        .expect("bind");
+    kept(&store, &query, "atlas").await;
+    tokio::time::sleep(idle).await;
+    assert_eq!(project(&store, &query).await, None, "idle: not live");
+}
