@@ -118,6 +118,11 @@ pub struct Args {
         default_value = "on"
     )]
     pub initialize_cache: OnOff,
+    /// Redis store: `on` answers a steady call's lookup from this replica's memory, kept honest by
+    /// Redis (every select, rebind, end and finalization is announced to every replica); `off`:
+    /// every call reads Redis.
+    #[arg(long, env = "BROKER_LOOKUP_CACHE", value_enum, default_value = "on")]
+    pub lookup_cache: OnOff,
     /// Let requests without a credential in, all as one anonymous principal.
     #[arg(long, env = "BROKER_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -280,6 +285,7 @@ impl Args {
         settings.surface_window = self.surface_window;
         settings.bridge = self.bridge;
         settings.initialize_cache = self.initialize_cache == OnOff::On;
+        settings.lookup_cache = self.lookup_cache == OnOff::On;
         settings.conversation_meta_keys = self
             .conversation_meta_keys
             .into_iter()

@@ -44,6 +44,9 @@ pub struct Settings {
     /// Answer `initialize` from the backend's cached result and open the client's own backend
     /// session only when something needs it.
     pub initialize_cache: bool,
+    /// Redis store: serve settled lookups from memory, kept honest by Redis
+    /// (`broker::store::redis::cache`).
+    pub lookup_cache: bool,
     pub allow_anonymous: bool,
     /// Where the principal comes from: the bearer credential's hash, a verified OAuth access
     /// token's issuer and subject, or a trusted proxy's header.
@@ -113,6 +116,7 @@ impl Settings {
             conversation_header: None,
             bridge: Default::default(),
             initialize_cache: true,
+            lookup_cache: true,
             conversation_meta_keys: vec!["openai/session".into(), "gen_ai.conversation.id".into()],
             allow_anonymous: false,
             principal_source: Default::default(),

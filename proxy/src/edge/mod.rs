@@ -91,7 +91,11 @@ impl App {
             Some(url) => {
                 let mut redis = RedisSettings::new(url.clone());
                 redis.tls = settings.redis_tls.clone();
-                Arc::new(RedisStore::new(redis, lifetimes)?.with_max_work_sessions(cap))
+                Arc::new(
+                    RedisStore::new(redis, lifetimes)?
+                        .with_max_work_sessions(cap)
+                        .with_lookup_cache(settings.lookup_cache),
+                )
             }
             None => Arc::new(MemoryStore::new(lifetimes).with_max_work_sessions(cap)),
         };
