@@ -2,7 +2,7 @@
 # Shared helpers for scripts/test and scripts/quickstart. Source it; do not run it.
 #
 # Provides: REPO_ROOT, VENV, MODERN_VENV, stage, die, require_tools, ensure_redis, ensure_kubectl,
-# ensure_venv, ensure_modern_venv, ensure_node_modules.
+# ensure_promtool, ensure_venv, ensure_modern_venv, ensure_node_modules.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO_ROOT/.venv"
@@ -63,6 +63,22 @@ ensure_kubectl() {
         return 0
     fi
     die "kubectl is missing: install it (Debian/Ubuntu: 'sudo apt-get install -y kubernetes-client'), or run this script as root so it can install it"
+}
+
+# ensure_promtool: promtool (to check deploy/prometheus's alerting rules), from Debian's `prometheus`
+# package (installed without recommends; the server it ships is not started) when we are root, else exit 1.
+ensure_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "promtool not found; installing the Debian package prometheus (for promtool)"
+        DEBIAN_FRONTEND=noninteractive apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
+        command -v promtool >/dev/null 2>&1 || die "apt-get installed prometheus but promtool is not on PATH"
+        return 0
+    fi
+    die "promtool is missing: install it (Debian/Ubuntu: 'sudo apt-get install -y --no-install-recommends prometheus'), or run this script as root so it can install it"
 }
 
 _sha256_of() {

@@ -6,7 +6,8 @@
 - what the docs promise holds in the rendered objects: the backend on loopback with no port, the
   broker non-root with a read-only root filesystem, probes, resources, a PodDisruptionBudget, a
   NetworkPolicy, an autoscaler, secrets only from Secrets, prod on a Redis Cluster over TLS with 3
-  replicas, a config file whose every key the broker documents;
+  replicas and the alerting rules (deploy/prometheus/) as a ConfigMap, a config file whose every key
+  the broker documents;
 - the compose stack keeps Redis's data and restarts what stops.
 """
 
@@ -113,6 +114,15 @@ def test_prod_runs_three_replicas_on_a_redis_cluster_over_tls() -> None:
     policy = find(objects, "NetworkPolicy", "mcp-server")["spec"]["ingress"][0]
     assert policy.get("from"), "prod narrows who reaches the broker"
     assert all(o["metadata"].get("namespace") == "mcp-session-broker" for o in objects)
+
+
+def test_prod_ships_the_alerting_rules_from_their_one_source() -> None:
+    """The ConfigMap holds deploy/prometheus/session-broker-rules.yaml unchanged, under a stable name
+    (the Prometheus that mounts it is deployed elsewhere); scripts/check-monitoring checks the rules."""
+    rules = find(render("overlays/prod"), "ConfigMap", "session-broker-prometheus-rules")
+    source = (REPO / "deploy" / "prometheus" / "session-broker-rules.yaml").read_text()
+    assert rules["data"] == {"session-broker-rules.yaml": source}
+    assert rules["metadata"]["namespace"] == "mcp-session-broker"
 
 
 def test_dev_runs_its_own_persistent_redis() -> None:
