@@ -136,7 +136,9 @@ pub(super) async fn end_mcp_session(
                 .await
         })
         .await?;
-    announce(store, principal).await
+    announce(store, principal).await?;
+    store.seen_everywhere().await;
+    Ok(())
 }
 
 pub(super) async fn list(
@@ -212,6 +214,7 @@ pub(super) async fn act(
     let done: i64 = store.eval(invocation).await?;
     if done == 1 {
         store.forget(principal);
+        store.seen_everywhere().await;
     }
     Ok(done == 1)
 }

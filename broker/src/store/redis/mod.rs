@@ -66,7 +66,7 @@ impl RedisSettings {
 
 /// A store in Redis.
 pub struct RedisStore {
-    connector: conn::Connector,
+    connector: std::sync::Arc<conn::Connector>,
     settings: RedisSettings,
     lifetimes: Lifetimes,
     /// Most live work sessions per principal that [`Store::bind`] lets exist (0: no limit).
@@ -97,7 +97,8 @@ impl RedisStore {
     /// Builds the connector; no connection is made until the first operation.
     pub fn new(settings: RedisSettings, lifetimes: Lifetimes) -> Result<Self, StoreError> {
         let target = Target::parse(&settings.url)?;
-        let connector = conn::Connector::new(&target, &settings.tls, settings.timeout)?;
+        let connector =
+            std::sync::Arc::new(conn::Connector::new(&target, &settings.tls, settings.timeout)?);
         Ok(Self {
             target,
             cache: None,
@@ -139,10 +140,11 @@ impl RedisStore {
         self.feed.call_once(|| {
             feed::spawn(
                 cache,
+                self.connector.clone(),
                 feed::FeedSettings {
                     target: self.target.clone(),
                     tls: self.settings.tls.clone(),
-                    channel: format!("{}:invalidations", self.settings.prefix),
+                    prefix: self.settings.prefix.clone(),
                     timeout: self.settings.timeout,
                 },
             )
@@ -154,6 +156,19 @@ impl RedisStore {
     /// starts the feed if no lookup did yet. Call from within a runtime.
     pub fn lookup_cache_live(&self) -> bool {
         self.cache().is_some_and(|cache| cache.ticket().is_some())
+    }
+
+    /// After a write that the client's next request must see on every replica (a select, an
+    /// operator's action, an ended MCP session): waits until every replica's lookup cache has
+    /// applied it ([`feed::barrier`]). Replicas without the cache do not register, so without any
+    /// this is one read. A failure waits a lease out instead (every cache that could not be told
+    /// stops serving by then).
+    async fn seen_everywhere(&self) {
+        let prefix = &self.settings.prefix;
+        if let Err(error) = feed::barrier(&self.connector, prefix, self.settings.timeout).await {
+            tracing::warn!(%error, "lookup cache: cannot confirm an invalidation; waiting a lease out");
+            tokio::time::sleep(cache::LEASE).await;
+        }
     }
 
     /// How many lookups the cache answered (`None`: no cache).
