@@ -19,7 +19,8 @@ message on the session's GET stream, tied to no request). Resource template
 
 Extra HTTP routes: ``GET /audit`` (JSON list of every tool call: tool, mcp_session, session_project,
 header_project, has_assertion, authorization (the ``Authorization`` header, a test backend's record),
-args as received), ``DELETE /audit`` (clear it), ``GET /health`` ("ok").
+args as received, traceparent and meta_traceparent: the W3C trace context in the header and in
+``params._meta``), ``DELETE /audit`` (clear it), ``GET /health`` ("ok").
 
 Stateless mode (``--stateless``): the server keeps no MCP sessions at all (its ``initialize`` reply
 carries no session id, as serverless deployments do). It then takes the project from the broker:
@@ -89,6 +90,16 @@ def _headers(ctx: Context) -> dict[str, str]:
     return {k.lower(): v for k, v in request.headers.items()}
 
 
+def _meta_traceparent(ctx: Context) -> str | None:
+    """``params._meta.traceparent`` of the current request, if the client sent one."""
+    meta = getattr(ctx.request_context, "meta", None)
+    if meta is None:
+        return None
+    extra = getattr(meta, "model_extra", None) or {}
+    value = extra.get("traceparent", getattr(meta, "traceparent", None))
+    return value if isinstance(value, str) else None
+
+
 def _record(ctx: Context, tool: str) -> tuple[str, str | None, str | None]:
     """Append one audit entry; return (mcp session id, session project, header project)."""
     headers = _headers(ctx)
@@ -108,6 +119,9 @@ def _record(ctx: Context, tool: str) -> tuple[str, str | None, str | None]:
             "authorization": headers.get("authorization"),
             "args": _RAW_ARGS.get(),
             "at": time.time(),
+            # W3C trace context as received: the header, and the same key in params._meta.
+            "traceparent": headers.get("traceparent"),
+            "meta_traceparent": _meta_traceparent(ctx),
         }
     )
     log.info(

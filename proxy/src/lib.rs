@@ -19,6 +19,7 @@ pub mod edge;
 pub mod mcp;
 pub mod metrics;
 pub mod ops;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;

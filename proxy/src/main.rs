@@ -3,7 +3,6 @@
 //! subcommand instead ([`proxy::ops::admin_cli`]), parsed on its own.
 
 use proxy::config::file::{self, ConfigError};
-use tracing_subscriber::EnvFilter;
 
 fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -47,21 +46,13 @@ fn runtime(threads: usize) -> Option<tokio::runtime::Runtime> {
 }
 
 async fn serve(args: proxy::config::cli::Args) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a person at a terminal: a log file or collector gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_ansi(false)
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_ansi(ansi)
-            .with_env_filter(filter)
-            .init();
-    }
+    let telemetry = match proxy::telemetry::init(args.log_json, args.traces) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("session-broker: {error}");
+            std::process::exit(2);
+        }
+    };
     let listen = args.listen;
     let settings = match args.into_settings() {
         Ok(settings) => settings,
@@ -82,6 +73,7 @@ async fn serve(args: proxy::config::cli::Args) {
         eprintln!("session-broker: {error}");
         std::process::exit(2);
     }
+    telemetry.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
 async fn shutdown_signal() {

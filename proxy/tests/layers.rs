@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 const RANKS: &[(&str, u8)] = &[
     ("config", 0),
     ("metrics", 0),
-    ("backend", 1),
-    ("mcp", 2),
-    ("edge", 3),
-    ("ops", 4),
+    ("telemetry", 1),
+    ("backend", 2),
+    ("mcp", 3),
+    ("edge", 4),
+    ("ops", 5),
 ];
 
 fn rank(layer: &str) -> Option<u8> {

@@ -86,6 +86,9 @@ async def test_a_poisoned_event_is_dead_lettered_without_blocking_others_and_rep
     assert len(dead) == 1, dead
     assert dead[0]["event"]["project"] == "innkeeper", dead
     assert dead[0]["deliveries"] == 2 and "HTTP 500" in dead[0]["reason"], dead
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        metrics = (await http.get(f"{broker.base}/metrics")).text
+    assert "session_broker_finalization_dead_letters_total 1" in metrics.splitlines(), "the dead letter is counted"
     # Bounded: two deliveries of three quick attempts each, then nothing more.
     await anyio.sleep(1.5)
     assert receiver.failed_projects == ["innkeeper"] * 6, receiver.failed_projects

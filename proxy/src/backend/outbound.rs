@@ -164,16 +164,24 @@ impl UpstreamRequest {
         &self.headers
     }
 
-    /// The HTTP request for `upstream` (its URI and `Host`).
+    /// The HTTP request for `upstream` (its URI and `Host`). With traces on, it carries its client
+    /// span ([`crate::backend::upstream::ClientSpan`], ended by [`Upstream::send`]) and that
+    /// span's trace context, in the headers and in `params._meta`.
     pub fn build(mut self, upstream: &Upstream) -> Result<Request<Full<Bytes>>, UpstreamError> {
         self.headers
             .insert(header::HOST, upstream.authority().clone());
+        let span = crate::telemetry::propagation::outbound(&mut self.body, &mut self.headers);
         let mut request = Request::builder()
             .method(self.method)
             .uri(upstream.uri(&self.path)?)
             .body(Full::new(self.body))
             .map_err(|e| UpstreamError::Malformed(e.to_string()))?;
         *request.headers_mut() = self.headers;
+        if let Some(span) = span {
+            request
+                .extensions_mut()
+                .insert(crate::backend::upstream::ClientSpan(span));
+        }
         Ok(request)
     }
 

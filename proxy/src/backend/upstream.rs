@@ -2,6 +2,7 @@
 //! (JSON or SSE) for the requests the broker sends on its own.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use broker::sse;
 use bytes::Bytes;
@@ -30,6 +31,12 @@ pub enum UpstreamError {
     #[error("the MCP server closed the reply before answering")]
     NoReply,
 }
+
+/// The client span of one request to the backend (traces on: [`crate::telemetry::propagation`]),
+/// carried in the request's extensions from [`crate::backend::outbound::UpstreamRequest::build`]
+/// to [`Upstream::send`], which ends it at the response headers.
+#[derive(Clone)]
+pub struct ClientSpan(pub tracing::Span);
 
 /// The pooled client for one upstream.
 pub struct Upstream {
@@ -80,13 +87,34 @@ impl Upstream {
     /// then stream for as long as it likes).
     pub async fn send(
         &self,
-        request: Request<Full<Bytes>>,
+        mut request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+        let span = request.extensions_mut().remove::<ClientSpan>();
+        let sending = tokio::time::timeout(self.timeout, self.client.request(request));
+        let sent = match &span {
+            Some(ClientSpan(span)) => sending.instrument(span.clone()).await,
+            None => sending.await,
+        };
+        let result = match sent {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
             Ok(Err(e)) => Err(UpstreamError::Unreachable(error_chain(&e))),
             Ok(Ok(response)) => Ok(response),
+        };
+        if let Some(ClientSpan(span)) = span {
+            match &result {
+                Ok(response) => {
+                    span.record("http.response.status_code", i64::from(response.status().as_u16()));
+                    if response.status().is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                }
+                Err(error) => {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", error.to_string());
+                }
+            }
         }
+        result
     }
 
     /// Reads the JSON-RPC reply with `id` from a response, whether JSON or SSE, within the timeout.

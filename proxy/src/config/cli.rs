@@ -167,6 +167,10 @@ pub struct Args {
     /// the least CPU per request (the choice for a sidecar given one CPU or less).
     #[arg(long, env = "BROKER_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+    /// Export traces: `otlp` (OTLP over HTTP/protobuf to OTEL_EXPORTER_OTLP_ENDPOINT, default
+    /// http://localhost:4318) or `none`.
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", value_enum, default_value = "none")]
+    pub traces: TracesExporter,
     /// Log as JSON lines.
     #[arg(long, env = "BROKER_LOG_JSON")]
     pub log_json: bool,
@@ -232,6 +236,15 @@ fn read_secret(path: &PathBuf) -> Result<Vec<u8>, CliError> {
 }
 
 /// A setting that is on or off.
+/// Where traces go (`--traces`, `OTEL_TRACES_EXPORTER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TracesExporter {
+    /// No traces (the default).
+    None,
+    /// OTLP over HTTP/protobuf.
+    Otlp,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnOff {
     On,

@@ -55,9 +55,25 @@ pub async fn serve(
         upstream_status = Empty,
         latency_ms = Empty,
         traceparent = Empty,
+        // The server span of traces (crate::telemetry), named and filled per the MCP conventions
+        // once the message is read (mcp::dispatch).
+        otel.name = %format_args!("{method} {path}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        mcp.method.name = Empty,
+        mcp.session.id = Empty,
+        mcp.protocol.version = Empty,
+        mcp.resource.uri = Empty,
+        jsonrpc.request.id = Empty,
+        gen_ai.tool.name = Empty,
+        gen_ai.operation.name = Empty,
+        http.response.status_code = Empty,
     );
     if let Some(traceparent) = traceparent(request.headers()) {
         span.record("traceparent", traceparent);
+    }
+    if let Some(parent) = crate::telemetry::propagation::from_headers(request.headers()) {
+        crate::telemetry::propagation::continue_trace(&span, parent);
     }
     // Before anything reads or copies the headers: an identity header a peer may not set is gone
     // from every path and request kind (the MCP path, its initialize, pass-through). The broker's
@@ -92,6 +108,14 @@ pub async fn serve(
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         let upstream = metrics::upstream_time();
+        let span = Span::current();
+        span.record("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            span.record("otel.status_code", "ERROR");
+        }
+        if let Some(method) = metrics::current_mcp_method() {
+            app.metrics.operation(method, elapsed);
+        }
         if let Some(rpc) = metrics::current_method() {
             app.metrics.request(rpc, status);
             if rpc == Rpc::ToolsCall {

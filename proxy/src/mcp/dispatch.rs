@@ -95,6 +95,61 @@ async fn stream_or_delete(
     Ok(crate::mcp::get_stream::with_work_session(app, parts, &caller, response).await)
 }
 
+/// Names the request's span after its message, per the OpenTelemetry MCP conventions
+/// (`{mcp.method.name} {target}` and their attributes), records its MCP method for the operation
+/// duration metric, and continues a trace the client carried in `params._meta` (before any child
+/// span: none started yet).
+fn describe(message: &jsonrpc::Message, caller: &Caller, version: Option<&str>) {
+    use crate::telemetry::propagation;
+    let span = Span::current();
+    let method = message
+        .value
+        .get("method")
+        .and_then(serde_json::Value::as_str);
+    let Some(method) = method else {
+        return; // a response to a server request: no operation of its own
+    };
+    metrics::set_mcp_method(metrics::method_label(method));
+    if let Kind::ToolsCall(call) = &message.kind {
+        span.record("tool", call.name.as_str());
+        span.record("gen_ai.tool.name", call.name.as_str());
+        span.record("gen_ai.operation.name", "execute_tool");
+    }
+    if !crate::telemetry::on() {
+        return;
+    }
+    let params = message.params();
+    let target = propagation::target(method, params);
+    span.record(
+        "otel.name",
+        propagation::span_name(method, target.as_deref()),
+    );
+    span.record("mcp.method.name", method);
+    if method.starts_with("resources/")
+        && let Some(uri) = &target
+    {
+        span.record("mcp.resource.uri", uri.as_str());
+    }
+    match &message.id {
+        Some(jsonrpc::RequestId::Number(n)) => {
+            span.record("jsonrpc.request.id", n.to_string());
+        }
+        Some(jsonrpc::RequestId::Text(t)) => {
+            span.record("jsonrpc.request.id", t.as_str());
+        }
+        None => {}
+    }
+    if let Some(version) = version {
+        span.record("mcp.protocol.version", version);
+    }
+    if let Some(claims) = &caller.session {
+        span.record("mcp.session.id", display(&claims.sid));
+    }
+    if let Some(parent) = propagation::from_meta(params) {
+        propagation::continue_trace(&span, parent);
+    }
+}
+
 /// A POST: its body (the edge's, under its deadline and the in-flight budget) read up to the
 /// configured limit, then handled by kind.
 async fn post<B>(
@@ -121,12 +176,10 @@ where
     };
     metrics::set_method(rpc);
     Span::current().record("rpc", rpc.as_str());
-    if let Body::Single(message) = &parsed
-        && let Kind::ToolsCall(call) = &message.kind
-    {
-        Span::current().record("tool", call.name.as_str());
-    }
     let version = headers::text(&parts.headers, &MCP_PROTOCOL_VERSION);
+    if let Body::Single(message) = &parsed {
+        describe(message, &caller, version);
+    }
     match request::classify(&parsed, version, caller.session.is_some()) {
         Post::Initialize => {
             return crate::mcp::initialize::handle(app, parts, &caller, bytes, &parsed).await;

@@ -10,6 +10,7 @@
 //! The catalogue, with labels and meanings, is in `docs/operations.md`.
 
 mod labels;
+mod operations;
 mod scope;
 
 use std::future::Future;
@@ -29,9 +30,10 @@ use labels::{
     StoreLabels, UpstreamLabels,
 };
 pub use labels::{Own, Refusal, Reinit, Rpc, StoreOp};
+pub use operations::{SpansDropped, method_label, span_dropped};
 pub use scope::{
-    RequestScope, add_upstream_time, current_method, in_request, set_method, upstream_body,
-    upstream_time,
+    RequestScope, add_upstream_time, current_mcp_method, current_method, in_request,
+    set_mcp_method, set_method, upstream_body, upstream_time,
 };
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
@@ -68,6 +70,8 @@ pub struct Metrics {
     work_sessions_finalized: Counter,
     work_sessions_live: Gauge,
     runtime_tasks: Gauge,
+    operations: Histograms<operations::OperationLabels>,
+    dead_letters: Counter,
 }
 
 impl Default for Metrics {
@@ -85,7 +89,9 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// A registry with every family registered (and no samples yet).
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix(PREFIX);
+        let mut root = Registry::default();
+        let (operations, dead_letters) = operations::register(&mut root);
+        let registry = root.sub_registry_with_prefix(PREFIX);
         let requests = Family::default();
         let upstream_latency =
             Family::new_with_constructor(upstream_histogram as fn() -> Histogram);
@@ -100,7 +106,7 @@ impl Metrics {
         let work_sessions_finalized = Counter::default();
         let work_sessions_live = Gauge::default();
         let runtime_tasks = Gauge::default();
-        let r = &mut registry;
+        let r = registry;
         r.register(
             "requests",
             "Requests on the MCP path and passed-through paths, by method label and HTTP status",
@@ -170,7 +176,9 @@ impl Metrics {
             runtime_tasks.clone(),
         );
         Self {
-            registry: Arc::new(registry),
+            registry: Arc::new(root),
+            operations,
+            dead_letters,
             requests,
             upstream_latency,
             broker_overhead,
@@ -209,6 +217,18 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// One MCP operation served (the method label of [`method_label`]), in `elapsed`.
+    pub fn operation(&self, mcp_method_name: &'static str, elapsed: Duration) {
+        self.operations
+            .get_or_create(&operations::OperationLabels { mcp_method_name })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A finalization event went to the dead letters.
+    pub fn dead_letter(&self) {
+        self.dead_letters.inc();
     }
 
     /// The broker's own time on a `tools/call`: `total` (until the response headers) minus `upstream`.
@@ -290,7 +310,16 @@ impl Metrics {
             operation: op.as_str(),
         };
         let started = Instant::now();
-        let result = call.await;
+        // A child span of the request's for traces (target `otel`: never logged; no cost when
+        // traces are off).
+        let span = tracing::info_span!(
+            target: "otel",
+            "store",
+            otel.name = %format_args!("session_store {}", op.as_str()),
+            otel.kind = "client",
+            db.operation.name = op.as_str(),
+        );
+        let result = tracing::Instrument::instrument(call, span).await;
         self.store_latency
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());

@@ -13,6 +13,7 @@ use super::Rpc;
 #[derive(Debug, Default)]
 pub struct RequestScope {
     method: Cell<Option<Rpc>>,
+    mcp_method: Cell<Option<&'static str>>,
     upstream: Cell<Duration>,
 }
 
@@ -28,6 +29,16 @@ pub async fn in_request<F: Future>(handling: F) -> F::Output {
 /// Sets the current request's method label.
 pub fn set_method(method: Rpc) {
     let _ = SCOPE.try_with(|s| s.method.set(Some(method)));
+}
+
+/// Sets the current request's MCP method (a [`super::method_label`]).
+pub fn set_mcp_method(method: &'static str) {
+    let _ = SCOPE.try_with(|s| s.mcp_method.set(Some(method)));
+}
+
+/// The current request's MCP method, once known.
+pub fn current_mcp_method() -> Option<&'static str> {
+    SCOPE.try_with(|s| s.mcp_method.get()).ok().flatten()
 }
 
 /// The current request's method label, once known.

@@ -211,14 +211,17 @@ async fn handle(app: &App, webhook: &webhook::Webhook, policy: &Redelivery, deli
         Err(error) if attempt >= u64::from(policy.attempts) => {
             let reason = error.to_string();
             match app.store.dead_letter(&delivery, &reason).await {
-                Ok(()) => tracing::error!(
-                    work_session = %event.work_session,
-                    event = %delivery.id,
-                    attempt,
-                    %error,
-                    "finalization actions failed every attempt; the event is a dead letter now \
-                     (session-broker sessions dead-letters)"
-                ),
+                Ok(()) => {
+                    app.metrics.dead_letter();
+                    tracing::error!(
+                        work_session = %event.work_session,
+                        event = %delivery.id,
+                        attempt,
+                        %error,
+                        "finalization actions failed every attempt; the event is a dead letter now \
+                         (session-broker sessions dead-letters)"
+                    );
+                }
                 Err(store) => {
                     tracing::warn!(%store, %error, "could not dead-letter a failed event; it will be delivered again")
                 }
