@@ -1,6 +1,7 @@
 //! `session-broker`: reads the command line (and the `--config` file), sets up logging, binds, and
 //! runs until SIGTERM/Ctrl-C. With `sessions`, `token` or `keygen` first, it runs that operator
-//! subcommand instead ([`proxy::ops::admin_cli`]), parsed on its own.
+//! subcommand instead ([`proxy::ops::admin_cli`]), parsed on its own; with `check` first, it checks
+//! the server's configuration and exits ([`proxy::ops::check`]).
 
 use proxy::config::file::{self, ConfigError};
 
@@ -8,6 +9,10 @@ fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if proxy::ops::admin_cli::is_subcommand(&argv) {
         let code = runtime(1).map_or(2, |rt| rt.block_on(proxy::ops::admin_cli::main(argv)));
+        std::process::exit(code);
+    }
+    if proxy::ops::check::is_subcommand(&argv) {
+        let code = runtime(1).map_or(2, |rt| rt.block_on(proxy::ops::check::main(argv)));
         std::process::exit(code);
     }
     let args = match file::load() {

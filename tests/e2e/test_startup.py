@@ -40,7 +40,7 @@ def test_help_is_for_users_and_lists_the_subcommands():
     assert shown.returncode == 0, shown
     text = shown.stdout
     assert "hyper" not in text and "interception" not in text, text
-    for command in ("sessions", "token inspect", "keygen"):
+    for command in ("sessions", "token inspect", "keygen", "check"):
         assert f"session-broker {command}" in text, f"--help does not show `session-broker {command}`:\n{text}"
     assert "docs/operations.md" in text, text
 

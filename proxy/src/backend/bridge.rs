@@ -34,7 +34,7 @@ use crate::backend::Backend;
 use crate::backend::headers::{MCP_METHOD, MCP_SESSION_ID};
 use crate::backend::outbound::{self, UpstreamRequest};
 use crate::backend::sessions::{self, BackendError};
-use crate::backend::upstream::UpstreamError;
+use crate::backend::upstream::{Upstream, UpstreamError};
 
 /// How long a learned profile is trusted.
 pub const PROFILE_TTL: Duration = Duration::from_secs(60);
@@ -170,7 +170,7 @@ impl Bridge {
 
 /// Asks the backend what it speaks.
 async fn probe(app: &Backend) -> Result<Profile, BackendError> {
-    let discover = discover(app).await;
+    let discover = discover(&app.upstream, app.settings.mcp_path()).await;
     let modern = discover.is_some();
     let id = "session-broker-probe-initialize";
     let ini = json!({
@@ -214,8 +214,9 @@ async fn probe(app: &Backend) -> Result<Profile, BackendError> {
     })
 }
 
-/// The backend's `server/discover` result, when it answers one offering a modern revision.
-async fn discover(app: &Backend) -> Option<Value> {
+/// The backend's `server/discover` result (on `path`), when it answers one offering a modern
+/// revision. Also `session-broker check`'s probe of the modern era.
+pub async fn discover(upstream: &Upstream, path: &str) -> Option<Value> {
     let version = modern::SUPPORTED[0];
     let id = "session-broker-probe-discover";
     let request = json!({
@@ -229,16 +230,11 @@ async fn discover(app: &Backend) -> Option<Value> {
     let mut headers = HeaderMap::new();
     headers.insert(MCP_METHOD, HeaderValue::from_static("server/discover"));
     let headers = outbound::session_headers(headers, None, Some(version));
-    let response = crate::backend::outbound::post_json(
-        &app.upstream,
-        app.settings.mcp_path(),
-        headers,
-        &request,
-    )
-    .await
-    .ok()
-    .filter(|r| r.status().is_success())?;
-    let reply = app.upstream.read_reply(response, id).await.ok()?;
+    let response = crate::backend::outbound::post_json(upstream, path, headers, &request)
+        .await
+        .ok()
+        .filter(|r| r.status().is_success())?;
+    let reply = upstream.read_reply(response, id).await.ok()?;
     let offers = reply
         .pointer("/result/supportedVersions")
         .and_then(Value::as_array)

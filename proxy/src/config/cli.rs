@@ -26,6 +26,8 @@ Operator commands (each has its own --help):
   session-broker sessions dead-letters|replay ID    finalizations whose actions failed; deliver one again
   session-broker token inspect TOKEN                verify a session id, handle or assertion; print its claims
   session-broker keygen [--ed25519]                 print a fresh signing key
+  session-broker check [SERVER FLAGS]               check this configuration, like nginx -t: the signing
+                                                    key, the store, the upstream, the identity source
 
 Example:
   session-broker --listen 127.0.0.1:8080 --upstream http://127.0.0.1:8001/mcp

@@ -26,7 +26,7 @@ use http::{Response, StatusCode};
 mod jwks;
 
 use jwks::KeySet;
-pub use jwks::get;
+pub use jwks::{fetch_key_set, get};
 
 use crate::backend::body::ProxyBody;
 pub use crate::config::identity::{JwksLocation, PrincipalSource};

@@ -23,11 +23,13 @@ mod dead;
 mod feed;
 mod finalize;
 mod hints;
+mod info;
 mod lookup;
 mod scripts;
 mod writes;
 
 pub use conn::{Target, TlsFiles};
+pub use info::{NodeInfo, ServerInfo};
 
 use super::clock::Clock;
 use super::keys::{Bucket, Keys};

@@ -69,7 +69,7 @@ impl KeySet {
         {
             return Ok(keys.clone());
         }
-        let keys = Arc::new(fetch(location).await.map_err(Refused::KeySet)?);
+        let keys = Arc::new(fetch_key_set(location).await.map_err(Refused::KeySet)?);
         *fetched = Some(Instant::now());
         if let Ok(mut slot) = self.keys.write() {
             *slot = Some(keys.clone());
@@ -82,7 +82,8 @@ impl KeySet {
     }
 }
 
-async fn fetch(location: &JwksLocation) -> Result<JwkSet, String> {
+/// Reads the key set from its file or fetches it from its URL (also `session-broker check`'s).
+pub async fn fetch_key_set(location: &JwksLocation) -> Result<JwkSet, String> {
     let bytes = match location {
         JwksLocation::File(path) => tokio::fs::read(path)
             .await
@@ -101,7 +102,11 @@ pub async fn get(uri: &Uri) -> Result<Bytes, String> {
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
     let work = async {
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        // The whole chain: hyper's own message alone ("client error (Connect)") says nothing.
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| crate::backend::upstream::error_chain(&e))?;
         if !response.status().is_success() {
             return Err(format!("{uri} answered HTTP {}", response.status()));
         }
