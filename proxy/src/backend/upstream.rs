@@ -103,7 +103,10 @@ impl Upstream {
         if let Some(ClientSpan(span)) = span {
             match &result {
                 Ok(response) => {
-                    span.record("http.response.status_code", i64::from(response.status().as_u16()));
+                    span.record(
+                        "http.response.status_code",
+                        i64::from(response.status().as_u16()),
+                    );
                     if response.status().is_server_error() {
                         span.record("otel.status_code", "ERROR");
                     }

@@ -88,12 +88,9 @@ fn operation_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_1, 2.0, 20))
 }
 
-
 /// The families of this module, registered: `root` unprefixed, `prefixed` under the broker's prefix.
-pub(super) fn register(
-    root: &mut Registry,
-) -> (Family<OperationLabels, Histogram, fn() -> Histogram>, Counter) {
-    let operations: Family<OperationLabels, Histogram, fn() -> Histogram> =
+pub(super) fn register(root: &mut Registry) -> (super::Histograms<OperationLabels>, Counter) {
+    let operations: super::Histograms<OperationLabels> =
         Family::new_with_constructor(operation_histogram as fn() -> Histogram);
     root.register_with_unit(
         "mcp_server_operation_duration",
