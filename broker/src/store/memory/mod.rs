@@ -25,6 +25,8 @@ use crate::store::clock::ms;
 
 mod events;
 mod maps;
+#[cfg(test)]
+mod size;
 
 use maps::{Entry, Maps, after};
 
