@@ -3,6 +3,8 @@
 //! their attempts are spent: then they become dead letters), the status of one work session as
 //! an operator sees it, and an operator's rebind and end.
 
+use std::num::NonZeroU64;
+
 use super::Maps;
 use super::packed::Packed;
 use crate::finalize::{DeadLetter, Delivery, Finalized, Redelivery};
@@ -40,7 +42,7 @@ impl Maps {
                     finalized_ms: now,
                     calls: session.calls,
                 });
-                session.finalized = Some(now);
+                session.finalized = NonZeroU64::new(now.max(1));
             }
         }
         let claimed = events.len();

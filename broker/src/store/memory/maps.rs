@@ -192,7 +192,7 @@ impl Maps {
             conversation: session
                 .conversation
                 .as_ref()
-                .map(|c| Packed::new(c.as_str())),
+                .map(|c| Box::new(Packed::new(c.as_str()))),
             created_ms: session.created_ms,
             last_active_ms: session.last_active_ms,
             calls: 1,

@@ -9,6 +9,7 @@
 //! is only ever added to a work session that exists, and a work session's scores go with it when it
 //! is purged: answers cannot tell, since a member without a work session is never reported.
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,14 +24,16 @@ use crate::session::{BackendSessions, WorkSession};
 pub(super) struct Record {
     pub(super) surface: Arc<Surface>,
     pub(super) project: Arc<Project>,
-    pub(super) conversation: Option<Packed>,
+    /// Boxed: most work sessions have none, and it would take the room of three times in each.
+    pub(super) conversation: Option<Box<Packed>>,
     pub(super) created_ms: u64,
     pub(super) last_active_ms: u64,
     pub(super) calls: u64,
     /// When its idle TTL runs out (ms of the store's clock).
     pub(super) expires: u64,
-    /// When it was finalized (never live again), if it was.
-    pub(super) finalized: Option<u64>,
+    /// When it was finalized (never live again), if it was: the store clock's ms, at least 1 (so
+    /// that "not finalized" takes no room of its own; a millisecond more of grace at the epoch).
+    pub(super) finalized: Option<NonZeroU64>,
     /// Distinct client MCP sessions that worked in it.
     pub(super) mcp_sessions: u64,
     /// Its backend sessions, by field name (`b:<upstream>:<project>`).
@@ -239,7 +242,7 @@ impl Principal {
         let mut dropped = 0;
         self.sessions.retain(|_, record| {
             let keep = match record.finalized {
-                Some(at) => at.saturating_add(grace) > now,
+                Some(at) => at.get().saturating_add(grace) > now,
                 None => record.expires.saturating_add(safety) > now,
             };
             if !keep && record.finalized.is_none() {

@@ -84,7 +84,7 @@ fn resident_memory_per_work_session() {
     );
 }
 
-/// What the ~350 bytes above are made of: a principal with one work session, one MCP-session link,
+/// What the ~330 bytes above are made of: a principal with one work session, one MCP-session link,
 /// one surface and one recent project is one allocation (its record) and one slot of the
 /// principals' table. A field that makes them grow should be a choice, not an accident.
 #[test]
@@ -95,6 +95,6 @@ fn a_principal_with_one_work_session_is_one_small_allocation() {
     use super::principal::{Principal, Record};
 
     assert!(size_of::<Packed>() <= 24, "{}", size_of::<Packed>());
-    assert!(size_of::<Record>() <= 152, "{}", size_of::<Record>());
-    assert!(size_of::<Principal>() <= 296, "{}", size_of::<Principal>());
+    assert!(size_of::<Record>() <= 128, "{}", size_of::<Record>());
+    assert!(size_of::<Principal>() <= 272, "{}", size_of::<Principal>());
 }
