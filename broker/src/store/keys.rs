@@ -1,4 +1,5 @@
-//! The key schema, shared by both stores (the memory store uses the same names as map keys).
+//! The Redis store's key schema (the memory store keeps the same data in a layout of its own, see
+//! `store::memory`).
 //!
 //! Every key carries the hash tag of one **bucket**, `{b:<x>}`, `x` one of [`BUCKETS`] hex digits
 //! taken from the principal: a principal's keys all live in its bucket, and so do the bucket's idle

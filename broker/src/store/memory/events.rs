@@ -3,11 +3,13 @@
 //! their attempts are spent: then they become dead letters), the status of one work session as
 //! an operator sees it, and an operator's rebind and end.
 
+use std::num::NonZeroU64;
+
 use super::Maps;
+use super::packed::Packed;
 use crate::finalize::{DeadLetter, Delivery, Finalized, Redelivery};
-use crate::ids::WorkSessionId;
+use crate::ids::{PrincipalId, WorkSessionId};
 use crate::store::clock::ms;
-use crate::store::keys::Keys;
 use crate::store::{AdminAction, Lifetimes, Status};
 
 impl Maps {
@@ -15,36 +17,39 @@ impl Maps {
     /// store clock's (ms), as every time below. A work session is due `refresh` after its idle TTL
     /// ran out (Lifetimes::refresh: as its deadline in Redis).
     pub(super) fn claim_expired(&mut self, limit: usize, now: u64, refresh: u64) -> usize {
-        let due: Vec<String> = self
-            .sessions
-            .iter()
-            .filter(|(key, e)| {
-                !e.live(now)
-                    && e.expires.saturating_add(refresh) <= now
-                    && !self.finalized.contains_key(*key)
-            })
-            .map(|(key, _)| key.clone())
-            .take(limit)
-            .collect();
-        for key in &due {
-            let Some(entry) = self.sessions.get(key) else {
+        let mut events = Vec::new();
+        'principals: for (principal, record) in self.principals.iter_mut() {
+            let Some(principal_id) = principal.restore::<PrincipalId>() else {
                 continue;
             };
-            let session = &entry.value;
-            let event = Finalized {
-                work_session: session.id.clone(),
-                principal: session.principal.clone(),
-                surface: session.surface.clone(),
-                project: session.project.clone(),
-                started_ms: session.created_ms,
-                last_active_ms: session.last_active_ms,
-                finalized_ms: now,
-                calls: session.calls,
-            };
-            self.push_event(event);
-            self.finalized.insert(key.clone(), now);
+            for (id, session) in record.sessions.iter_mut() {
+                if events.len() == limit {
+                    break 'principals;
+                }
+                let due = session.expires <= now
+                    && session.expires.saturating_add(refresh) <= now
+                    && session.finalized.is_none();
+                let Some(work_session) = due.then(|| id.restore()).flatten() else {
+                    continue;
+                };
+                events.push(Finalized {
+                    work_session,
+                    principal: principal_id.clone(),
+                    surface: session.surface.as_ref().clone(),
+                    project: session.project.as_ref().clone(),
+                    started_ms: session.created_ms,
+                    last_active_ms: session.last_active_ms,
+                    finalized_ms: now,
+                    calls: session.calls,
+                });
+                session.finalized = NonZeroU64::new(now.max(1));
+            }
         }
-        due.len()
+        let claimed = events.len();
+        for event in events {
+            self.push_event(event);
+        }
+        claimed
     }
 
     fn push_event(&mut self, event: Finalized) {
@@ -56,46 +61,83 @@ impl Maps {
         });
     }
 
-    pub(super) fn status(&self, key: &str, now: u64) -> Option<Status> {
-        let entry = self.sessions.get(key)?;
-        let finalized = self.finalized.contains_key(key);
+    /// A work session of the principal as an operator sees it.
+    pub(super) fn status(
+        &self,
+        principal: &PrincipalId,
+        id: &WorkSessionId,
+        now: u64,
+    ) -> Option<Status> {
+        let id = Packed::new(id.as_str());
+        let record = self.principal(principal)?.sessions.get(&id)?;
         Some(Status {
-            session: entry.value.clone(),
-            live: entry.live(now) && !finalized,
-            finalized,
-            mcp_sessions: self.mcp_seen.get(key).copied().unwrap_or(0),
+            session: record.session(&id, principal)?,
+            live: record.live(now),
+            finalized: record.finalized.is_some(),
+            mcp_sessions: record.mcp_sessions,
         })
+    }
+
+    /// Every work session of the principal as an operator sees it, newest first (as Redis's index
+    /// lists them: equal times in reverse id order).
+    pub(super) fn statuses(&self, principal: &PrincipalId, now: u64) -> Vec<Status> {
+        let Some(record) = self.principal(principal) else {
+            return Vec::new();
+        };
+        let mut all: Vec<Status> = record
+            .sessions
+            .iter()
+            .filter_map(|(id, record)| {
+                Some(Status {
+                    session: record.session(id, principal)?,
+                    live: record.live(now),
+                    finalized: record.finalized.is_some(),
+                    mcp_sessions: record.mcp_sessions,
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| {
+            (b.session.last_active_ms, &b.session.id)
+                .cmp(&(a.session.last_active_ms, &a.session.id))
+        });
+        all
     }
 
     /// An operator's action on a live work session (as admin.lua does it); `false` when it is not
     /// live.
     pub(super) fn act(
         &mut self,
-        keys: &Keys,
+        principal: &PrincipalId,
         id: &WorkSessionId,
         action: &AdminAction,
         lifetimes: &Lifetimes,
         now: u64,
     ) -> bool {
-        let key = keys.work_session(id);
-        if self.finalized.contains_key(&key) {
-            return false;
-        }
-        let Some(entry) = self.sessions.get_mut(&key).filter(|e| e.live(now)) else {
+        let project = match action {
+            AdminAction::Rebind(project) => Some(self.names.projects.share(project)),
+            AdminAction::End => None,
+        };
+        let Some(record) = self.principal_mut(principal) else {
             return false;
         };
-        match action {
-            AdminAction::Rebind(project) => {
+        let Some(session) = record
+            .sessions
+            .get_mut(&Packed::new(id.as_str()))
+            .filter(|session| session.live(now))
+        else {
+            return false;
+        };
+        match project {
+            Some(project) => {
                 // The newest of the recent projects now, as admin.lua scores it.
-                entry.value.project = project.clone();
-                let recent = lifetimes.recent_projects;
-                self.zadd(keys.recent(), project.to_string(), now, recent, now);
+                session.project = project.clone();
+                record.add_recent(project, now, lifetimes.recent_projects, now);
             }
             // Due now, and its last activity an idle TTL ago, as admin.lua writes it: the one
             // liveness rule (last activity + idle TTL > now) says it is over.
-            AdminAction::End => {
-                entry.expires = now.saturating_sub(ms(lifetimes.refresh));
-                entry.value.last_active_ms = now.saturating_sub(ms(lifetimes.idle));
+            None => {
+                session.expires = now.saturating_sub(ms(lifetimes.refresh));
+                session.last_active_ms = now.saturating_sub(ms(lifetimes.idle));
             }
         }
         true

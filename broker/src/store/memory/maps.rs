@@ -1,16 +1,20 @@
-//! The memory store's maps: work sessions, strings and sorted sets with their expiry, as Redis keeps
-//! them (same key names), and the reads and writes the store's operations are made of. Every caller
-//! holds the store's one lock, so each operation sees and leaves the maps consistent.
+//! The memory store's state: one [`Principal`] record per principal (keyed by its packed id), the
+//! shared names, the finalized events; the purge that keeps memory following the live set, and the
+//! writes that span a principal's record and the shared names. Every caller holds the store's one
+//! lock, so each operation sees and leaves the state consistent.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use super::intern::Names;
+use super::packed::Packed;
+use super::principal::{Principal, Record, link};
+use super::small::Small;
 use crate::finalize::{DeadLetter, Delivery};
-use crate::ids::BackendSessionId;
+use crate::ids::{PrincipalId, Surface};
 use crate::session::{Links, WorkSession};
 use crate::store::clock::ms;
-use crate::store::keys::Keys;
-use crate::store::{Lifetimes, McpQuery, McpState};
+use crate::store::{Lifetimes, McpQuery, McpState, StoreError};
 
 /// How often expired entries are dropped, at most (ms of the store's clock).
 const PURGE_EVERY_MS: u64 = 60_000;
@@ -21,6 +25,7 @@ pub(super) fn after(now: u64, ttl: Duration) -> u64 {
 }
 
 /// A value and the moment it expires (a Redis key's TTL), in the store clock's milliseconds.
+#[derive(Debug, Default)]
 pub(super) struct Entry<T> {
     pub(super) value: T,
     pub(super) expires: u64,
@@ -32,15 +37,22 @@ impl<T> Entry<T> {
     }
 }
 
+/// A call (or a select) recorded in a work session's links and surface index.
+pub(super) struct Recorded<'a> {
+    pub(super) id: &'a Packed,
+    /// The surface whose index gets the work session, with `score`.
+    pub(super) surface: &'a Surface,
+    pub(super) score: u64,
+    pub(super) links: &'a Links,
+    /// How many calls: what a link that only counts its MCP session adds to the count.
+    pub(super) calls: u64,
+}
+
 /// Everything the memory store holds, behind its one lock.
 #[derive(Default)]
 pub(super) struct Maps {
-    pub(super) sessions: HashMap<String, Entry<WorkSession>>,
-    pub(super) strings: HashMap<String, Entry<String>>,
-    /// Sorted sets as member → score.
-    pub(super) zsets: HashMap<String, Entry<HashMap<String, u64>>>,
-    /// Work-session keys already finalized (never live again), and when (ms).
-    pub(super) finalized: HashMap<String, u64>,
+    pub(super) principals: HashMap<Packed, Box<Principal>>,
+    pub(super) names: Names,
     /// Work sessions whose data expired unclaimed (past the safety TTL), not yet reported.
     pub(super) dropped: usize,
     /// Finalized events not yet handed out, and handed-out ones awaiting acknowledgement (with when
@@ -49,17 +61,13 @@ pub(super) struct Maps {
     pub(super) in_flight: HashMap<String, (Delivery, u64, u64)>,
     pub(super) dead: Vec<DeadLetter>,
     pub(super) next_event: u64,
-    /// Distinct client MCP sessions that worked in each work session (by work-session key).
-    pub(super) mcp_seen: HashMap<String, u64>,
-    /// Each principal's work-session keys (by work-session key prefix), so counting one principal's
-    /// live work sessions reads that principal's only, never every work session of every principal.
-    pub(super) by_principal: HashMap<String, HashSet<String>>,
     pub(super) last_purge: Option<u64>,
 }
 
 impl Maps {
     /// Drops expired entries at most once a minute, so memory follows the live set: a finalized
-    /// work session after the grace, an unclaimed one only after the safety TTL (counted as dropped).
+    /// work session after the grace, an unclaimed one only after the safety TTL (counted as dropped),
+    /// links and indexes past their TTL, principals with nothing left, names nothing points to.
     pub(super) fn purge_now_and_then(&mut self, now: u64, lifetimes: &Lifetimes) {
         // A clock that went back (the wall clock can) purges at once and starts over from there.
         if self
@@ -70,158 +78,171 @@ impl Maps {
             return;
         }
         self.last_purge = Some(now);
-        let (finalized, mcp_seen) = (&mut self.finalized, &mut self.mcp_seen);
+        let (grace, safety) = (ms(lifetimes.grace), ms(lifetimes.safety));
         let mut dropped = 0;
-        self.sessions.retain(|key, e| {
-            let keep = match finalized.get(key) {
-                Some(at) => after(*at, lifetimes.grace) > now,
-                None => after(e.expires, lifetimes.safety) > now,
-            };
-            if !keep {
-                if finalized.remove(key).is_none() {
-                    dropped += 1;
-                }
-                mcp_seen.remove(key);
-            }
-            keep
+        self.principals.retain(|_, principal| {
+            let (gone, left) = principal.purge(now, grace, safety);
+            dropped += gone;
+            left
         });
         self.dropped += dropped;
-        let sessions = &self.sessions;
-        self.by_principal.retain(|_, keys| {
-            keys.retain(|key| sessions.contains_key(key));
-            !keys.is_empty()
-        });
-        self.strings.retain(|_, e| e.live(now));
-        self.zsets.retain(|_, e| e.live(now));
-    }
-
-    pub(super) fn session(&self, key: &str, now: u64) -> Option<WorkSession> {
-        if self.finalized.contains_key(key) {
-            return None;
+        if self.principals.capacity() > 4 * self.principals.len() + 64 {
+            self.principals.shrink_to_fit();
         }
-        self.sessions
-            .get(key)
-            .filter(|e| e.live(now))
-            .map(|e| e.value.clone())
+        self.names.purge();
     }
 
-    pub(super) fn string(&self, key: &str, now: u64) -> Option<&str> {
-        self.strings
-            .get(key)
-            .filter(|e| e.live(now))
-            .map(|e| e.value.as_str())
+    pub(super) fn principal(&self, principal: &PrincipalId) -> Option<&Principal> {
+        self.principals
+            .get(&Packed::new(principal.as_str()))
+            .map(|p| &**p)
     }
 
-    pub(super) fn set_string(&mut self, key: String, value: String, ttl: Duration, now: u64) {
-        self.strings.insert(
-            key,
-            Entry {
-                value,
-                expires: after(now, ttl),
-            },
-        );
+    pub(super) fn principal_mut(&mut self, principal: &PrincipalId) -> Option<&mut Principal> {
+        self.principals
+            .get_mut(&Packed::new(principal.as_str()))
+            .map(|p| &mut **p)
     }
 
-    pub(super) fn zadd(
-        &mut self,
-        key: String,
-        member: String,
-        score: u64,
-        ttl: Duration,
-        now: u64,
-    ) {
-        let entry = self.zsets.entry(key).or_insert_with(|| Entry {
-            value: HashMap::new(),
-            expires: now,
-        });
-        if !entry.live(now) {
-            entry.value.clear();
-        }
-        entry.value.insert(member, score);
-        entry.expires = after(now, ttl);
+    /// The principal's record, made empty if it has none.
+    pub(super) fn principal_or_new(&mut self, principal: &PrincipalId) -> &mut Principal {
+        self.principals
+            .entry(Packed::new(principal.as_str()))
+            .or_default()
     }
 
-    /// Members by score, highest first; equal scores in reverse lexicographic order, as Redis's
-    /// `ZREVRANGE` gives them (two binds in the same millisecond).
-    pub(super) fn zrev(&self, key: &str, now: u64) -> Vec<String> {
-        let Some(entry) = self.zsets.get(key).filter(|e| e.live(now)) else {
-            return Vec::new();
+    pub(super) fn mcp_state(&self, principal: &PrincipalId, mcp: &McpQuery, now: u64) -> McpState {
+        let Some(extra) = self.principal(principal).and_then(Principal::extra) else {
+            return McpState::default();
         };
-        let mut members: Vec<(&String, &u64)> = entry.value.iter().collect();
-        members.sort_by(|a, b| b.1.cmp(a.1).then_with(|| b.0.cmp(a.0)));
-        members.into_iter().map(|(m, _)| m.clone()).collect()
-    }
-
-    /// How many work sessions of the principal are live (within their idle TTL, not finalized).
-    pub(super) fn live_count(&self, keys: &Keys, now: u64) -> u64 {
-        let Some(own) = self.by_principal.get(&keys.work_session_prefix()) else {
-            return 0;
-        };
-        let live = own
-            .iter()
-            .filter(|key| {
-                !self.finalized.contains_key(*key)
-                    && self.sessions.get(*key).is_some_and(|e| e.live(now))
-            })
-            .count();
-        u64::try_from(live).unwrap_or(u64::MAX)
-    }
-
-    pub(super) fn linked_session(
-        &self,
-        keys: &Keys,
-        link_key: &str,
-        now: u64,
-    ) -> Option<WorkSession> {
-        let id = self.string(link_key, now)?;
-        self.session(&format!("{}{id}", keys.work_session_prefix()), now)
-    }
-
-    pub(super) fn mcp_state(&self, keys: &Keys, mcp: &McpQuery, now: u64) -> McpState {
-        let ended = self.string(&keys.mcp_ended(&mcp.session), now).is_some();
-        let backend_override = self
-            .string(&keys.backend_session(&mcp.session, &mcp.upstream), now)
-            .and_then(|s| BackendSessionId::parse(s).ok());
+        let sid = Packed::new(mcp.session.as_str());
+        let ended = extra.ended.get(&sid).is_some_and(|until| *until > now);
+        let backend_override = extra
+            .replaced
+            .get(&(sid, Packed::new(mcp.upstream.as_str())))
+            .filter(|backend| backend.live(now))
+            .and_then(|backend| backend.value.restore());
         McpState {
             ended,
             backend_override,
         }
     }
 
+    /// Writes a call's links (each living `ttl`), counts its MCP session, and puts the work
+    /// session on its surface's index, as `record_call` in Redis does.
     pub(super) fn refresh(
         &mut self,
-        keys: &Keys,
-        session: &WorkSession,
-        links: &Links,
+        principal: &PrincipalId,
+        call: &Recorded<'_>,
         ttl: Duration,
         now: u64,
-        calls: u64,
     ) {
-        let id = session.id.to_string();
+        let surface = self.names.surfaces.share(call.surface);
+        let Some(principal) = self.principal_mut(principal) else {
+            return;
+        };
+        let id = call.id;
+        let links = call.links;
         if let (Some(_), true) = (&links.mcp_session, links.count_only) {
-            *self
-                .mcp_seen
-                .entry(keys.work_session(&session.id))
-                .or_insert(0) += calls;
-        } else if let Some(sid) = &links.mcp_session {
-            let link = keys.mcp_link(sid);
-            if self.string(&link, now) != Some(id.as_str()) {
-                *self
-                    .mcp_seen
-                    .entry(keys.work_session(&session.id))
-                    .or_insert(0) += 1;
+            if let Some(record) = principal.sessions.get_mut(id) {
+                record.mcp_sessions += call.calls;
             }
-            self.set_string(link, id.clone(), ttl, now);
+        } else if let Some(sid) = &links.mcp_session {
+            let sid = Packed::new(sid.as_str());
+            let already = Principal::linked(&principal.mcp_links, &sid, now) == Some(id);
+            if !already && let Some(record) = principal.sessions.get_mut(id) {
+                record.mcp_sessions += 1;
+            }
+            principal.mcp_links.insert(sid, link(id.clone(), ttl, now));
         }
         if let Some(conversation) = &links.conversation {
-            self.set_string(keys.conversation(conversation), id.clone(), ttl, now);
+            principal.extra_mut().conversations.insert(
+                Packed::new(conversation.as_str()),
+                link(id.clone(), ttl, now),
+            );
         }
-        self.zadd(
-            keys.surface(&session.surface),
-            id,
+        principal.index_on_surface(&surface, id, call.score, ttl, now);
+    }
+
+    /// Creates or updates a work session after a select (`Store::bind`: the cap, the merge, the
+    /// links, the recent projects); nothing is written on an error.
+    pub(super) fn bind(
+        &mut self,
+        session: &WorkSession,
+        links: &Links,
+        lifetimes: &Lifetimes,
+        cap: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let id = Packed::new(session.id.as_str());
+        let principal = self.principal(&session.principal);
+        let existing = principal.and_then(|p| p.sessions.get(&id));
+        if existing.is_some_and(|record| record.finalized.is_some()) {
+            return Err(StoreError::Ended);
+        }
+        let starts = !existing.is_some_and(|record| record.live(now));
+        let live = principal.map_or(0, |p| p.live_count(now));
+        if starts && cap > 0 && live >= cap {
+            return Err(StoreError::TooMany(cap));
+        }
+        let project = self.names.projects.share(&session.project);
+        let mut record = Record {
+            surface: self.names.surfaces.share(&session.surface),
+            project: std::sync::Arc::clone(&project),
+            conversation: session
+                .conversation
+                .as_ref()
+                .map(|c| Box::new(Packed::new(c.as_str()))),
+            created_ms: session.created_ms,
+            last_active_ms: session.last_active_ms,
+            calls: 1,
+            expires: after(now, lifetimes.idle),
+            finalized: None,
+            mcp_sessions: 0,
+            backends: Small::Empty,
+            scores: Small::Empty,
+        };
+        let carried: Vec<_> = session
+            .backends
+            .fields()
+            .map(|(field, backend)| {
+                let field = self.names.fields.share(&field.to_owned());
+                (field, Packed::new(backend.as_str()))
+            })
+            .collect();
+        let principal = self.principal_or_new(&session.principal);
+        // It merges into what calls recorded since its copy was read, as bind.lua does
+        // (store::hash::bind_fields): their calls, the creation time, the backend sessions it
+        // does not carry itself, and the conversation when it carries none.
+        if let Some(existing) = principal.sessions.remove(&id) {
+            record.calls = existing.calls + 1;
+            record.created_ms = existing.created_ms;
+            if record.conversation.is_none() {
+                record.conversation = existing.conversation;
+            }
+            record.last_active_ms = record.last_active_ms.max(existing.last_active_ms);
+            record.backends = existing.backends;
+            record.mcp_sessions = existing.mcp_sessions;
+            record.scores = existing.scores;
+        }
+        for (field, backend) in carried {
+            record.backends.insert(field, backend);
+        }
+        principal.sessions.insert(id.clone(), record);
+        let call = Recorded {
+            id: &id,
+            surface: &session.surface,
+            score: session.last_active_ms,
+            links,
+            calls: 1,
+        };
+        self.refresh(&session.principal, &call, lifetimes.idle, now);
+        self.principal_or_new(&session.principal).add_recent(
+            project,
             session.last_active_ms,
-            ttl,
+            lifetimes.recent_projects,
             now,
         );
+        Ok(())
     }
 }

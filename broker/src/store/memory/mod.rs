@@ -1,34 +1,43 @@
-//! The in-memory store: one process, nothing survives a restart. Same key schema and semantics as
-//! Redis (sliding TTLs, scoped by principal, a work session's data kept past its idle deadline until
-//! it is finalized, finalized exactly once, events handed out until acknowledged with backoff, then
+//! The in-memory store: one process, nothing survives a restart. The same semantics as Redis
+//! (sliding TTLs, scoped by principal, a work session's data kept past its idle deadline until it
+//! is finalized, finalized exactly once, events handed out until acknowledged with backoff, then
 //! dead-lettered), so the two are interchangeable and tested alike (the store contract, and the
 //! differential test that compares their every answer). Every time it judges or writes comes from its
-//! [`Clock`] (the wall clock unless a test gives it a manual one), in milliseconds. The maps and
-//! their primitive reads and writes are in `maps.rs`, finalization and the operator's views in
-//! `events.rs`.
+//! [`Clock`] (the wall clock unless a test gives it a manual one), in milliseconds.
+//!
+//! Its layout is its own, made to be small (a few hundred bytes per live work session): one record
+//! per principal holding what Redis keeps under that principal's keys (`principal.rs`), ids as
+//! bytes (`packed.rs`), repeated names shared (`intern.rs`), maps that hold one entry inline
+//! (`small.rs`). The state, its purge and the writes that span it are in `maps.rs`, finalization
+//! and the operator's views in `events.rs`.
 
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
 use super::clock::Clock;
-use super::keys::Keys;
 use super::{
     AdminAction, Answer, BackendRef, Claimed, Lifetimes, McpQuery, McpState, Query, Status, Store,
     StoreError,
 };
 use crate::finalize::{DeadLetter, Delivery, Redelivery};
-use crate::ids::{McpSessionId, PrincipalId, Project, WorkSessionId};
+use crate::ids::{McpSessionId, PrincipalId, WorkSessionId};
 use crate::resolve::Found;
 use crate::session::{BackendSessions, Links, WorkSession};
 use crate::store::clock::ms;
 
 mod events;
+mod intern;
 mod maps;
+mod packed;
+mod principal;
+#[cfg(test)]
+mod size;
+mod small;
 
-use maps::{Entry, Maps, after};
-
-const PREFIX: &str = "msb";
+use maps::{Entry, Maps, Recorded, after};
+use packed::Packed;
+use principal::{Principal, link};
 
 /// How many live work sessions of one surface a lookup reports.
 const SURFACE_LIMIT: usize = 20;
@@ -82,20 +91,33 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn lookup(&self, query: &Query) -> Result<Answer, StoreError> {
-        let keys = Keys::new(PREFIX, &query.principal);
         self.with(|maps, now| {
+            let mcp = query
+                .mcp
+                .as_ref()
+                .map(|mcp| maps.mcp_state(&query.principal, mcp, now))
+                .unwrap_or_default();
+            let Some(record) = maps.principal(&query.principal) else {
+                return Answer {
+                    mcp,
+                    ..Answer::default()
+                };
+            };
+            let principal = &query.principal;
+            let session = |id: &Packed| record.session(id, principal, now);
             let handle = query
                 .handle
                 .as_ref()
-                .and_then(|id| maps.session(&keys.work_session(id), now));
-            let linked = query
-                .mcp
-                .as_ref()
-                .and_then(|mcp| maps.linked_session(&keys, &keys.mcp_link(&mcp.session), now));
-            let conversation = query
-                .conversation
-                .as_ref()
-                .and_then(|c| maps.linked_session(&keys, &keys.conversation(c), now));
+                .and_then(|id| session(&Packed::new(id.as_str())));
+            let linked = query.mcp.as_ref().and_then(|mcp| {
+                let sid = Packed::new(mcp.session.as_str());
+                Principal::linked(&record.mcp_links, &sid, now).and_then(session)
+            });
+            let conversation = query.conversation.as_ref().and_then(|key| {
+                let key = Packed::new(key.as_str());
+                let extra = record.extra()?;
+                Principal::linked(&extra.conversations, &key, now).and_then(session)
+            });
             // A call settled by its handle, conversation or link needs nothing else (Query::settle_early).
             let settled = query.settle_early
                 && match (&query.handle, &query.conversation) {
@@ -106,27 +128,16 @@ impl Store for MemoryStore {
             let (surface_live, recent_projects, live_count) = if settled {
                 (Vec::new(), Vec::new(), 0)
             } else {
-                let surface_live: Vec<WorkSession> = maps
-                    .zrev(&keys.surface(&query.surface), now)
+                let surface_live: Vec<WorkSession> = record
+                    .surface_members(&query.surface, now)
                     .into_iter()
-                    .filter_map(|id| {
-                        maps.session(&format!("{}{id}", keys.work_session_prefix()), now)
-                    })
+                    .filter_map(session)
                     .take(SURFACE_LIMIT)
                     .collect();
-                let recent_projects: Vec<Project> = maps
-                    .zrev(&keys.recent(), now)
-                    .into_iter()
-                    .filter_map(|p| Project::parse(p).ok())
-                    .take(RECENT_LIMIT)
-                    .collect();
-                (surface_live, recent_projects, maps.live_count(&keys, now))
+                let mut recent_projects = record.recent_projects(now);
+                recent_projects.truncate(RECENT_LIMIT);
+                (surface_live, recent_projects, record.live_count(now))
             };
-            let mcp = query
-                .mcp
-                .as_ref()
-                .map(|mcp| maps.mcp_state(&keys, mcp, now))
-                .unwrap_or_default();
             Answer {
                 live_count,
                 found: Found {
@@ -147,8 +158,7 @@ impl Store for MemoryStore {
         principal: &PrincipalId,
         mcp: &McpQuery,
     ) -> Result<McpState, StoreError> {
-        let keys = Keys::new(PREFIX, principal);
-        self.with(|maps, now| maps.mcp_state(&keys, mcp, now))
+        self.with(|maps, now| maps.mcp_state(principal, mcp, now))
     }
 
     async fn touch_calls(
@@ -158,85 +168,42 @@ impl Store for MemoryStore {
         now_ms: u64,
         calls: u64,
     ) -> Result<bool, StoreError> {
-        let keys = Keys::new(PREFIX, &session.principal);
         let ttl = self.lifetimes.idle;
         let refresh = ms(self.lifetimes.refresh);
         self.with(|maps, now| {
-            let key = keys.work_session(&session.id);
-            if maps.finalized.contains_key(&key) {
-                return false;
-            }
-            let Some(entry) = maps.sessions.get_mut(&key).filter(|e| e.live(now)) else {
+            let id = Packed::new(session.id.as_str());
+            let Some(record) = maps
+                .principal_mut(&session.principal)
+                .and_then(|principal| principal.sessions.get_mut(&id))
+                .filter(|record| record.live(now))
+            else {
                 return false;
             };
             // As record_call in prelude.lua: the last call's time (how long ago by the caller's
             // clock, at most the refresh interval), never moving the last activity back.
             let ago = now.saturating_sub(now_ms).min(refresh);
-            let at = entry.value.last_active_ms.max(now - ago);
-            entry.value.last_active_ms = at;
-            entry.value.calls += calls;
-            entry.expires = entry.expires.max(after(at, ttl));
-            let current = entry.value.clone();
-            maps.refresh(&keys, &current, links, ttl, now, calls);
+            let at = record.last_active_ms.max(now - ago);
+            record.last_active_ms = at;
+            record.calls += calls;
+            record.expires = record.expires.max(after(at, ttl));
+            let surface = std::sync::Arc::clone(&record.surface);
+            let call = Recorded {
+                id: &id,
+                surface: &surface,
+                score: at,
+                links,
+                calls,
+            };
+            maps.refresh(&session.principal, &call, ttl, now);
             true
         })
     }
 
     async fn bind(&self, session: &WorkSession, links: &Links) -> Result<(), StoreError> {
-        let keys = Keys::new(PREFIX, &session.principal);
         let lifetimes = self.lifetimes;
         let cap = self.max_work_sessions;
         // One lock for the checks and the writes: two binds cannot both see room for one more.
-        self.with(|maps, now| {
-            let key = keys.work_session(&session.id);
-            if maps.finalized.contains_key(&key) {
-                return Err(StoreError::Ended);
-            }
-            let starts = maps.session(&key, now).is_none();
-            if starts && cap > 0 && maps.live_count(&keys, now) >= cap {
-                return Err(StoreError::TooMany(cap));
-            }
-            // It merges into what calls recorded since its copy was read, as bind.lua does
-            // (store::hash::bind_fields): their calls, the creation time, the backend sessions it
-            // does not carry itself, and the conversation when it carries none.
-            let mut stored = session.clone();
-            stored.calls = 1;
-            if let Some(existing) = maps.sessions.get(&key) {
-                let existing = &existing.value;
-                stored.calls = existing.calls + 1;
-                stored.created_ms = existing.created_ms;
-                if stored.conversation.is_none() {
-                    stored.conversation = existing.conversation.clone();
-                }
-                stored.last_active_ms = stored.last_active_ms.max(existing.last_active_ms);
-                stored.backends = existing.backends.clone();
-                for (field, backend) in session.backends.fields() {
-                    stored
-                        .backends
-                        .insert_field(field.to_owned(), backend.clone());
-                }
-            }
-            maps.by_principal
-                .entry(keys.work_session_prefix())
-                .or_default()
-                .insert(key.clone());
-            maps.sessions.insert(
-                key,
-                Entry {
-                    value: stored,
-                    expires: after(now, lifetimes.idle),
-                },
-            );
-            maps.refresh(&keys, session, links, lifetimes.idle, now, 1);
-            maps.zadd(
-                keys.recent(),
-                session.project.to_string(),
-                session.last_active_ms,
-                lifetimes.recent_projects,
-                now,
-            );
-            Ok(())
-        })?
+        self.with(|maps, now| maps.bind(session, links, &lifetimes, cap, now))?
     }
 
     async fn set_work_backend(
@@ -244,19 +211,19 @@ impl Store for MemoryStore {
         session: &WorkSession,
         backend: &BackendRef,
     ) -> Result<bool, StoreError> {
-        let key = Keys::new(PREFIX, &session.principal).work_session(&session.id);
         let field = BackendSessions::field(&backend.upstream, &session.project);
         self.with(|maps, _| {
-            if maps.finalized.contains_key(&key) {
-                return false;
-            }
-            let Some(entry) = maps.sessions.get_mut(&key) else {
+            let field = maps.names.fields.share(&field);
+            let Some(record) = maps
+                .principal_mut(&session.principal)
+                .and_then(|p| p.sessions.get_mut(&Packed::new(session.id.as_str())))
+                .filter(|record| record.finalized.is_none())
+            else {
                 return false;
             };
-            entry
-                .value
+            record
                 .backends
-                .insert_field(field, backend.session.clone());
+                .insert(field, Packed::new(backend.session.as_str()));
             true
         })
     }
@@ -267,9 +234,16 @@ impl Store for MemoryStore {
         session: &McpSessionId,
         backend: &BackendRef,
     ) -> Result<(), StoreError> {
-        let key = Keys::new(PREFIX, principal).backend_session(session, &backend.upstream);
+        let key = (
+            Packed::new(session.as_str()),
+            Packed::new(backend.upstream.as_str()),
+        );
+        let value = Packed::new(backend.session.as_str());
         let ttl = self.lifetimes.idle;
-        self.with(|maps, now| maps.set_string(key, backend.session.to_string(), ttl, now))
+        self.with(|maps, now| {
+            let extra = maps.principal_or_new(principal).extra_mut();
+            extra.replaced.insert(key, link(value, ttl, now));
+        })
     }
 
     async fn put_parked(
@@ -279,8 +253,12 @@ impl Store for MemoryStore {
         value: &str,
         ttl: std::time::Duration,
     ) -> Result<(), StoreError> {
-        let key = Keys::new(PREFIX, principal).parked(key);
-        self.with(|maps, now| maps.set_string(key, value.to_owned(), ttl, now))
+        self.with(|maps, now| {
+            let extra = maps.principal_or_new(principal).extra_mut();
+            extra
+                .parked
+                .insert(key.into(), link(value.into(), ttl, now));
+        })
     }
 
     async fn take_parked(
@@ -288,11 +266,10 @@ impl Store for MemoryStore {
         principal: &PrincipalId,
         key: &str,
     ) -> Result<Option<String>, StoreError> {
-        let key = Keys::new(PREFIX, principal).parked(key);
         self.with(|maps, now| {
-            let value = maps.string(&key, now).map(str::to_owned);
-            maps.strings.remove(&key);
-            value
+            let extra = maps.principal_mut(principal)?.extra.as_deref_mut()?;
+            let parked: Entry<Box<str>> = extra.parked.remove(key)?;
+            parked.live(now).then(|| parked.value.into())
         })
     }
 
@@ -301,11 +278,12 @@ impl Store for MemoryStore {
         principal: &PrincipalId,
         session: &McpSessionId,
     ) -> Result<(), StoreError> {
-        let keys = Keys::new(PREFIX, principal);
         let ttl = self.lifetimes.ended_mcp_session;
         self.with(|maps, now| {
-            maps.strings.remove(&keys.mcp_link(session));
-            maps.set_string(keys.mcp_ended(session), "1".into(), ttl, now);
+            let sid = Packed::new(session.as_str());
+            let principal = maps.principal_or_new(principal);
+            principal.mcp_links.remove(&sid);
+            principal.extra_mut().ended.insert(sid, after(now, ttl));
         })
     }
 
@@ -343,31 +321,15 @@ impl Store for MemoryStore {
 
     async fn live_work_sessions(&self) -> Result<u64, StoreError> {
         self.with(|maps, now| {
-            let live = maps
-                .sessions
-                .iter()
-                .filter(|(key, e)| e.live(now) && !maps.finalized.contains_key(*key))
-                .count();
-            u64::try_from(live).unwrap_or(u64::MAX)
+            maps.principals
+                .values()
+                .map(|principal| principal.live_count(now))
+                .fold(0, u64::saturating_add)
         })
     }
 
     async fn list_work_sessions(&self, principal: &PrincipalId) -> Result<Vec<Status>, StoreError> {
-        let prefix = Keys::new(PREFIX, principal).work_session_prefix();
-        self.with(|maps, now| {
-            let mut all: Vec<Status> = maps
-                .sessions
-                .keys()
-                .filter(|key| key.starts_with(&prefix))
-                .filter_map(|key| maps.status(key, now))
-                .collect();
-            // Newest first, as Redis's index lists them: equal times in reverse id order.
-            all.sort_by(|a, b| {
-                (b.session.last_active_ms, &b.session.id)
-                    .cmp(&(a.session.last_active_ms, &a.session.id))
-            });
-            all
-        })
+        self.with(|maps, now| maps.statuses(principal, now))
     }
 
     async fn work_session(
@@ -375,8 +337,7 @@ impl Store for MemoryStore {
         principal: &PrincipalId,
         id: &WorkSessionId,
     ) -> Result<Option<Status>, StoreError> {
-        let key = Keys::new(PREFIX, principal).work_session(id);
-        self.with(|maps, now| maps.status(&key, now))
+        self.with(|maps, now| maps.status(principal, id, now))
     }
 
     async fn admin(
@@ -385,9 +346,8 @@ impl Store for MemoryStore {
         id: &WorkSessionId,
         action: &AdminAction,
     ) -> Result<bool, StoreError> {
-        let keys = Keys::new(PREFIX, principal);
         let lifetimes = self.lifetimes;
-        self.with(|maps, now| maps.act(&keys, id, action, &lifetimes, now))
+        self.with(|maps, now| maps.act(principal, id, action, &lifetimes, now))
     }
 
     async fn ack_finalized(&self, id: &str) -> Result<(), StoreError> {
