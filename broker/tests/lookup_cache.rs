@@ -121,7 +121,11 @@ async fn selects_and_rebinds_reach_every_replica(url: &str) {
         // it: the writer's at once, the other's because the bind waited for its feed's ack.
         let want = Some(name.as_str());
         assert_eq!(project(writer, &query).await.as_deref(), want);
-        assert_eq!(project(reader, &query).await.as_deref(), want, "round {round}");
+        assert_eq!(
+            project(reader, &query).await.as_deref(),
+            want,
+            "round {round}"
+        );
         kept(reader, &query, &name).await;
     }
     eprintln!("slowest bind, waiting for every replica's ack: {slowest:?}");
@@ -144,7 +148,11 @@ async fn selects_and_rebinds_reach_every_replica(url: &str) {
         .await
         .expect("admin");
     assert!(done);
-    assert_eq!(project(&b, &query).await.as_deref(), Some("ops"), "the rebind, at once");
+    assert_eq!(
+        project(&b, &query).await.as_deref(),
+        Some("ops"),
+        "the rebind, at once"
+    );
 
     // An ended MCP session: refused everywhere.
     kept(&b, &query, "ops").await;

@@ -261,7 +261,9 @@ pub async fn barrier(
         .arg(registry(prefix))
         .arg(now_ms().saturating_sub(ms(REGISTERED_WITHIN)))
         .arg("+inf");
-    let feeds: Vec<String> = command(connector, timeout, range).await.map_err(unavailable)?;
+    let feeds: Vec<String> = command(connector, timeout, range)
+        .await
+        .map_err(unavailable)?;
     if feeds.is_empty() {
         return Ok(0);
     }

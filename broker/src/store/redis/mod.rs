@@ -99,8 +99,11 @@ impl RedisStore {
     /// Builds the connector; no connection is made until the first operation.
     pub fn new(settings: RedisSettings, lifetimes: Lifetimes) -> Result<Self, StoreError> {
         let target = Target::parse(&settings.url)?;
-        let connector =
-            std::sync::Arc::new(conn::Connector::new(&target, &settings.tls, settings.timeout)?);
+        let connector = std::sync::Arc::new(conn::Connector::new(
+            &target,
+            &settings.tls,
+            settings.timeout,
+        )?);
         Ok(Self {
             target,
             cache: None,
