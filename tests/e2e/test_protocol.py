@@ -137,8 +137,9 @@ def redis_dump(url: str) -> str:
         kind = subprocess.run([cli, "-p", port, "TYPE", key], capture_output=True, text=True, check=True).stdout.strip()
         if kind == "stream" and re.fullmatch(r"msb:\{b:[0-9a-f]\}:finalized", key):
             continue  # the finalizers' streams and consumer groups exist from start-up, whatever the traffic
+        # set: a lookup cache's sync acks (msb:acks:<nonce>, the feeds' random ids).
         command = {"hash": ["HGETALL"], "zset": ["ZRANGE", key, "0", "-1", "WITHSCORES"], "string": ["GET"],
-                   "stream": ["XRANGE", key, "-", "+"]}[kind]
+                   "stream": ["XRANGE", key, "-", "+"], "set": ["SMEMBERS"]}[kind]
         args = command if kind in ("zset", "stream") else command + [key]
         parts.append(key + " " + subprocess.run([cli, "-p", port, *args], capture_output=True, text=True, check=True).stdout)
     return "\n".join(parts)
