@@ -165,6 +165,25 @@ async fn selects_and_rebinds_reach_every_replica(url: &str) {
 async fn selects_rebinds_and_ends_reach_every_replica() {
     let redis = support::RedisServer::start();
     selects_and_rebinds_reach_every_replica(&redis.url()).await;
+    // The syncs leave nothing behind: a writer deletes its ack set, and a late ack's has a TTL.
+    let mut admin = redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let acks: Vec<String> = redis::cmd("KEYS")
+        .arg("msb:acks:*")
+        .query_async(&mut admin)
+        .await
+        .expect("keys");
+    for key in acks {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut admin)
+            .await
+            .expect("pttl");
+        assert!(ttl > 0, "{key} never expires ({ttl})");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -282,6 +282,11 @@ pub async fn barrier(
             .await
             .map_err(unavailable)?;
         if feeds.iter().all(|feed| acked.contains(feed)) {
+            // Done with it: no set per select is left for Redis to expire (a late ack's set
+            // still has its own TTL).
+            let mut del = redis::cmd("DEL");
+            del.arg(acks(prefix, &nonce));
+            let _ = command::<i64>(connector, timeout, del).await;
             return Ok(acked.len());
         }
         if started.elapsed() >= LEASE {
