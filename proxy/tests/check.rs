@@ -5,7 +5,9 @@
 //! parse; the signing key never appears in the output. (A real Redis and the example backends:
 //! `tests/e2e/test_check.py`.)
 
-use std::convert::Infallible;
+#[path = "support/loopback.rs"]
+mod loopback;
+
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
@@ -13,10 +15,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 const SECRET: &str = "check-test-signing-key-0123456789abcdef-never-printed";
 const SESSION: &str = "check-test-backend-session-1";
@@ -30,24 +29,12 @@ struct Backend {
 
 impl Backend {
     async fn start(&self) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
         let this = self.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let this = this.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let this = this.clone();
-                        async move { Ok::<_, Infallible>(this.answer(request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        address
+        loopback::serve(move |request| {
+            let this = this.clone();
+            async move { this.answer(request).await }
+        })
+        .await
     }
 
     async fn answer(&self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {

@@ -3,7 +3,9 @@
 //! hyper client; token enforcement and the start checks. The upstream is a small MCP server on
 //! 127.0.0.1:0 whose select tool a rebind asks first ([`SelectTool`]).
 
-use std::convert::Infallible;
+#[path = "../support/loopback.rs"]
+mod loopback;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -12,14 +14,12 @@ use broker::session::{Links, WorkSession};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use proxy::ops::admin::{self, AdminError, AdminServer, AdminToken};
 use proxy::{App, RunError, Settings};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 mod actions;
@@ -41,24 +41,12 @@ struct SelectTool {
 
 impl SelectTool {
     async fn start(&self) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
         let this = self.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let this = this.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let this = this.clone();
-                        async move { Ok::<_, Infallible>(this.answer(request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        address
+        loopback::serve(move |request| {
+            let this = this.clone();
+            async move { this.answer(request).await }
+        })
+        .await
     }
 
     async fn answer(&self, request: Request<hyper::body::Incoming>) -> http::Response<Full<Bytes>> {
