@@ -87,6 +87,19 @@ async fn project(store: &RedisStore, query: &Query) -> Option<String> {
     answer.found.linked.map(|s| s.project.to_string())
 }
 
+/// Binds a steady call's MCP session to `project` on `store` and has its lookup served from the
+/// cache; returns that lookup.
+async fn bound_and_kept(store: &RedisStore, project: &str) -> Query {
+    let mcp = McpSessionId::random();
+    let query = steady(&mcp);
+    store
+        .bind(&work(project), &links(&mcp))
+        .await
+        .expect("bind");
+    kept(store, &query, project).await;
+    query
+}
+
 /// Puts `store`'s answer for `query` in its cache, and checks it is served from there.
 async fn kept(store: &RedisStore, query: &Query, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -196,13 +209,7 @@ async fn selects_rebinds_and_ends_reach_every_replica_on_a_cluster() {
 async fn nothing_kept_is_served_once_redis_restarts_empty() {
     let mut redis = support::RedisServer::start();
     let store = replica(&redis.url(), Duration::from_secs(60));
-    let mcp = McpSessionId::random();
-    let query = steady(&mcp);
-    store
-        .bind(&work("before"), &links(&mcp))
-        .await
-        .expect("bind");
-    kept(&store, &query, "before").await;
+    let query = bound_and_kept(&store, "before").await;
 
     redis.stop();
     // The feed's connection breaks: the cache is dropped, lookups fail fast.
@@ -236,13 +243,7 @@ async fn nothing_kept_is_served_once_redis_restarts_empty() {
 async fn nothing_kept_is_served_while_redis_is_paused() {
     let redis = support::RedisServer::start();
     let store = replica(&redis.url(), Duration::from_secs(60));
-    let mcp = McpSessionId::random();
-    let query = steady(&mcp);
-    store
-        .bind(&work("atlas"), &links(&mcp))
-        .await
-        .expect("bind");
-    kept(&store, &query, "atlas").await;
+    let query = bound_and_kept(&store, "atlas").await;
     redis.pause();
     let started = Instant::now();
     while store.lookup(&query).await.is_ok() {
@@ -268,13 +269,7 @@ async fn an_idle_work_session_is_never_served() {
     let redis = support::RedisServer::start();
     let idle = Duration::from_millis(1_500);
     let store = replica(&redis.url(), idle);
-    let mcp = McpSessionId::random();
-    let query = steady(&mcp);
-    store
-        .bind(&work("atlas"), &links(&mcp))
-        .await
-        .expect("bind");
-    kept(&store, &query, "atlas").await;
+    let query = bound_and_kept(&store, "atlas").await;
     tokio::time::sleep(idle).await;
     assert_eq!(project(&store, &query).await, None, "idle: not live");
 }
