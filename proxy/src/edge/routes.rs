@@ -57,8 +57,8 @@ pub async fn serve(
         traceparent = Empty,
         // The server span of traces (crate::telemetry), named and filled per the MCP conventions
         // once the message is read (mcp::dispatch).
-        otel.name = %format_args!("{method} {path}"),
-        otel.kind = "server",
+        otel.name = Empty,
+        otel.kind = Empty,
         otel.status_code = Empty,
         mcp.method.name = Empty,
         mcp.session.id = Empty,
@@ -72,8 +72,13 @@ pub async fn serve(
     if let Some(traceparent) = traceparent(request.headers()) {
         span.record("traceparent", traceparent);
     }
-    if let Some(parent) = crate::telemetry::propagation::from_headers(request.headers()) {
-        crate::telemetry::propagation::continue_trace(&span, parent);
+    // Only with traces on: the logs keep their fields.
+    if crate::telemetry::on() {
+        span.record("otel.name", format!("{method} {path}"));
+        span.record("otel.kind", "server");
+        if let Some(parent) = crate::telemetry::propagation::from_headers(request.headers()) {
+            crate::telemetry::propagation::continue_trace(&span, parent);
+        }
     }
     // Before anything reads or copies the headers: an identity header a peer may not set is gone
     // from every path and request kind (the MCP path, its initialize, pass-through). The broker's
@@ -108,10 +113,12 @@ pub async fn serve(
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         let upstream = metrics::upstream_time();
-        let span = Span::current();
-        span.record("http.response.status_code", i64::from(status));
-        if status >= 500 {
-            span.record("otel.status_code", "ERROR");
+        if crate::telemetry::on() {
+            let span = Span::current();
+            span.record("http.response.status_code", i64::from(status));
+            if status >= 500 {
+                span.record("otel.status_code", "ERROR");
+            }
         }
         if let Some(method) = metrics::current_mcp_method() {
             app.metrics.operation(method, elapsed);

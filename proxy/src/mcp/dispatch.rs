@@ -112,11 +112,14 @@ fn describe(message: &jsonrpc::Message, caller: &Caller, version: Option<&str>) 
     metrics::set_mcp_method(metrics::method_label(method));
     if let Kind::ToolsCall(call) = &message.kind {
         span.record("tool", call.name.as_str());
-        span.record("gen_ai.tool.name", call.name.as_str());
-        span.record("gen_ai.operation.name", "execute_tool");
     }
+    // The conventions' attributes only with traces on: the logs keep their fields.
     if !crate::telemetry::on() {
         return;
+    }
+    if let Kind::ToolsCall(call) = &message.kind {
+        span.record("gen_ai.tool.name", call.name.as_str());
+        span.record("gen_ai.operation.name", "execute_tool");
     }
     let params = message.params();
     let target = propagation::target(method, params);
