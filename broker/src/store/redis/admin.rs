@@ -49,17 +49,7 @@ pub(super) async fn set_backend_session(
 async fn announce(store: &RedisStore, principal: &PrincipalId) -> Result<(), StoreError> {
     store.forget(principal);
     let channel = format!("{}:invalidations", store.settings.prefix);
-    let message = principal.to_string();
-    store
-        .run(|mut connection| async move {
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(message)
-                .query_async::<i64>(&mut connection)
-                .await
-        })
-        .await
-        .map(|_| ())
+    store.publish(principal, &channel, principal.as_str()).await
 }
 
 /// `SET key value PX ttl`.
@@ -137,7 +127,7 @@ pub(super) async fn end_mcp_session(
         })
         .await?;
     announce(store, principal).await?;
-    store.seen_everywhere().await;
+    store.seen_everywhere(principal).await;
     Ok(())
 }
 
@@ -214,7 +204,7 @@ pub(super) async fn act(
     let done: i64 = store.eval(invocation).await?;
     if done == 1 {
         store.forget(principal);
-        store.seen_everywhere().await;
+        store.seen_everywhere(principal).await;
     }
     Ok(done == 1)
 }

@@ -3,10 +3,12 @@
 //! publishes the principal (`announce` in `lua/prelude.lua`). Each message drops that principal's
 //! entries from the [`LookupCache`].
 //!
-//! **Strict after a select** ([`barrier`]): every feed registers in `<prefix>:feeds` (a sorted set,
+//! **Strict after a select** ([`acked`]): every feed registers in `<prefix>:feeds` (a sorted set,
 //! scored by when the registration runs out) before its cache may serve, and renews it with each
 //! heartbeat. A writer whose change a client must see everywhere next (a select, an operator's
-//! action, an ended MCP session) publishes `sync <nonce>` after its write and waits until every
+//! action, an ended MCP session) publishes `sync <nonce>` after its write, from the node of its
+//! principal's slot (`lua/publish.lua`: in a Cluster, messages keep their order only from one
+//! node), and waits until every
 //! registered feed has added itself to `<prefix>:acks:<nonce>`, or until a lease has run out. A feed
 //! reads its messages in order, so its ack means the write's invalidation was applied before it.
 //!
@@ -247,45 +249,50 @@ async fn apply(
     Ok(true)
 }
 
-/// After a write a client must see on every replica with its next request: waits until every
-/// registered feed has applied the write's invalidation (its ack), or a lease has run out (a feed
-/// that did not ack by then serves nothing it kept). Returns how many feeds acked.
-pub async fn barrier(
+/// The feeds a writer waits for: every one registered within [`REGISTERED_WITHIN`].
+pub async fn registered(
     connector: &Connector,
     prefix: &str,
     timeout: Duration,
-) -> Result<usize, StoreError> {
-    let unavailable = StoreError::Unavailable;
+) -> Result<Vec<String>, StoreError> {
     let mut range = redis::cmd("ZRANGEBYSCORE");
     range
         .arg(registry(prefix))
         .arg(now_ms().saturating_sub(ms(REGISTERED_WITHIN)))
         .arg("+inf");
-    let feeds: Vec<String> = command(connector, timeout, range)
+    command(connector, timeout, range)
         .await
-        .map_err(unavailable)?;
-    if feeds.is_empty() {
-        return Ok(0);
-    }
-    let nonce = crate::ids::random_hex128();
-    let mut publish = redis::cmd("PUBLISH");
-    publish.arg(channel(prefix)).arg(format!("sync {nonce}"));
-    command::<i64>(connector, timeout, publish)
-        .await
-        .map_err(unavailable)?;
+        .map_err(StoreError::Unavailable)
+}
+
+/// The message that asks every feed to ack `nonce`, and the channel it goes on.
+pub fn sync_message(prefix: &str, nonce: &str) -> (String, String) {
+    (channel(prefix), format!("sync {nonce}"))
+}
+
+/// After a writer published [`sync_message`] (from its principal's node, after its write):
+/// waits until every one of `feeds` has acked `nonce`, or a lease has run out (a feed that did not
+/// ack by then serves nothing it kept). Returns how many acked.
+pub async fn acked(
+    connector: &Connector,
+    prefix: &str,
+    timeout: Duration,
+    feeds: &[String],
+    nonce: &str,
+) -> Result<usize, StoreError> {
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
     loop {
         let mut members = redis::cmd("SMEMBERS");
-        members.arg(acks(prefix, &nonce));
+        members.arg(acks(prefix, nonce));
         let acked: Vec<String> = command(connector, timeout, members)
             .await
-            .map_err(unavailable)?;
+            .map_err(StoreError::Unavailable)?;
         if feeds.iter().all(|feed| acked.contains(feed)) {
             // Done with it: no set per select is left for Redis to expire (a late ack's set
             // still has its own TTL).
             let mut del = redis::cmd("DEL");
-            del.arg(acks(prefix, &nonce));
+            del.arg(acks(prefix, nonce));
             let _ = command::<i64>(connector, timeout, del).await;
             return Ok(acked.len());
         }

@@ -164,16 +164,43 @@ impl RedisStore {
     }
 
     /// After a write that the client's next request must see on every replica (a select, an
-    /// operator's action, an ended MCP session): waits until every replica's lookup cache has
-    /// applied it ([`feed::barrier`]). Replicas without the cache do not register, so without any
-    /// this is one read. A failure waits a lease out instead (every cache that could not be told
-    /// stops serving by then).
-    async fn seen_everywhere(&self) {
-        let prefix = &self.settings.prefix;
-        if let Err(error) = feed::barrier(&self.connector, prefix, self.settings.timeout).await {
+    /// operator's action, an ended MCP session of `principal`): waits until every replica's lookup
+    /// cache has applied it ([`feed::acked`]). Replicas without the cache do not register, so
+    /// without any this is one read. A failure waits a lease out instead (every cache that could
+    /// not be told stops serving by then).
+    async fn seen_everywhere(&self, principal: &PrincipalId) {
+        if let Err(error) = self.sync(principal).await {
             tracing::warn!(%error, "lookup cache: cannot confirm an invalidation; waiting a lease out");
             tokio::time::sleep(cache::LEASE).await;
         }
+    }
+
+    async fn sync(&self, principal: &PrincipalId) -> Result<(), StoreError> {
+        let (prefix, timeout) = (&self.settings.prefix, self.settings.timeout);
+        let feeds = feed::registered(&self.connector, prefix, timeout).await?;
+        if feeds.is_empty() {
+            return Ok(());
+        }
+        let nonce = crate::ids::random_hex128();
+        let (channel, message) = feed::sync_message(prefix, &nonce);
+        self.publish(principal, &channel, &message).await?;
+        feed::acked(&self.connector, prefix, timeout, &feeds, &nonce).await?;
+        Ok(())
+    }
+
+    /// Publishes `message` on `channel` from the node of `principal`'s slot (`publish.lua`).
+    async fn publish(
+        &self,
+        principal: &PrincipalId,
+        channel: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.publish.prepare_invoke();
+        invocation
+            .key(self.keys(principal).unused())
+            .arg(channel)
+            .arg(message);
+        self.eval::<i64>(invocation).await.map(|_| ())
     }
 
     /// How many lookups the cache answered (`None`: no cache).

@@ -17,6 +17,7 @@ pub(super) struct Scripts {
     pub(super) backend: Script,
     pub(super) dead: Script,
     pub(super) replay: Script,
+    pub(super) publish: Script,
 }
 
 /// A script on Redis's clock (`clock/server.lua`), or, with `$given`, on the clock the caller passes
@@ -53,6 +54,7 @@ impl Scripts {
             backend: script!(given_clock, "backend.lua"),
             dead: script!(given_clock, "dead.lua"),
             replay: script!(given_clock, "replay.lua"),
+            publish: script!(given_clock, "publish.lua"),
         }
     }
 }

@@ -81,7 +81,7 @@ pub(super) async fn bind(
     let bound: i64 = store.eval(invocation).await?;
     if bound == 1 {
         store.forget(&session.principal);
-        store.seen_everywhere().await;
+        store.seen_everywhere(&session.principal).await;
     }
     match bound {
         1 => Ok(()),
