@@ -19,9 +19,9 @@ impl Maps {
     pub(super) fn claim_expired(&mut self, limit: usize, now: u64, refresh: u64) -> usize {
         let mut events = Vec::new();
         'principals: for (principal, record) in self.principals.iter_mut() {
-            let Some(principal_id) = principal.restore::<PrincipalId>() else {
-                continue;
-            };
+            // Restored only for a principal with something due: a sweep visits every principal
+            // (every second), and most have nothing due.
+            let mut principal_id: Option<PrincipalId> = None;
             for (id, session) in record.sessions.iter_mut() {
                 if events.len() == limit {
                     break 'principals;
@@ -31,6 +31,12 @@ impl Maps {
                     && session.finalized.is_none();
                 let Some(work_session) = due.then(|| id.restore()).flatten() else {
                     continue;
+                };
+                if principal_id.is_none() {
+                    principal_id = principal.restore::<PrincipalId>();
+                }
+                let Some(principal_id) = &principal_id else {
+                    continue 'principals;
                 };
                 events.push(Finalized {
                     work_session,
