@@ -283,3 +283,23 @@ async def raw_initialize(http: httpx.AsyncClient, url: str, token: str | None, c
 
 def tools_call_body(tool: str, args: dict[str, Any], request_id: int = 2) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": tool, "arguments": args}}
+
+
+async def raw_call(
+    http: httpx.AsyncClient,
+    url: str,
+    token: str | None,
+    session: str,
+    tool: str,
+    args: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> ToolReply:
+    """One tools/call by hand on `session` (extra HTTP `headers`, `params._meta`); expects HTTP 200."""
+    body = tools_call_body(tool, args or {})
+    if meta is not None:
+        body["params"]["_meta"] = meta
+    response = await http.post(url, headers=rpc_headers(token, session, **(headers or {})), json=body)
+    assert response.status_code == 200, f"{tool}: {response.status_code} {response.text}"
+    result = rpc_body(response)["result"]
+    return ToolReply(bool(result.get("isError")), [item.get("text", "") for item in result["content"]])

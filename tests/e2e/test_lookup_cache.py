@@ -27,10 +27,8 @@ from e2e_helpers import (
     assert_broker_error,
     assert_on_project,
     assert_selected,
+    raw_call,
     raw_initialize,
-    rpc_body,
-    rpc_headers,
-    tools_call_body,
 )
 
 pytestmark = pytest.mark.anyio
@@ -41,10 +39,7 @@ STORE_DOWN = "session-broker: the session store is unavailable"
 
 
 async def call(http: httpx.AsyncClient, url: str, session: str, tool: str, args: dict | None = None) -> ToolReply:
-    response = await http.post(url, headers=rpc_headers(TOKEN, session), json=tools_call_body(tool, args or {}))
-    assert response.status_code == 200, f"{tool}: {response.status_code} {response.text}"
-    result = rpc_body(response)["result"]
-    return ToolReply(bool(result.get("isError")), [item.get("text", "") for item in result["content"]])
+    return await raw_call(http, url, TOKEN, session, tool, args)
 
 
 def script_calls(port: int) -> int:

@@ -28,10 +28,8 @@ from e2e_helpers import (
     ToolReply,
     assert_on_project,
     assert_selected,
+    raw_call,
     raw_initialize,
-    rpc_body,
-    rpc_headers,
-    tools_call_body,
 )
 
 pytestmark = pytest.mark.anyio
@@ -114,13 +112,7 @@ def tracing_env(endpoint: str) -> dict[str, str]:
 
 
 async def call(http: httpx.AsyncClient, url: str, session: str, tool: str, args: dict | None = None, headers: dict | None = None, meta: dict | None = None) -> ToolReply:
-    body = tools_call_body(tool, args or {})
-    if meta is not None:
-        body["params"]["_meta"] = meta
-    response = await http.post(url, headers=rpc_headers(TOKEN, session, **(headers or {})), json=body)
-    assert response.status_code == 200, f"{tool}: {response.status_code} {response.text}"
-    result = rpc_body(response)["result"]
-    return ToolReply(bool(result.get("isError")), [item.get("text", "") for item in result["content"]])
+    return await raw_call(http, url, TOKEN, session, tool, args, headers, meta)
 
 
 def session_claims(token: str) -> dict:

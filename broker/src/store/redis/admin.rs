@@ -48,7 +48,7 @@ pub(super) async fn set_backend_session(
 /// changed. Sent after the write, so a replica that re-reads sees it.
 async fn announce(store: &RedisStore, principal: &PrincipalId) -> Result<(), StoreError> {
     store.forget(principal);
-    let channel = format!("{}:invalidations", store.settings.prefix);
+    let channel = super::feed::channel(&store.settings.prefix);
     store.publish(principal, &channel, principal.as_str()).await
 }
 

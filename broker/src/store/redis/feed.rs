@@ -54,7 +54,8 @@ pub struct FeedSettings {
     pub timeout: Duration,
 }
 
-fn channel(prefix: &str) -> String {
+/// The channel every announcement and sync goes on.
+pub(super) fn channel(prefix: &str) -> String {
     format!("{prefix}:invalidations")
 }
 
