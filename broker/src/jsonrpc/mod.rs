@@ -280,6 +280,7 @@ fn request_kind(map: &Map<String, Value>, method: String) -> Result<Kind, &'stat
 }
 
 mod edit;
+pub mod envelope;
 pub use edit::{Taken, error_reply, take_argument, take_meta, tool_error_reply};
 
 #[cfg(test)]

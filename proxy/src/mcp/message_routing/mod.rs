@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use broker::ids::{BackendSessionId, McpSessionId, PrincipalId, UpstreamId};
 use broker::jsonrpc::RequestId;
+use broker::jsonrpc::envelope::Envelope;
 use broker::rpc_ids::{self, Asked, Scope, Sealer, Unsealed};
 use bytes::Bytes;
 use serde_json::Value;
@@ -122,15 +123,19 @@ impl IdMap {
 
     /// Gives a backend response the client's id back. Returns whether it changed.
     pub fn restore(&mut self, message: &mut Value) -> bool {
-        let Some(id) = rpc_ids::response_id(message) else {
+        let Some(client) = rpc_ids::response_id(message).and_then(|id| self.answer(&id)) else {
             return false;
         };
-        let Some(pair) = self.pairs.iter_mut().find(|p| p.upstream == id) else {
-            return false;
-        };
-        pair.answered = true;
-        rpc_ids::set_id(message, &pair.client);
+        rpc_ids::set_id(message, &client);
         true
+    }
+
+    /// The client's id of the request the backend answered as `upstream`, now marked answered;
+    /// `None` for an id the broker did not give.
+    pub fn answer(&mut self, upstream: &RequestId) -> Option<RequestId> {
+        let pair = self.pairs.iter_mut().find(|p| &p.upstream == upstream)?;
+        pair.answered = true;
+        Some(pair.client.clone())
     }
 
     /// The upstream id of the client's request `client`.
@@ -162,12 +167,25 @@ pub fn own_ids(
     if body.is_empty() {
         return None;
     }
-    let mut value: Value = serde_json::from_slice(body).ok()?;
     let mut ids = IdMap {
         pairs: Vec::new(),
         registered: Vec::new(),
         in_flight: Some(app.in_flight.clone()),
     };
+    // A single request (nearly every body): its id spliced in, nothing else parsed or written.
+    if let Some(envelope) = std::str::from_utf8(body).ok().and_then(Envelope::read)
+        && let Some(client) = envelope.request_id()
+    {
+        let upstream = upstream_id_for(app, caller, &client, backend, &mut ids);
+        let spliced = envelope.with_id(&upstream)?;
+        ids.pairs.push(Pair {
+            upstream,
+            client,
+            answered: false,
+        });
+        return Some((Bytes::from(spliced), ids));
+    }
+    let mut value: Value = serde_json::from_slice(body).ok()?;
     let mut changed = false;
     match &mut value {
         Value::Array(items) => {
@@ -280,6 +298,12 @@ impl SealFor {
         let Some(id) = rpc_ids::request_id(message) else {
             return false;
         };
+        rpc_ids::set_id(message, &self.sealed(id));
+        true
+    }
+
+    /// The sealed id of the backend's request `id` (watched for when a courier is set).
+    pub fn sealed(&self, id: RequestId) -> RequestId {
         let asked = Asked {
             principal: self.principal.clone(),
             upstream: self.upstream.clone(),
@@ -290,8 +314,7 @@ impl SealFor {
         if let Some(courier) = &self.courier {
             courier.watch(&self.principal, &sealed);
         }
-        rpc_ids::set_id(message, &sealed);
-        true
+        sealed
     }
 }
 

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use broker::jsonrpc::envelope::Envelope;
 use broker::sse;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming};
@@ -51,6 +52,27 @@ impl Ids {
             changed |= seal.seal(message);
         }
         changed
+    }
+
+    /// One message's text rewritten (`None`: unchanged). A single message has its id spliced in,
+    /// every other byte as the backend wrote it; a batch, or text the envelope leaves to the full
+    /// parse, is parsed and written again.
+    fn rewrite(&mut self, text: &str) -> Option<String> {
+        let Some(envelope) = Envelope::read(text) else {
+            let mut value = serde_json::from_str::<Value>(text).ok()?;
+            return if self.apply_value(&mut value) {
+                serde_json::to_string(&value).ok()
+            } else {
+                None
+            };
+        };
+        if let Some(upstream) = envelope.response_id() {
+            let client = self.ids.answer(&upstream)?;
+            return envelope.with_id(&client);
+        }
+        let request = envelope.request_id()?;
+        let seal = self.seal.as_ref()?;
+        envelope.with_id(&seal.sealed(request))
     }
 
     fn apply_value(&mut self, value: &mut Value) -> bool {
@@ -117,11 +139,7 @@ impl Rewritten {
     fn blocks(&mut self, blocks: Vec<sse::Block>) {
         for block in blocks {
             let rewritten = block.event.and_then(|mut event| {
-                let mut value = serde_json::from_str::<Value>(&event.data).ok()?;
-                if !self.edits.apply_value(&mut value) {
-                    return None;
-                }
-                event.data = serde_json::to_string(&value).ok()?;
+                event.data = self.edits.rewrite(&event.data)?;
                 Some(event.to_bytes())
             });
             self.ready.push_back(rewritten.unwrap_or(block.raw));
@@ -141,13 +159,10 @@ impl Rewritten {
                 let Some(collected) = collected.take() else {
                     return;
                 };
-                let rewritten =
-                    serde_json::from_slice::<Value>(&collected)
-                        .ok()
-                        .and_then(|mut value| {
-                            let changed = self.edits.apply_value(&mut value);
-                            changed.then(|| serde_json::to_vec(&value).ok()).flatten()
-                        });
+                let rewritten = std::str::from_utf8(&collected)
+                    .ok()
+                    .and_then(|text| self.edits.rewrite(text))
+                    .map(String::into_bytes);
                 self.ready
                     .push_back(Bytes::from(rewritten.unwrap_or(collected)));
             }
