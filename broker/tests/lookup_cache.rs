@@ -2,7 +2,8 @@
 //! another replica's select, an operator's rebind or an ended MCP session has returned, a replica
 //! that kept the old answer answers the new one with its very next lookup (the writer waited for
 //! its feed's ack); and nothing kept is served once Redis restarts (empty), pauses, or the work
-//! session goes idle.
+//! session goes idle. Two selects at the same instant on two replicas both land, and every
+//! replica then answers what Redis holds.
 
 mod support;
 
@@ -203,6 +204,70 @@ async fn selects_rebinds_and_ends_reach_every_replica() {
 async fn selects_rebinds_and_ends_reach_every_replica_on_a_cluster() {
     let cluster = support::cluster::RedisCluster::start();
     selects_and_rebinds_reach_every_replica(&cluster.url()).await;
+}
+
+/// Two selects of one principal, on one MCP session, at the same instant on two replicas (two of a
+/// user's windows, or a client retrying on another replica): both return, and once both have,
+/// each replica's next lookup answers what Redis holds, whichever bind ran last. Each bind's sync
+/// has its own nonce and ack set, and each feed acks both: neither barrier can take the other's
+/// acks, nor leave a replica serving the answer the other bind replaced.
+async fn simultaneous_selects_end_on_what_redis_holds(url: &str) {
+    let idle = Duration::from_secs(60);
+    let (a, b) = (replica(url, idle), replica(url, idle));
+    let truth = RedisStore::new(RedisSettings::new(url), lifetimes(idle)).expect("store");
+    let mcp = McpSessionId::random();
+    let query = steady(&mcp);
+    a.bind(&work("start"), &links(&mcp)).await.expect("bind");
+    let mut current = "start".to_owned();
+    let (mut slowest, mut won) = (Duration::ZERO, [0u32; 2]);
+    for round in 1..=30 {
+        // Both replicas serve the current answer from their caches.
+        kept(&a, &query, &current).await;
+        kept(&b, &query, &current).await;
+        let (pa, pb) = (format!("a{round}"), format!("b{round}"));
+        let timed = |store: Arc<RedisStore>, project: String| {
+            let mcp = mcp.clone();
+            async move {
+                let started = Instant::now();
+                store
+                    .bind(&work(&project), &links(&mcp))
+                    .await
+                    .expect("bind");
+                started.elapsed()
+            }
+        };
+        let (ta, tb) = tokio::join!(timed(a.clone(), pa.clone()), timed(b.clone(), pb.clone()));
+        slowest = slowest.max(ta).max(tb);
+        let held = project(&truth, &query)
+            .await
+            .expect("Redis holds one of them");
+        assert!(
+            held == pa || held == pb,
+            "round {round}: Redis holds {held}"
+        );
+        won[usize::from(held == pb)] += 1;
+        for (name, store) in [("a", &a), ("b", &b)] {
+            assert_eq!(
+                project(store, &query).await.as_deref(),
+                Some(held.as_str()),
+                "round {round}: replica {name} after both selects returned"
+            );
+        }
+        current = held;
+    }
+    eprintln!("slowest of two simultaneous binds: {slowest:?}; last writer a/b: {won:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_selects_on_two_replicas_end_on_what_redis_holds() {
+    let redis = support::RedisServer::start();
+    simultaneous_selects_end_on_what_redis_holds(&redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_selects_on_two_replicas_end_on_what_redis_holds_on_a_cluster() {
+    let cluster = support::cluster::RedisCluster::start();
+    simultaneous_selects_end_on_what_redis_holds(&cluster.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
