@@ -130,12 +130,16 @@ CONF
 
 # start_brokers: the broker with each store, on one thread each (BROKER_THREADS, default 1: its
 # --worker-threads), on their fixed ports.
+# BROKER_ENV: extra VAR=value words for the brokers' environment only (an allocator tunable, say),
+# so that nginx, the upstream and the load generators run as always.
 start_brokers() {
     local common=(--upstream "$URL_direct" --admin-listen off --drain-timeout 1s --worker-threads "${BROKER_THREADS:-1}")
-    "$BROKER" --listen "127.0.0.1:$MEMORY_PORT" "${common[@]}" \
+    local extra=()
+    read -r -a extra <<<"${BROKER_ENV:-}"
+    env "${extra[@]}" "$BROKER" --listen "127.0.0.1:$MEMORY_PORT" "${common[@]}" \
         >>"$WORK/broker-memory.log" 2>&1 &
     PIDS+=($!) PID_of_memory=$!
-    "$BROKER" --listen "127.0.0.1:$REDIS_BROKER_PORT" "${common[@]}" \
+    env "${extra[@]}" "$BROKER" --listen "127.0.0.1:$REDIS_BROKER_PORT" "${common[@]}" \
         --redis-url "redis://127.0.0.1:$REDIS_PORT/0" >>"$WORK/broker-redis.log" 2>&1 &
     PIDS+=($!) PID_of_redis=$!
     wait_port "$MEMORY_PORT" "broker (memory)"
