@@ -1,6 +1,6 @@
-//! The memory store's state: one [`Principal`] record per principal (in a slab, by its packed id), the
-//! shared names, the finalized events; the purge that keeps memory following the live set, and the
-//! writes that span a principal's record and the shared names. Every caller holds the store's one
+//! The memory store's state: one [`Principal`] record per principal (in a slab, by its packed id),
+//! the shared names, the finalized events; the purge that keeps memory following the live set, and
+//! the writes that span a principal's record and the shared names. Every caller holds the store's one
 //! lock, so each operation sees and leaves the state consistent.
 
 use std::collections::{HashMap, VecDeque};

@@ -7,10 +7,9 @@
 //!
 //! Its layout is its own, made to be small (a few hundred bytes per live work session): one record
 //! per principal holding what Redis keeps under that principal's keys (`principal.rs`), the records
-//! kept in chunks of a thousand allocated at once (`slab.rs`), ids as
-//! bytes (`packed.rs`), repeated names shared (`intern.rs`), maps that hold one entry inline
-//! (`small.rs`). The state, its purge and the writes that span it are in `maps.rs`, finalization
-//! and the operator's views in `events.rs`.
+//! in chunks of a thousand allocated at once (`slab.rs`), ids as bytes (`packed.rs`), repeated names
+//! shared (`intern.rs`), maps that hold one entry inline (`small.rs`). The state, its purge and the
+//! writes that span it are in `maps.rs`, finalization and the operator's views in `events.rs`.
 
 use std::sync::Mutex;
 
