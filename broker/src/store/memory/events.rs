@@ -4,6 +4,7 @@
 //! an operator sees it, and an operator's rebind and end.
 
 use std::num::NonZeroU64;
+use std::ops::ControlFlow;
 
 use super::Maps;
 use super::packed::Packed;
@@ -18,13 +19,13 @@ impl Maps {
     /// ran out (Lifetimes::refresh: as its deadline in Redis).
     pub(super) fn claim_expired(&mut self, limit: usize, now: u64, refresh: u64) -> usize {
         let mut events = Vec::new();
-        'principals: for (principal, record) in self.principals.iter_mut() {
+        self.principals.for_each_mut(|principal, record| {
             // Restored only for a principal with something due: a sweep visits every principal
             // (every second), and most have nothing due.
             let mut principal_id: Option<PrincipalId> = None;
             for (id, session) in record.sessions.iter_mut() {
                 if events.len() == limit {
-                    break 'principals;
+                    return ControlFlow::Break(());
                 }
                 let due = session.expires <= now
                     && session.expires.saturating_add(refresh) <= now
@@ -36,7 +37,7 @@ impl Maps {
                     principal_id = principal.restore::<PrincipalId>();
                 }
                 let Some(principal_id) = &principal_id else {
-                    continue 'principals;
+                    return ControlFlow::Continue(());
                 };
                 events.push(Finalized {
                     work_session,
@@ -50,7 +51,8 @@ impl Maps {
                 });
                 session.finalized = NonZeroU64::new(now.max(1));
             }
-        }
+            ControlFlow::Continue(())
+        });
         let claimed = events.len();
         for event in events {
             self.push_event(event);

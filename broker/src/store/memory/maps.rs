@@ -1,6 +1,6 @@
-//! The memory store's state: one [`Principal`] record per principal (keyed by its packed id), the
-//! shared names, the finalized events; the purge that keeps memory following the live set, and the
-//! writes that span a principal's record and the shared names. Every caller holds the store's one
+//! The memory store's state: one [`Principal`] record per principal (in a slab, by its packed id),
+//! the shared names, the finalized events; the purge that keeps memory following the live set, and
+//! the writes that span a principal's record and the shared names. Every caller holds the store's one
 //! lock, so each operation sees and leaves the state consistent.
 
 use std::collections::{HashMap, VecDeque};
@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::intern::Names;
 use super::packed::Packed;
 use super::principal::{Principal, Record, link};
+use super::slab::Principals;
 use super::small::Small;
 use crate::finalize::{DeadLetter, Delivery};
 use crate::ids::{PrincipalId, Surface};
@@ -51,7 +52,7 @@ pub(super) struct Recorded<'a> {
 /// Everything the memory store holds, behind its one lock.
 #[derive(Default)]
 pub(super) struct Maps {
-    pub(super) principals: HashMap<Packed, Box<Principal>>,
+    pub(super) principals: Principals,
     pub(super) names: Names,
     /// Work sessions whose data expired unclaimed (past the safety TTL), not yet reported.
     pub(super) dropped: usize,
@@ -86,29 +87,21 @@ impl Maps {
             left
         });
         self.dropped += dropped;
-        if self.principals.capacity() > 4 * self.principals.len() + 64 {
-            self.principals.shrink_to_fit();
-        }
         self.names.purge();
     }
 
     pub(super) fn principal(&self, principal: &PrincipalId) -> Option<&Principal> {
-        self.principals
-            .get(&Packed::new(principal.as_str()))
-            .map(|p| &**p)
+        self.principals.get(&Packed::new(principal.as_str()))
     }
 
     pub(super) fn principal_mut(&mut self, principal: &PrincipalId) -> Option<&mut Principal> {
-        self.principals
-            .get_mut(&Packed::new(principal.as_str()))
-            .map(|p| &mut **p)
+        self.principals.get_mut(&Packed::new(principal.as_str()))
     }
 
     /// The principal's record, made empty if it has none.
     pub(super) fn principal_or_new(&mut self, principal: &PrincipalId) -> &mut Principal {
         self.principals
-            .entry(Packed::new(principal.as_str()))
-            .or_default()
+            .get_or_default(Packed::new(principal.as_str()))
     }
 
     pub(super) fn mcp_state(&self, principal: &PrincipalId, mcp: &McpQuery, now: u64) -> McpState {

@@ -6,10 +6,10 @@
 //! [`Clock`] (the wall clock unless a test gives it a manual one), in milliseconds.
 //!
 //! Its layout is its own, made to be small (a few hundred bytes per live work session): one record
-//! per principal holding what Redis keeps under that principal's keys (`principal.rs`), ids as
-//! bytes (`packed.rs`), repeated names shared (`intern.rs`), maps that hold one entry inline
-//! (`small.rs`). The state, its purge and the writes that span it are in `maps.rs`, finalization
-//! and the operator's views in `events.rs`.
+//! per principal holding what Redis keeps under that principal's keys (`principal.rs`), the records
+//! in chunks of a thousand allocated at once (`slab.rs`), ids as bytes (`packed.rs`), repeated names
+//! shared (`intern.rs`), maps that hold one entry inline (`small.rs`). The state, its purge and the
+//! writes that span it are in `maps.rs`, finalization and the operator's views in `events.rs`.
 
 use std::sync::Mutex;
 
@@ -33,6 +33,7 @@ mod packed;
 mod principal;
 #[cfg(test)]
 mod size;
+mod slab;
 mod small;
 
 use maps::{Entry, Maps, Recorded, after};
@@ -322,8 +323,8 @@ impl Store for MemoryStore {
     async fn live_work_sessions(&self) -> Result<u64, StoreError> {
         self.with(|maps, now| {
             maps.principals
-                .values()
-                .map(|principal| principal.live_count(now))
+                .iter()
+                .map(|(_, principal)| principal.live_count(now))
                 .fold(0, u64::saturating_add)
         })
     }

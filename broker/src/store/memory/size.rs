@@ -84,9 +84,10 @@ fn resident_memory_per_work_session() {
     );
 }
 
-/// What the ~330 bytes above are made of: a principal with one work session, one MCP-session link,
-/// one surface and one recent project is one allocation (its record) and one slot of the
-/// principals' table. A field that makes them grow should be a choice, not an accident.
+/// What the ~320 bytes above are made of: a principal with one work session, one MCP-session link,
+/// one surface and one recent project is one slot of the principals' slab (its record, no allocation
+/// of its own: `slab.rs`) and one entry of the map to the slots. A field that makes them grow should
+/// be a choice, not an accident.
 #[test]
 fn a_principal_with_one_work_session_is_one_small_allocation() {
     use std::mem::size_of;
