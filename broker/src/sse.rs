@@ -31,7 +31,10 @@ pub struct Event {
 impl Event {
     /// Serializes the event in canonical form (`\n` line ends, one blank line after).
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = String::new();
+        let name = self.name.as_ref().map_or(0, |n| n.len() + 8);
+        let id = self.id.as_ref().map_or(0, |i| i.len() + 5);
+        let lines = self.data.bytes().filter(|&b| b == b'\n').count() + 1;
+        let mut out = String::with_capacity(name + id + self.data.len() + 7 * lines + 1);
         if let Some(name) = &self.name {
             out.push_str("event: ");
             out.push_str(name);

@@ -278,17 +278,22 @@ impl Touches {
 /// session, whether they set or only count the MCP-session link (and which link they set), and the
 /// conversation link they set.
 fn key(session: &WorkSession, links: &Links) -> String {
-    let mcp = match (&links.mcp_session, links.count_only) {
-        (None, _) => String::new(),
-        (Some(_), true) => "count".to_owned(),
-        (Some(sid), false) => format!("link={sid}"),
-    };
-    let conversation = links
-        .conversation
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    format!("{}:{}:{mcp}:{conversation}", session.principal, session.id)
+    use std::fmt::Write as _;
+    // One allocation: this runs on every call.
+    let mut key = String::with_capacity(160);
+    let _ = write!(key, "{}:{}:", session.principal, session.id);
+    match (&links.mcp_session, links.count_only) {
+        (None, _) => {}
+        (Some(_), true) => key.push_str("count"),
+        (Some(sid), false) => {
+            let _ = write!(key, "link={sid}");
+        }
+    }
+    key.push(':');
+    if let Some(conversation) = &links.conversation {
+        let _ = write!(key, "{conversation}");
+    }
+    key
 }
 
 #[cfg(test)]
