@@ -26,6 +26,7 @@ use crate::resolve::Found;
 use crate::session::{BackendSessions, Links, WorkSession};
 use crate::store::clock::ms;
 
+mod deadlines;
 mod events;
 mod intern;
 mod maps;
@@ -34,6 +35,8 @@ mod principal;
 #[cfg(test)]
 mod size;
 mod small;
+#[cfg(test)]
+mod tests;
 
 use maps::{Entry, Maps, Recorded, after};
 use packed::Packed;
