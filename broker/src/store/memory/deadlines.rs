@@ -76,6 +76,7 @@ impl Deadlines {
     }
 
     /// How many entries it holds.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.hex.len() + self.other.len()
     }
@@ -103,10 +104,13 @@ mod tests {
         assert_eq!(std::mem::size_of::<Reverse<(u64, Hex, Hex)>>(), 40);
     }
 
+    /// An entry as a test writes it: `(at, principal, work session)`.
+    type Written<'a> = (u64, &'a str, &'a str);
+
     /// Table: entries pushed, `now`, the entries `pop_due` gives (in order).
     #[test]
     fn due_gives_only_what_is_due_earliest_first_either_form() {
-        let cases: &[(&[(u64, &str, &str)], u64, &[(u64, &str, &str)])] = &[
+        let cases: &[(&[Written], u64, &[Written])] = &[
             (&[], 100, &[]),
             (&[(101, P, W)], 100, &[]),
             (&[(100, P, W)], 100, &[(100, P, W)]),

@@ -9,7 +9,8 @@
 //! per principal holding what Redis keeps under that principal's keys (`principal.rs`), ids as
 //! bytes (`packed.rs`), repeated names shared (`intern.rs`), maps that hold one entry inline
 //! (`small.rs`). The state, its purge and the writes that span it are in `maps.rs`, finalization
-//! and the operator's views in `events.rs`.
+//! and the operator's views in `events.rs`, the deadline index that lets the sweep visit only the
+//! work sessions that may be due (its invariant and who keeps it) in `deadlines.rs`.
 
 use std::sync::Mutex;
 
