@@ -4,7 +4,6 @@
 //! an operator sees it, and an operator's rebind and end.
 
 use std::num::NonZeroU64;
-use std::ops::ControlFlow;
 
 use super::Maps;
 use super::packed::Packed;
@@ -17,42 +16,62 @@ impl Maps {
     /// Marks idle work sessions finalized and queues their events; returns how many. `now` is the
     /// store clock's (ms), as every time below. A work session is due `refresh` after its idle TTL
     /// ran out (Lifetimes::refresh: as its deadline in Redis).
+    ///
+    /// It visits only the entries of the deadline index whose time has passed ([`Deadlines`]), and
+    /// judges each work session by its own record: an entry written before a touch moved the
+    /// deadline later is pushed again at the new deadline, never finalized early; one whose work
+    /// session is gone or already finalized is let go, so each is finalized once.
+    ///
+    /// [`Deadlines`]: super::deadlines::Deadlines
     pub(super) fn claim_expired(&mut self, limit: usize, now: u64, refresh: u64) -> usize {
         let mut events = Vec::new();
-        self.principals.for_each_mut(|principal, record| {
-            // Restored only for a principal with something due: a sweep visits every principal
-            // (every second), and most have nothing due.
-            let mut principal_id: Option<PrincipalId> = None;
-            for (id, session) in record.sessions.iter_mut() {
-                if events.len() == limit {
-                    return ControlFlow::Break(());
-                }
-                let due = session.expires <= now
-                    && session.expires.saturating_add(refresh) <= now
-                    && session.finalized.is_none();
-                let Some(work_session) = due.then(|| id.restore()).flatten() else {
-                    continue;
-                };
-                if principal_id.is_none() {
-                    principal_id = principal.restore::<PrincipalId>();
-                }
-                let Some(principal_id) = &principal_id else {
-                    return ControlFlow::Continue(());
-                };
-                events.push(Finalized {
-                    work_session,
-                    principal: principal_id.clone(),
-                    surface: session.surface.as_ref().clone(),
-                    project: session.project.as_ref().clone(),
-                    started_ms: session.created_ms,
-                    last_active_ms: session.last_active_ms,
-                    finalized_ms: now,
-                    calls: session.calls,
-                });
-                session.finalized = NonZeroU64::new(now.max(1));
+        // Entries to push again once the popping is over (one pushed back at or before `now`
+        // would be popped again by this sweep).
+        let mut again = Vec::new();
+        while events.len() < limit {
+            let Some((at, principal, id)) = self.deadlines.pop_due(now) else {
+                break;
+            };
+            #[cfg(test)]
+            {
+                self.visited += 1;
             }
-            ControlFlow::Continue(())
-        });
+            let Some(session) = self
+                .principals
+                .get_mut(&principal)
+                .and_then(|record| record.sessions.get_mut(&id))
+                .filter(|session| session.finalized.is_none())
+            else {
+                continue;
+            };
+            let due = session.expires <= now && session.expires.saturating_add(refresh) <= now;
+            if !due {
+                again.push((session.expires.saturating_add(refresh), principal, id));
+                continue;
+            }
+            // Restored only for a work session that is due. A validated id always restores; were
+            // one not to, its entry stays and it is tried again at the next sweep, as before.
+            let (Some(work_session), Some(principal_id)) =
+                (id.restore(), principal.restore::<PrincipalId>())
+            else {
+                again.push((at, principal, id));
+                continue;
+            };
+            events.push(Finalized {
+                work_session,
+                principal: principal_id,
+                surface: session.surface.as_ref().clone(),
+                project: session.project.as_ref().clone(),
+                started_ms: session.created_ms,
+                last_active_ms: session.last_active_ms,
+                finalized_ms: now,
+                calls: session.calls,
+            });
+            session.finalized = NonZeroU64::new(now.max(1));
+        }
+        for (at, principal, id) in again {
+            self.deadlines.push(at, &principal, &id);
+        }
         let claimed = events.len();
         for event in events {
             self.push_event(event);
@@ -142,10 +161,21 @@ impl Maps {
                 record.add_recent(project, now, lifetimes.recent_projects, now);
             }
             // Due now, and its last activity an idle TTL ago, as admin.lua writes it: the one
-            // liveness rule (last activity + idle TTL > now) says it is over.
+            // liveness rule (last activity + idle TTL > now) says it is over. Its entry in the
+            // deadline index may be later: a new one makes it due at the next sweep (the old one
+            // goes when it comes, finding it finalized).
             None => {
-                session.expires = now.saturating_sub(ms(lifetimes.refresh));
+                let refresh = ms(lifetimes.refresh);
+                let expires = now.saturating_sub(refresh);
+                let earlier = expires < session.expires;
+                session.expires = expires;
                 session.last_active_ms = now.saturating_sub(ms(lifetimes.idle));
+                if earlier {
+                    let (principal, id) =
+                        (Packed::new(principal.as_str()), Packed::new(id.as_str()));
+                    self.deadlines
+                        .push(expires.saturating_add(refresh), &principal, &id);
+                }
             }
         }
         true

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use super::deadlines::Deadlines;
 use super::intern::Names;
 use super::packed::Packed;
 use super::principal::{Principal, Record, link};
@@ -63,6 +64,12 @@ pub(super) struct Maps {
     pub(super) dead: Vec<DeadLetter>,
     pub(super) next_event: u64,
     pub(super) last_purge: Option<u64>,
+    /// When each work session that is not finalized may come due (see `deadlines.rs` for the
+    /// invariant and who keeps it).
+    pub(super) deadlines: Deadlines,
+    /// Deadline entries the sweeps popped (tests count what a sweep visits).
+    #[cfg(test)]
+    pub(super) visited: usize,
 }
 
 impl Maps {
@@ -88,6 +95,7 @@ impl Maps {
         });
         self.dropped += dropped;
         self.names.purge();
+        self.deadlines.shrink();
     }
 
     pub(super) fn principal(&self, principal: &PrincipalId) -> Option<&Principal> {
@@ -207,7 +215,11 @@ impl Maps {
         // It merges into what calls recorded since its copy was read, as bind.lua does
         // (store::hash::bind_fields): their calls, the creation time, the backend sessions it
         // does not carry itself, and the conversation when it carries none.
+        // The deadline index needs an entry at or before the new deadline: the one it has is
+        // early enough unless this moves `expires` earlier (only a clock that went back can).
+        let mut index = true;
         if let Some(existing) = principal.sessions.remove(&id) {
+            index = record.expires < existing.expires;
             record.calls = existing.calls + 1;
             record.created_ms = existing.created_ms;
             if record.conversation.is_none() {
@@ -221,7 +233,12 @@ impl Maps {
         for (field, backend) in carried {
             record.backends.insert(field, backend);
         }
+        let deadline = record.expires.saturating_add(ms(lifetimes.refresh));
         principal.sessions.insert(id.clone(), record);
+        if index {
+            let principal = Packed::new(session.principal.as_str());
+            self.deadlines.push(deadline, &principal, &id);
+        }
         let call = Recorded {
             id: &id,
             surface: &session.surface,

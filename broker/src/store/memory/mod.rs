@@ -9,7 +9,9 @@
 //! per principal holding what Redis keeps under that principal's keys (`principal.rs`), the records
 //! in chunks of a thousand allocated at once (`slab.rs`), ids as bytes (`packed.rs`), repeated names
 //! shared (`intern.rs`), maps that hold one entry inline (`small.rs`). The state, its purge and the
-//! writes that span it are in `maps.rs`, finalization and the operator's views in `events.rs`.
+//! writes that span it are in `maps.rs`, finalization and the operator's views in `events.rs`, the
+//! deadline index that lets the sweep visit only the work sessions that may be due (its invariant
+//! and who keeps it) in `deadlines.rs`.
 
 use std::sync::Mutex;
 
@@ -26,6 +28,7 @@ use crate::resolve::Found;
 use crate::session::{BackendSessions, Links, WorkSession};
 use crate::store::clock::ms;
 
+mod deadlines;
 mod events;
 mod intern;
 mod maps;
@@ -35,6 +38,8 @@ mod principal;
 mod size;
 mod slab;
 mod small;
+#[cfg(test)]
+mod tests;
 
 use maps::{Entry, Maps, Recorded, after};
 use packed::Packed;

@@ -84,10 +84,55 @@ fn resident_memory_per_work_session() {
     );
 }
 
-/// What the ~320 bytes above are made of: a principal with one work session, one MCP-session link,
-/// one surface and one recent project is one slot of the principals' slab (its record, no allocation
-/// of its own: `slab.rs`) and one entry of the map to the slots. A field that makes them grow should
-/// be a choice, not an accident.
+/// How long a sweep and a purge take under the store's lock when nothing is due, with 100k live work
+/// sessions (one per principal, as above): the cost every steady call pays while it waits for the lock.
+///
+/// `cargo test -p broker --release --lib store::memory::size -- --ignored --nocapture`
+#[test]
+#[ignore = "measures time: run alone, in release"]
+fn a_sweep_with_nothing_due_at_100k_work_sessions() {
+    use std::time::Instant;
+
+    use crate::store::clock::Clock;
+
+    const SESSIONS: u64 = 100_000;
+    const ROUNDS: u32 = 20;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let (clock, hand) = Clock::manual();
+    let store = MemoryStore::new(Lifetimes::with_idle(Duration::from_secs(7200))).with_clock(clock);
+    let upstream = UpstreamId::parse(random_hex128()).expect("upstream");
+    let project = Project::parse("linkedin").expect("project");
+    let now = hand.now_ms();
+    runtime.block_on(async {
+        for _ in 0..SESSIONS {
+            let (session, links) = selected(&upstream, &project, now);
+            store.bind(&session, &links).await.expect("bind");
+        }
+        let started = Instant::now();
+        for _ in 0..ROUNDS {
+            hand.advance(Duration::from_secs(1));
+            let claimed = store.claim_expired(100).await.expect("sweep");
+            assert_eq!(claimed.finalized, 0);
+        }
+        let sweep = started.elapsed() / ROUNDS;
+        let started = Instant::now();
+        for _ in 0..ROUNDS {
+            hand.advance(Duration::from_secs(61));
+            store.ping().await.expect("purge");
+        }
+        let purge = started.elapsed() / ROUNDS;
+        assert_eq!(store.live_work_sessions().await.expect("live"), SESSIONS);
+        println!("{SESSIONS} work sessions, nothing due: a sweep {sweep:?}, a purge {purge:?}");
+    });
+}
+
+/// What the ~320 bytes above are made of (plus the work session's 40-byte entry in the deadline
+/// index, `deadlines.rs`): a principal with one work session, one MCP-session link, one surface and
+/// one recent project is one slot of the principals' slab (its record, no allocation of its own:
+/// `slab.rs`) and one entry of the map to the slots. A field that makes them grow should be a
+/// choice, not an accident.
 #[test]
 fn a_principal_with_one_work_session_is_one_small_allocation() {
     use std::mem::size_of;

@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::ops::ControlFlow;
 
 use super::packed::Packed;
 use super::principal::Principal;
@@ -75,26 +74,6 @@ impl Principals {
             let record = self.chunks.get(slot / CHUNK)?.get(slot % CHUNK)?;
             Some((key, record))
         })
-    }
-
-    /// Calls `visit` on every principal's record with its id, in no particular order, until it
-    /// breaks.
-    pub(super) fn for_each_mut(
-        &mut self,
-        mut visit: impl FnMut(&Packed, &mut Principal) -> ControlFlow<()>,
-    ) {
-        for (key, slot) in &self.slots {
-            let Some(record) = self
-                .chunks
-                .get_mut(slot / CHUNK)
-                .and_then(|chunk| chunk.get_mut(slot % CHUNK))
-            else {
-                continue;
-            };
-            if visit(key, record).is_break() {
-                return;
-            }
-        }
     }
 
     /// Keeps the records `keep` says to (it may change them); the others' slots are emptied and

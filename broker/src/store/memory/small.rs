@@ -182,18 +182,6 @@ impl<K: Hash + Eq, V> Small<K, V> {
             .chain(many.into_iter().flatten())
     }
 
-    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
-        let (one, few, many) = match self {
-            Self::Empty => (None, [].iter_mut(), None),
-            Self::One(k, v) => (Some((&*k, v)), [].iter_mut(), None),
-            Self::Few(entries) => (None, entries.iter_mut(), None),
-            Self::Many(map) => (None, [].iter_mut(), Some(map.iter_mut())),
-        };
-        one.into_iter()
-            .chain(few.map(|(k, v)| (&*k, v)))
-            .chain(many.into_iter().flatten())
-    }
-
     pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         let (one, few, many) = match self {
             Self::Empty => (None, [].iter_mut(), None),
