@@ -121,21 +121,35 @@ impl IdMap {
         self.pairs.is_empty()
     }
 
-    /// Gives a backend response the client's id back. Returns whether it changed.
-    pub fn restore(&mut self, message: &mut Value) -> bool {
-        let Some(client) = rpc_ids::response_id(message).and_then(|id| self.answer(&id)) else {
+    /// Gives a backend response the client's id back, and a server request a sealed id when `seal`
+    /// is given ([`IdMap::id_to_client`], on a parsed message). Returns whether it changed.
+    pub fn to_client(&mut self, seal: Option<&SealFor>, message: &mut Value) -> bool {
+        let response = rpc_ids::response_id(message);
+        let request = rpc_ids::request_id(message);
+        let Some(id) = self.id_to_client(seal, response, request) else {
             return false;
         };
-        rpc_ids::set_id(message, &client);
+        rpc_ids::set_id(message, &id);
         true
     }
 
-    /// The client's id of the request the backend answered as `upstream`, now marked answered;
-    /// `None` for an id the broker did not give.
-    pub fn answer(&mut self, upstream: &RequestId) -> Option<RequestId> {
-        let pair = self.pairs.iter_mut().find(|p| &p.upstream == upstream)?;
-        pair.answered = true;
-        Some(pair.client.clone())
+    /// The id a backend's message takes to the client, from its ids as `rpc_ids` reads them (a
+    /// message has at most one: a request has a `method`, a response none): a reply the id of the
+    /// client's request again (marked answered), a server request a sealed one (when `seal` is
+    /// given); `None` leaves the id as it is (a reply to an id the broker did not give, a
+    /// notification). The relay's fast path asks it with the ids the envelope read.
+    pub fn id_to_client(
+        &mut self,
+        seal: Option<&SealFor>,
+        response: Option<RequestId>,
+        request: Option<RequestId>,
+    ) -> Option<RequestId> {
+        if let Some(upstream) = response {
+            let pair = self.pairs.iter_mut().find(|p| p.upstream == upstream)?;
+            pair.answered = true;
+            return Some(pair.client.clone());
+        }
+        Some(seal?.sealed(request?))
     }
 
     /// The upstream id of the client's request `client`.
@@ -176,14 +190,8 @@ pub fn own_ids(
     if let Some(envelope) = std::str::from_utf8(body).ok().and_then(Envelope::read)
         && let Some(client) = envelope.request_id()
     {
-        let upstream = upstream_id_for(app, caller, &client, backend, &mut ids);
-        let spliced = envelope.with_id(&upstream)?;
-        ids.pairs.push(Pair {
-            upstream,
-            client,
-            answered: false,
-        });
-        return Some((Bytes::from(spliced), ids));
+        let upstream = own_request(app, caller, client, backend, &mut ids);
+        return Some((Bytes::from(envelope.with_id(&upstream)?), ids));
     }
     let mut value: Value = serde_json::from_slice(body).ok()?;
     let mut changed = false;
@@ -211,13 +219,8 @@ fn own_message(
 ) -> bool {
     if let Some(client) = rpc_ids::request_id(message) {
         // A client request (`method` and `id`).
-        let upstream = upstream_id_for(app, caller, &client, backend, ids);
+        let upstream = own_request(app, caller, client, backend, ids);
         rpc_ids::set_id(message, &upstream);
-        ids.pairs.push(Pair {
-            upstream,
-            client,
-            answered: false,
-        });
         return true;
     }
     if let Some(client) = rpc_ids::cancelled_request_id(message) {
@@ -233,6 +236,24 @@ fn own_message(
         return true;
     }
     false
+}
+
+/// The upstream id the client's request `client` takes to `backend`, its pair kept in `ids` for
+/// the reply.
+fn own_request(
+    app: &Mcp,
+    caller: &Caller,
+    client: RequestId,
+    backend: &BackendSessionId,
+    ids: &mut IdMap,
+) -> RequestId {
+    let upstream = upstream_id_for(app, caller, &client, backend, ids);
+    ids.pairs.push(Pair {
+        upstream: upstream.clone(),
+        client,
+        answered: false,
+    });
+    upstream
 }
 
 /// The upstream id of a legacy client's request: the deterministic one for its MCP session (so a
@@ -352,59 +373,4 @@ pub fn answer_target(
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn key(id: i64) -> Key {
-        let p = PrincipalId::parse("a".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
-        let s = McpSessionId::parse("b".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
-        (p, s, RequestId::Number(id))
-    }
-
-    fn running() -> Running {
-        Running {
-            backend: BackendSessionId::parse("backend").unwrap_or_else(|e| panic!("{e}")),
-            upstream_id: RequestId::Text("msb-c-1".into()),
-        }
-    }
-
-    #[test]
-    fn an_entry_in_flight_is_never_overwritten_and_leaves_with_its_map() {
-        let in_flight = Arc::new(InFlight::default());
-        assert!(in_flight.register(key(1), running()));
-        assert!(
-            !in_flight.register(key(1), running()),
-            "a reused id is not registered twice"
-        );
-        let ids = IdMap {
-            pairs: Vec::new(),
-            registered: vec![key(1)],
-            in_flight: Some(in_flight.clone()),
-        };
-        assert_eq!(in_flight.len(), 1);
-        drop(ids);
-        assert_eq!(in_flight.len(), 0);
-    }
-
-    #[test]
-    fn replies_get_the_client_id_back_once_answered() {
-        let mut ids = IdMap::default();
-        ids.pairs.push(Pair {
-            upstream: RequestId::Text("msb-c-x".into()),
-            client: RequestId::Number(1),
-            answered: false,
-        });
-        let mut progress =
-            json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1}});
-        assert!(!ids.restore(&mut progress));
-        let mut other = json!({"jsonrpc":"2.0","id":"msb-c-y","result":{}});
-        assert!(!ids.restore(&mut other));
-        assert_eq!(ids.unanswered(), vec![RequestId::Text("msb-c-x".into())]);
-        let mut reply = json!({"jsonrpc":"2.0","id":"msb-c-x","result":{}});
-        assert!(ids.restore(&mut reply));
-        assert_eq!(reply["id"], json!(1));
-        assert!(ids.unanswered().is_empty());
-    }
-}
+mod tests;

@@ -47,11 +47,7 @@ impl Ids {
 
     /// Rewrites one message; whether it changed.
     fn apply(&mut self, message: &mut Value) -> bool {
-        let mut changed = self.ids.restore(message);
-        if let Some(seal) = &self.seal {
-            changed |= seal.seal(message);
-        }
-        changed
+        self.ids.to_client(self.seal.as_ref(), message)
     }
 
     /// One message's text rewritten (`None`: unchanged). A single message has its id spliced in,
@@ -66,13 +62,12 @@ impl Ids {
                 None
             };
         };
-        if let Some(upstream) = envelope.response_id() {
-            let client = self.ids.answer(&upstream)?;
-            return envelope.with_id(&client);
-        }
-        let request = envelope.request_id()?;
-        let seal = self.seal.as_ref()?;
-        envelope.with_id(&seal.sealed(request))
+        let id = self.ids.id_to_client(
+            self.seal.as_ref(),
+            envelope.response_id(),
+            envelope.request_id(),
+        )?;
+        envelope.with_id(&id)
     }
 
     fn apply_value(&mut self, value: &mut Value) -> bool {

@@ -96,10 +96,7 @@ impl Watch {
     /// (no `method`, a `result` or an `error`) is a reply: a server's own request that happens to
     /// reuse the id is not.
     async fn apply(&mut self, message: &mut Value) -> bool {
-        let mut changed = self.ids.restore(message);
-        if let Some(seal) = &self.seal {
-            changed |= seal.seal(message);
-        }
+        let mut changed = self.ids.to_client(self.seal.as_ref(), message);
         let is_response = message.get("method").is_none()
             && (message.get("result").is_some() || message.get("error").is_some());
         let Some(id) = message
